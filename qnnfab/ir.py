@@ -1,0 +1,415 @@
+"""The network IR: the contract between ``qnnfab.model`` (which writes it) and ``qnnfab.rtl``.
+
+Plain dataclasses and numpy arrays; no torch, no Amaranth.
+
+A ``.qnn`` file is a zip archive holding ``header.json`` (format name, format version, the
+network's structure and metadata) and one ``.npy`` file per array (``layers/<i>/<name>.npy``,
+read back with ``allow_pickle=False``). It is written to a temporary file and renamed into
+place, so a reader never sees half a file.
+
+Layer kinds are looked up in :data:`LAYER_KINDS` by the ``kind`` field of each layer's header
+entry; a new kind (conv, pool, ...) registers itself there and old files keep loading. Weight
+kinds are listed in :data:`WEIGHT_KINDS`; :mod:`qnnfab.numerics` gives each one's magnitude.
+
+Numerics: see :mod:`qnnfab.numerics` and ``../shared/DESIGN.md``. A hidden dense layer computes
+``acc = Σ a_i·w_i`` and emits ``Σ_t [sign·acc >= T_t]`` (an unsigned code of ``out_bits`` bits;
+one threshold gives one bit read as ±1 by the next layer). The last layer has no thresholds: it
+emits its accumulators ("scores") and their argmax (the first index on ties).
+"""
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from . import numerics
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "WEIGHT_KINDS", "LAYER_KINDS",
+    "IRError", "DenseLayer", "Network", "save", "load", "atomic_write_bytes",
+]
+
+FORMAT = "qnnfab-ir"
+FORMAT_VERSION = 1
+WEIGHT_KINDS = ("binary",)
+MAX_ACTIVATION_BITS = 8
+
+#: Allowed code range (inclusive) of each weight kind's stored weights.
+WEIGHT_CODE_RANGE = {"binary": (0, 1)}
+
+
+class IRError(ValueError):
+    """A network IR, in memory or in a file, is not valid. The message names the field."""
+
+
+def _check_int(where, value, *, lo=None, hi=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise IRError(f"{where}: expected an integer, got {value!r}")
+    value = int(value)
+    if lo is not None and value < lo:
+        raise IRError(f"{where}: expected >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise IRError(f"{where}: expected <= {hi}, got {value}")
+    return value
+
+
+def _check_array(where, array, *, shape, lo, hi):
+    if not isinstance(array, np.ndarray):
+        raise IRError(f"{where}: expected a numpy array, got {type(array).__name__}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise IRError(f"{where}: expected an integer array, got dtype {array.dtype}"
+                      + (" (NaN/inf or fractional values cannot be stored)"
+                         if np.issubdtype(array.dtype, np.floating) else ""))
+    if array.shape != tuple(shape):
+        raise IRError(f"{where}: expected shape {tuple(shape)}, got {array.shape}")
+    if array.size:
+        amin, amax = int(array.min()), int(array.max())
+        if amin < lo or amax > hi:
+            bad = np.argwhere((array < lo) | (array > hi))[0]
+            raise IRError(f"{where}: values must lie in {lo}..{hi}, got {int(array[tuple(bad)])} "
+                          f"at index {tuple(int(i) for i in bad)}")
+
+
+@dataclass(eq=False)
+class DenseLayer:
+    """A fully connected layer.
+
+    Attributes
+    ----------
+    in_features, out_features : int
+    in_bits : int
+        Bits of each input activation code (1: ±1, >1: unsigned).
+    weight_kind : str
+        One of :data:`WEIGHT_KINDS`.
+    weights : ndarray, shape (out_features, in_features), integer codes of the weight kind.
+    thresholds : ndarray, shape (out_features, T), ascending per row; or None for the output layer.
+    threshold_sign : ndarray, shape (out_features,), +1 or -1; the accumulator is multiplied by it
+        before the comparison (-1 where batch-norm's scale was negative). None with no thresholds.
+    name : str
+    """
+    kind: ClassVar[str] = "dense"
+
+    in_features: int
+    out_features: int
+    in_bits: int
+    weight_kind: str
+    weights: np.ndarray
+    thresholds: "np.ndarray | None" = None
+    threshold_sign: "np.ndarray | None" = None
+    name: str = ""
+
+    @property
+    def is_output(self):
+        """True for a layer that emits raw accumulators (no thresholds)."""
+        return self.thresholds is None
+
+    @property
+    def n_thresholds(self):
+        return 0 if self.thresholds is None else int(self.thresholds.shape[1])
+
+    @property
+    def out_bits(self):
+        """Bits of each output code; the accumulator width for the output layer."""
+        if self.is_output:
+            return self.acc_width
+        return max(1, self.n_thresholds.bit_length())
+
+    @property
+    def acc_width(self):
+        return numerics.acc_width(self.in_features, self.in_bits, self.weight_kind)
+
+    @property
+    def threshold_width(self):
+        return numerics.threshold_width(self.in_features, self.in_bits, self.weight_kind)
+
+    @property
+    def macs(self):
+        return self.in_features * self.out_features
+
+    @property
+    def weight_bits(self):
+        """Bits of weight memory the layer needs."""
+        lo, hi = WEIGHT_CODE_RANGE[self.weight_kind]
+        return self.macs * max(1, (hi - lo).bit_length())
+
+    def validate(self, where="layer"):
+        _check_int(f"{where}.in_features", self.in_features, lo=1)
+        _check_int(f"{where}.out_features", self.out_features, lo=1)
+        _check_int(f"{where}.in_bits", self.in_bits, lo=1, hi=MAX_ACTIVATION_BITS)
+        if self.weight_kind not in WEIGHT_KINDS:
+            raise IRError(f"{where}.weight_kind: expected one of {', '.join(WEIGHT_KINDS)}, "
+                          f"got {self.weight_kind!r}")
+        lo, hi = WEIGHT_CODE_RANGE[self.weight_kind]
+        _check_array(f"{where}.weights", self.weights,
+                     shape=(self.out_features, self.in_features), lo=lo, hi=hi)
+        if self.thresholds is None:
+            if self.threshold_sign is not None:
+                raise IRError(f"{where}.threshold_sign: expected none for a layer without "
+                              f"thresholds")
+            return
+        if not isinstance(self.thresholds, np.ndarray) or self.thresholds.ndim != 2:
+            raise IRError(f"{where}.thresholds: expected a 2-D array (out_features, T), got "
+                          f"{getattr(self.thresholds, 'shape', self.thresholds)!r}")
+        n_thr = self.thresholds.shape[1]
+        if not 1 <= n_thr <= (1 << MAX_ACTIVATION_BITS) - 1:
+            raise IRError(f"{where}.thresholds: expected 1..{(1 << MAX_ACTIVATION_BITS) - 1} "
+                          f"thresholds per output, got {n_thr}")
+        tlo, thi = numerics.threshold_bounds(self.in_features, self.in_bits, self.weight_kind)
+        _check_array(f"{where}.thresholds", self.thresholds,
+                     shape=(self.out_features, n_thr), lo=tlo, hi=thi)
+        if n_thr > 1 and np.any(np.diff(self.thresholds.astype(np.int64), axis=1) < 0):
+            row = int(np.argwhere(np.diff(self.thresholds.astype(np.int64), axis=1) < 0)[0, 0])
+            raise IRError(f"{where}.thresholds: row {row} is not ascending: "
+                          f"{self.thresholds[row].tolist()}")
+        if self.threshold_sign is None:
+            raise IRError(f"{where}.threshold_sign: expected an array of ±1 beside thresholds")
+        _check_array(f"{where}.threshold_sign", self.threshold_sign,
+                     shape=(self.out_features,), lo=-1, hi=1)
+        if np.any(self.threshold_sign == 0):
+            raise IRError(f"{where}.threshold_sign: values must be +1 or -1, got 0 at index "
+                          f"{int(np.argwhere(self.threshold_sign == 0)[0, 0])}")
+
+    # -- file form -------------------------------------------------------------------------------
+    def header(self):
+        return {"kind": self.kind, "name": self.name, "in_features": int(self.in_features),
+                "out_features": int(self.out_features), "in_bits": int(self.in_bits),
+                "weight_kind": self.weight_kind}
+
+    def arrays(self):
+        out = {"weights": self.weights}
+        if self.thresholds is not None:
+            out["thresholds"] = self.thresholds
+            out["threshold_sign"] = self.threshold_sign
+        return out
+
+    @classmethod
+    def from_file(cls, where, header, arrays):
+        known = {"kind", "name", "in_features", "out_features", "in_bits", "weight_kind"}
+        for key in ("in_features", "out_features", "in_bits", "weight_kind"):
+            if key not in header:
+                raise IRError(f"{where}.{key}: missing")
+        unknown = set(header) - known
+        if unknown:
+            raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        if "weights" not in arrays:
+            raise IRError(f"{where}.weights: missing array")
+        return cls(in_features=header["in_features"], out_features=header["out_features"],
+                   in_bits=header["in_bits"], weight_kind=header["weight_kind"],
+                   weights=arrays["weights"], thresholds=arrays.get("thresholds"),
+                   threshold_sign=arrays.get("threshold_sign"), name=header.get("name", ""))
+
+
+#: Layer classes by the ``kind`` string stored in files.
+LAYER_KINDS = {DenseLayer.kind: DenseLayer}
+
+
+@dataclass(eq=False)
+class Network:
+    """A quantized network: its input format and its layers in order.
+
+    Attributes
+    ----------
+    input_features : int
+    input_bits : int
+        Bits of each input code (the first layer's ``in_bits``).
+    layers : list of layers
+    classes : list of str, names of the outputs of the last layer (may be empty).
+    meta : dict, JSON-serializable facts (preset, seed, accuracy, ...).
+    """
+    input_features: int
+    input_bits: int
+    layers: list
+    classes: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].out_features
+
+    @property
+    def macs(self):
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def weight_bits(self):
+        return sum(layer.weight_bits for layer in self.layers)
+
+    def validate(self):
+        """Raise :class:`IRError` naming the first field that is wrong; return self."""
+        _check_int("input_features", self.input_features, lo=1)
+        _check_int("input_bits", self.input_bits, lo=1, hi=MAX_ACTIVATION_BITS)
+        if not isinstance(self.layers, list) or not self.layers:
+            raise IRError("layers: expected at least one layer")
+        features, bits = self.input_features, self.input_bits
+        for i, layer in enumerate(self.layers):
+            where = f"layers[{i}]"
+            if type(layer) not in LAYER_KINDS.values():
+                raise IRError(f"{where}: expected a layer object, got {type(layer).__name__}")
+            layer.validate(where)
+            if layer.in_features != features:
+                raise IRError(f"{where}.in_features: expected {features} (the previous "
+                              f"layer's outputs), got {layer.in_features}")
+            if layer.in_bits != bits:
+                raise IRError(f"{where}.in_bits: expected {bits} (the previous layer's "
+                              f"output bits), got {layer.in_bits}")
+            last = i == len(self.layers) - 1
+            if last and not layer.is_output:
+                raise IRError(f"{where}.thresholds: the last layer must emit raw scores "
+                              f"(no thresholds)")
+            if not last and layer.is_output:
+                raise IRError(f"{where}.thresholds: a hidden layer needs thresholds")
+            features, bits = layer.out_features, layer.out_bits
+        if self.classes and len(self.classes) != self.n_outputs:
+            raise IRError(f"classes: expected {self.n_outputs} names, got {len(self.classes)}")
+        try:
+            json.dumps(self.meta)
+        except TypeError as exc:
+            raise IRError(f"meta: must be JSON-serializable ({exc})") from None
+        return self
+
+    def summary(self):
+        parts = [f"{self.input_features}x{self.input_bits}b"]
+        for layer in self.layers:
+            parts.append(f"{layer.out_features}"
+                         + ("" if layer.is_output else f"x{layer.out_bits}b")
+                         + f"({layer.weight_kind})")
+        return " -> ".join(parts)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def to_bytes(network):
+    """The ``.qnn`` file contents of a (validated) network."""
+    network.validate()
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "input": {"features": int(network.input_features), "bits": int(network.input_bits)},
+        "classes": list(network.classes), "meta": network.meta, "layers": [],
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i, layer in enumerate(network.layers):
+            entry = layer.header()
+            entry["arrays"] = {}
+            for name, array in layer.arrays().items():
+                member = f"layers/{i}/{name}.npy"
+                entry["arrays"][name] = member
+                info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, _npy_bytes(array))
+            header["layers"].append(entry)
+        info = zipfile.ZipInfo("header.json", date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, json.dumps(header, indent=1, sort_keys=True))
+    return buf.getvalue()
+
+
+def save(network, path):
+    """Validate ``network`` and write it to ``path`` atomically."""
+    atomic_write_bytes(path, to_bytes(network))
+
+
+def from_bytes(data, source="<bytes>"):
+    """Parse and validate the contents of a ``.qnn`` file; errors name ``source``."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        names = set(zf.namelist())
+    except zipfile.BadZipFile:
+        raise IRError(f"{source}: not a qnnfab IR file (not a zip archive; truncated?)") from None
+    with zf:
+        if "header.json" not in names:
+            raise IRError(f"{source}: not a qnnfab IR file (no header.json)")
+        try:
+            header = json.loads(zf.read("header.json"))
+        except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise IRError(f"{source}: header.json: unreadable ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise IRError(f"{source}: format: expected {FORMAT!r}, got "
+                          f"{header.get('format') if isinstance(header, dict) else header!r}")
+        version = header.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IRError(f"{source}: format_version: expected {FORMAT_VERSION}, got {version!r}"
+                          + (" (written by a newer qnnfab?)"
+                             if isinstance(version, int) and version > FORMAT_VERSION else ""))
+        try:
+            inp = header["input"]
+            layers_h = header["layers"]
+            features, bits = inp["features"], inp["bits"]
+        except (KeyError, TypeError) as exc:
+            raise IRError(f"{source}: header.json: missing field {exc}") from None
+        if not isinstance(layers_h, list):
+            raise IRError(f"{source}: layers: expected a list")
+        layers = []
+        for i, entry in enumerate(layers_h):
+            where = f"layers[{i}]"
+            if not isinstance(entry, dict):
+                raise IRError(f"{source}: {where}: expected an object")
+            kind = entry.get("kind")
+            if kind not in LAYER_KINDS:
+                raise IRError(f"{source}: {where}.kind: expected one of "
+                              f"{', '.join(LAYER_KINDS)}, got {kind!r}")
+            arrays = {}
+            for name, member in (entry.get("arrays") or {}).items():
+                if member not in names:
+                    raise IRError(f"{source}: {where}.{name}: array {member} missing from file")
+                try:
+                    arrays[name] = np.lib.format.read_array(io.BytesIO(zf.read(member)),
+                                                            allow_pickle=False)
+                except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
+                    raise IRError(f"{source}: {where}.{name}: unreadable array ({exc})") from None
+            fields = {k: v for k, v in entry.items() if k != "arrays"}
+            try:
+                layers.append(LAYER_KINDS[kind].from_file(where, fields, arrays))
+            except IRError as exc:
+                raise IRError(f"{source}: {exc}") from None
+    network = Network(input_features=features, input_bits=bits, layers=layers,
+                      classes=list(header.get("classes") or []), meta=header.get("meta") or {})
+    try:
+        return network.validate()
+    except IRError as exc:
+        raise IRError(f"{source}: {exc}") from None
+
+
+def load(path):
+    """Read and validate a ``.qnn`` file. Raises :class:`IRError` (or ``OSError``)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise IRError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise IRError(f"{path}: is a folder, expected a .qnn file") from None
+    return from_bytes(data, source=path)

@@ -1,0 +1,71 @@
+"""The integer rules shared by the golden model and the RTL, written in one place.
+
+Nothing here imports torch or Amaranth. Both ``qnnfab.model.golden`` and ``qnnfab.rtl`` call
+these functions, so a width or a range can never disagree between the spec and the hardware.
+
+Encodings (see ``../shared/DESIGN.md``, "Numerics"):
+
+* an activation of ``bits == 1`` is one bit whose code 1 means +1 and code 0 means -1;
+* an activation of ``bits > 1`` is an unsigned integer ``0 .. 2**bits - 1``;
+* a binary weight is one bit whose code 1 means +1 and code 0 means -1.
+"""
+
+__all__ = [
+    "activation_range", "weight_magnitude", "acc_bound", "acc_width",
+    "threshold_bounds", "threshold_width", "signed_width",
+]
+
+
+def signed_width(lo, hi):
+    """Bits of a two's-complement integer that holds every value of ``lo .. hi``."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise ValueError(f"empty range {lo}..{hi}")
+    width = 1
+    while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
+        width += 1
+    return width
+
+
+def activation_range(bits):
+    """``(lo, hi)`` of the *value* an activation code of ``bits`` bits stands for."""
+    bits = int(bits)
+    if bits < 1:
+        raise ValueError(f"activation bits must be >= 1, not {bits}")
+    if bits == 1:
+        return (-1, 1)
+    return (0, (1 << bits) - 1)
+
+
+def weight_magnitude(weight_kind):
+    """Largest ``|w|`` a weight of this kind can take."""
+    if weight_kind == "binary":
+        return 1
+    raise ValueError(f"unknown weight kind {weight_kind!r}")
+
+
+def acc_bound(fan_in, in_bits, weight_kind):
+    """Largest ``|acc|`` of a dot product: fan-in times the largest ``|w|·|a|``."""
+    lo, hi = activation_range(in_bits)
+    return int(fan_in) * weight_magnitude(weight_kind) * max(abs(lo), abs(hi))
+
+
+def acc_width(fan_in, in_bits, weight_kind):
+    """Width of the signed accumulator: holds ``-acc_bound .. +acc_bound``, so never overflows."""
+    bound = acc_bound(fan_in, in_bits, weight_kind)
+    return signed_width(-bound, bound)
+
+
+def threshold_bounds(fan_in, in_bits, weight_kind):
+    """Range a stored threshold is clamped to at export: ``-bound .. bound + 1``.
+
+    ``-bound`` makes a comparison that is always true, ``bound + 1`` one that is never true,
+    so every threshold outside this range can be clamped into it without changing any output.
+    """
+    bound = acc_bound(fan_in, in_bits, weight_kind)
+    return (-bound, bound + 1)
+
+
+def threshold_width(fan_in, in_bits, weight_kind):
+    """Width of the signed comparator that holds the accumulator and every threshold."""
+    return signed_width(*threshold_bounds(fan_in, in_bits, weight_kind))

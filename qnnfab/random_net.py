@@ -1,0 +1,50 @@
+"""Random valid networks and inputs, for tests, benchmarks and fuzzing (numpy only)."""
+
+import numpy as np
+
+from . import ir, numerics
+
+__all__ = ["random_dense", "random_network", "random_inputs"]
+
+
+def random_dense(rng, *, in_features, out_features, in_bits, out_bits=1, weight_kind="binary",
+                 output=False):
+    """A random dense layer; thresholds spread over the reachable accumulator range."""
+    lo, hi = ir.WEIGHT_CODE_RANGE[weight_kind]
+    weights = rng.integers(lo, hi + 1, size=(out_features, in_features), dtype=np.int64)
+    layer = ir.DenseLayer(in_features=in_features, out_features=out_features, in_bits=in_bits,
+                          weight_kind=weight_kind, weights=weights)
+    if output:
+        return layer
+    n_thr = (1 << out_bits) - 1
+    bound = numerics.acc_bound(in_features, in_bits, weight_kind)
+    # Most thresholds near the middle of the range (where accumulators usually are), a few
+    # at and beyond its ends so always-true/never-true comparisons get exercised too.
+    spread = max(1, int(np.sqrt(in_features)) * max(1, (1 << in_bits) - 1 if in_bits > 1 else 1))
+    centre = 0  # ±1 weights: accumulators centre on zero
+    thr = rng.integers(centre - 2 * spread, centre + 2 * spread + 1, size=(out_features, n_thr))
+    edge = rng.random(size=thr.shape) < 0.05
+    thr = np.where(edge, rng.choice([-bound, bound + 1], size=thr.shape), thr)
+    tlo, thi = numerics.threshold_bounds(in_features, in_bits, weight_kind)
+    layer.thresholds = np.sort(np.clip(thr, tlo, thi), axis=1).astype(np.int64)
+    layer.threshold_sign = rng.choice([-1, 1], size=out_features).astype(np.int64)
+    return layer
+
+
+def random_network(rng, *, features, input_bits=1, hidden_bits=1, weight_kind="binary"):
+    """A random network with layer sizes ``features`` = [inputs, hidden..., outputs]."""
+    layers = []
+    bits = input_bits
+    for i, (n_in, n_out) in enumerate(zip(features[:-1], features[1:])):
+        last = i == len(features) - 2
+        layers.append(random_dense(rng, in_features=n_in, out_features=n_out, in_bits=bits,
+                                   out_bits=hidden_bits, weight_kind=weight_kind, output=last))
+        bits = hidden_bits
+    return ir.Network(input_features=features[0], input_bits=input_bits, layers=layers,
+                      meta={"random": True}).validate()
+
+
+def random_inputs(rng, network, n):
+    """``n`` random input code vectors for ``network``, shape (n, input_features)."""
+    return rng.integers(0, 1 << network.input_bits, size=(n, network.input_features),
+                        dtype=np.int64)
