@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -353,7 +354,7 @@ def from_bytes(data, source="<bytes>"):
             raise IRError(f"{source}: not a qnnfab IR file (no header.json)")
         try:
             header = json.loads(zf.read("header.json"))
-        except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except (ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise IRError(f"{source}: header.json: unreadable ({exc})") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise IRError(f"{source}: format: expected {FORMAT!r}, got "
@@ -387,7 +388,7 @@ def from_bytes(data, source="<bytes>"):
                 try:
                     arrays[name] = np.lib.format.read_array(io.BytesIO(zf.read(member)),
                                                             allow_pickle=False)
-                except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
+                except (ValueError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
                     raise IRError(f"{source}: {where}.{name}: unreadable array ({exc})") from None
             fields = {k: v for k, v in entry.items() if k != "arrays"}
             try:

@@ -1,0 +1,37 @@
+# qnnfab — the two commands: `make demo` and `make test` (each sets up .venv first, pip only).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.qnnfab-installed
+# The CPU build of torch goes in first, so no dependency pulls a multi-GB CUDA build.
+# Elsewhere, point pip at PyTorch's CPU wheel index with TORCH_PIP_ARGS="--index-url URL".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?= -n 2
+BOARD ?= icebreaker
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/qnnfab flow --board $(BOARD) --out build/demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/bench_default.py
+
+clean:
+	rm -rf build .pytest_cache

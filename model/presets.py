@@ -1,0 +1,77 @@
+"""Training presets: a named network shape, data set and optimizer settings.
+
+:data:`PRESETS` maps a name to a :class:`Preset`; :func:`get_preset` looks one up and raises a
+``ValueError`` listing the known names otherwise. Later presets (``digits-tnn``, ``digits-sq``,
+``digits-cnn``) register here.
+"""
+
+from dataclasses import dataclass
+
+__all__ = ["Preset", "PRESETS", "get_preset", "register"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How to build and train one network.
+
+    Attributes
+    ----------
+    name : str
+    dataset : str
+        A name for :func:`qnnfab.model.data.load_dataset`.
+    split_seed : int
+        The data split seed (fixed, so runs with different training seeds share a test split).
+    hidden : tuple of int
+        Hidden layer widths; inputs and outputs come from the data set.
+    model : str
+        Model family (``"bnn"``: :class:`qnnfab.model.layers.BinaryMLP`).
+    epochs, batch_size : int
+    lr : float
+        Adam's peak learning rate; cosine decay to ``lr * lr_min_factor`` over the epochs.
+    lr_min_factor, weight_decay, dropout, label_smoothing : float
+    """
+    name: str
+    dataset: str = "digits"
+    split_seed: int = 0
+    hidden: tuple = (256, 256)
+    model: str = "bnn"
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-2
+    lr_min_factor: float = 0.01
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"preset {self.name!r}: epochs, batch_size and lr must be positive")
+
+
+#: Presets by name.
+PRESETS = {}
+
+
+def register(preset):
+    """Add ``preset`` to :data:`PRESETS`; ValueError if the name is taken."""
+    if preset.name in PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+#: The default: a 64-256-256-10 binarized MLP on the digits pixels. Label smoothing 0.1 was
+#: chosen on validation accuracy (mean best-epoch val 98.2% vs 97.5% without, seeds 3-6).
+register(Preset(name="digits-bnn", hidden=(256, 256), epochs=60, batch_size=64, lr=1e-2,
+                label_smoothing=0.1))
+
+
+def get_preset(name):
+    """The preset called ``name``; ValueError listing the known presets otherwise."""
+    if isinstance(name, Preset):
+        return name
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}") \
+            from None

@@ -1,0 +1,266 @@
+"""The ``qnnfab`` command line. Thin: each command parses, calls a library function, prints.
+
+Errors a user can cause (bad file, unknown board, unwritable folder, missing tool) print one line
+``qnnfab: error: ...`` and exit 2; ``--debug`` shows the traceback instead. A simulation that
+is not bit-exact exits 1.
+"""
+
+import argparse
+import os
+import sys
+
+__all__ = ["main", "parse_folding"]
+
+
+class UserError(Exception):
+    """An error to report in one line, without a traceback."""
+
+
+def parse_folding(text):
+    """``"8:16,16:32,2:64"`` → ``[(8, 16), (16, 32), (2, 64)]`` (PE:SIMD per layer)."""
+    if text is None:
+        return None
+    folding = []
+    for i, part in enumerate(text.split(",")):
+        try:
+            pe, simd = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise UserError(f"--folding: layer {i}: expected PE:SIMD (two integers), "
+                            f"got {part!r}") from None
+        folding.append((pe, simd))
+    return folding
+
+
+def _load(path):
+    from qnnfab import ir
+    return ir.load(path)
+
+
+def _prepare_out_dir(path):
+    """Create ``path`` (a folder) or fail with a one-line error if it cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{path}: output folder is not writable")
+    return path
+
+
+def _check_out_file(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{path}: folder {folder} is not writable")
+
+
+def cmd_train(args):
+    from qnnfab import ir
+    from qnnfab.model.train import train
+    _check_out_file(args.out)
+    result = train(args.preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs)
+    ir.save(result.network, args.out)
+    print(f"float accuracy {result.float_accuracy:.2%}, integer accuracy "
+          f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
+    print(f"wrote {args.out} ({result.network.summary()})")
+    return 0
+
+
+def cmd_verilog(args):
+    from qnnfab import ir
+    from qnnfab.rtl.verilog import to_verilog
+    network = _load(args.model)
+    folding = parse_folding(args.folding)
+    _prepare_out_dir(args.out)
+    path = os.path.join(args.out, f"{args.name}.v")
+    ir.atomic_write_bytes(path, to_verilog(network, folding, name=args.name).encode())
+    print(f"wrote {path}")
+    if args.board:
+        from qnnfab.boards.top import board_top_verilog
+        top = os.path.join(args.out, f"{args.name}_top.v")
+        ir.atomic_write_bytes(top, board_top_verilog(network, folding, board=args.board).encode())
+        print(f"wrote {top}")
+    return 0
+
+
+def cmd_sim(args):
+    from qnnfab.flow import simulate_and_compare
+    network = _load(args.model)
+    comparison = simulate_and_compare(network, simulator=args.simulator, vectors=args.vectors,
+                                      folding=parse_folding(args.folding), seed=args.seed,
+                                      progress=not args.quiet, gate_level=None)
+    print(comparison.summary())
+    if comparison.mismatches:
+        print(comparison.report(), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_build(args):
+    from qnnfab.flow import build_board
+    network = _load(args.model)
+    _prepare_out_dir(args.out)
+    report = build_board(network, args.board, args.out, folding=parse_folding(args.folding),
+                         seed=args.seed, progress=not args.quiet)
+    _print_report_summary(report, args.out)
+    return 0
+
+
+def cmd_flow(args):
+    from qnnfab.flow import run_flow
+    _prepare_out_dir(args.out)
+    report = run_flow(board=args.board, preset=args.preset, out_dir=args.out, seed=args.seed,
+                      vectors=args.vectors, verilator_vectors=args.verilator_vectors,
+                      folding=parse_folding(args.folding), epochs=args.epochs,
+                      progress=not args.quiet)
+    _print_report_summary(report, args.out)
+    return 0 if report["vectors"]["bit_exact"] == report["vectors"]["checked"] else 1
+
+
+def cmd_run(args):
+    import numpy as np
+    from qnnfab.boards.driver import infer
+    from qnnfab.model import golden
+    from qnnfab.vectors import test_vectors
+    network = _load(args.model)
+    vecs = test_vectors(network, args.vectors)
+    ok = 0
+    for k, codes in enumerate(vecs.codes):
+        cls, scores = infer(args.port, codes, network=network, baud=args.baud,
+                            timeout=args.timeout)
+        trace = golden.forward(network, codes[None, :])
+        same = cls == int(trace.classes[0]) and np.array_equal(scores, trace.scores[0])
+        ok += same
+        label = "" if vecs.labels is None else f" label {int(vecs.labels[k])}"
+        print(f"vector {k}: class {cls}{label}{'' if same else ' MISMATCH with golden'}")
+    print(f"{ok}/{len(vecs.codes)} vectors bit-exact (board at {args.port})")
+    return 0 if ok == len(vecs.codes) else 1
+
+
+def cmd_boards(args):
+    from qnnfab.boards.registry import BOARDS
+    for name, board in BOARDS.items():
+        print(f"{name:12s} {board.description}")
+    return 0
+
+
+def _print_report_summary(report, out_dir):
+    res = report.get("resources", {})
+
+    def used(key):
+        r = res.get(key) or {}
+        return f"{r.get('used', '?')}/{r.get('total', '?')}"
+    print(f"board {report.get('board')} ({report.get('device')}): LUT {used('lut')}, "
+          f"FF {used('ff')}, BRAM {used('bram')}, DSP {used('dsp')}")
+    fmax = report.get("fmax_mhz")
+    print(f"fmax {fmax:.1f} MHz, clock {report.get('clock_mhz')} MHz, "
+          f"{report.get('cycles_per_inference')} cycles/inference, "
+          f"{report.get('inferences_per_s', 0):,.0f} inferences/s at the clock, "
+          f"{report.get('inferences_per_s_at_fmax', 0):,.0f} at fmax"
+          if fmax is not None else "fmax unknown")
+    acc = report.get("accuracy")
+    if acc:
+        print("accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in acc.items()
+                                        if isinstance(v, float)))
+    vec = report.get("vectors")
+    if vec:
+        print(f"vectors: {vec.get('bit_exact')}/{vec.get('checked')} bit-exact "
+              f"({vec.get('simulator')})")
+    print(f"report: {os.path.join(out_dir, 'report.json')}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="qnnfab", description="Quantized neural networks onto small FPGAs, bit-exact.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+        return p
+
+    def folding_arg(p):
+        p.add_argument("--folding", metavar="PE:SIMD,...",
+                       help="per-layer folding (default: chosen automatically)")
+
+    p = add("train", cmd_train, "train a preset and export its network IR")
+    p.add_argument("--preset", default="digits-bnn", help="training preset (default digits-bnn)")
+    p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("verilog", cmd_verilog, "write the Verilog of a network")
+    p.add_argument("model", metavar="FILE.qnn")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--name", default="qnnfab_network", help="top module name")
+    p.add_argument("--board", help="also write the board top (UART) for this board")
+    folding_arg(p)
+
+    p = add("sim", cmd_sim, "simulate the hardware and compare it with the golden model")
+    p.add_argument("model", metavar="FILE.qnn")
+    p.add_argument("--simulator", choices=["amaranth", "verilator", "icarus"],
+                   default="amaranth")
+    p.add_argument("--vectors", type=int, default=None,
+                   help="number of test vectors (default: the whole test split, or 64 random)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random vectors")
+    p.add_argument("--quiet", action="store_true")
+    folding_arg(p)
+
+    p = add("build", cmd_build, "build a bitstream and report.json for a board")
+    p.add_argument("model", metavar="FILE.qnn")
+    p.add_argument("--board", required=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="place-and-route seed")
+    p.add_argument("--quiet", action="store_true")
+    folding_arg(p)
+
+    p = add("flow", cmd_flow, "train, export, simulate (Amaranth + Verilator), build: the "
+                              "whole flow")
+    p.add_argument("--board", default="icebreaker")
+    p.add_argument("--preset", default="digits-bnn")
+    p.add_argument("--out", default="build/flow", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--vectors", type=int, default=None,
+                   help="vectors for Amaranth's simulator (default: the whole test split)")
+    p.add_argument("--verilator-vectors", type=int, default=64)
+    p.add_argument("--quiet", action="store_true")
+    folding_arg(p)
+
+    p = add("run", cmd_run, "run inference on a board over UART")
+    p.add_argument("model", metavar="FILE.qnn")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--vectors", type=int, default=10)
+
+    add("boards", cmd_boards, "list the supported boards")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("qnnfab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, traceback with --debug
+        if args.debug:
+            raise
+        known = (UserError, ValueError, TypeError, OSError, RuntimeError, LookupError)
+        if not isinstance(exc, known):
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"qnnfab: error: {text}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

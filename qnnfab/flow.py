@@ -1,0 +1,133 @@
+"""The end-to-end flow: train → IR → simulate against the golden → bitstream + report.json.
+
+Thin glue over ``qnnfab.model``, ``qnnfab.sim`` and ``qnnfab.boards``; the CLI calls these.
+"""
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import ir
+
+__all__ = ["simulate_and_compare", "build_board", "run_flow", "step"]
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(title):
+    """Print ``title``, then how long the step took."""
+    _log(f"==> {title}")
+    start = time.monotonic()
+    yield
+    _log(f"    done in {time.monotonic() - start:.1f} s")
+
+
+def _bar(total, desc, enabled):
+    """A tqdm bar as a ``progress(done, total)`` callable, or None when disabled."""
+    if not enabled:
+        return None, (lambda: None)
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit="vec", file=sys.stderr, leave=False)
+
+    def progress(done, total_):
+        bar.total = total_
+        bar.n = done
+        bar.refresh()
+    return progress, bar.close
+
+
+def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
+                         progress=True, gate_level=None, codes=None):
+    """Simulate ``network`` on its test vectors and compare with the golden model.
+
+    Returns the :class:`qnnfab.sim.runner.Comparison` (``summary()`` → "N/N vectors bit-exact").
+    """
+    from qnnfab.sim.runner import compare, simulate
+    from qnnfab.vectors import test_vectors
+    if codes is None:
+        codes = test_vectors(network, vectors, seed=seed).codes
+    callback, close = _bar(len(codes), f"{simulator}", progress)
+    try:
+        result = simulate(network, codes, simulator=simulator, folding=folding,
+                          progress=callback)
+    finally:
+        close()
+    comparison = compare(network, codes, result)
+    comparison.result = result
+    return comparison
+
+
+def build_board(network, board, out_dir, *, folding=None, seed=0, progress=True, extra=None):
+    """Build the bitstream for ``board`` into ``out_dir``; returns the report dict."""
+    from qnnfab.boards.build import build
+    from qnnfab.boards.registry import get_board
+    board_obj = get_board(board)
+
+    def on_step(name):
+        if progress:
+            _log(f"    {name} ...")
+    return build(network, board_obj, out_dir, folding=folding, seed=seed, progress=on_step,
+                 extra=extra or {})
+
+
+def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", seed=0,
+             vectors=None, verilator_vectors=64, folding=None, epochs=None, progress=True):
+    """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
+    the bitstream for ``board``; returns the report (also in ``out_dir/report.json``)."""
+    from qnnfab.boards.registry import get_board
+    from qnnfab.model.train import train
+    from qnnfab.vectors import test_vectors
+    get_board(board)  # fail on an unknown board before the long steps
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.monotonic()
+
+    with step(f"[1/4] training preset {preset} (seed {seed})"):
+        trained = train(preset, seed=seed, progress=progress, epochs=epochs)
+        network = trained.network
+        model_path = os.path.join(out_dir, "network.qnn")
+        ir.save(network, model_path)
+        _log(f"    {network.summary()}")
+        _log(f"    float accuracy {trained.float_accuracy:.2%}, integer accuracy "
+             f"{trained.integer_accuracy:.2%}, agreement {trained.agreement:.2%} -> {model_path}")
+
+    vecs = test_vectors(network, vectors)
+    with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
+        amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
+                                        folding=folding, progress=progress)
+        _log(f"    {amaranth.summary()}")
+    hw_classes = amaranth.result.classes
+    hardware_accuracy = (float(np.mean(hw_classes == vecs.labels))
+                         if vecs.labels is not None else None)
+
+    n_ver = min(verilator_vectors, len(vecs.codes))
+    with step(f"[3/4] Verilator simulation (cocotb), {n_ver} vectors"):
+        verilator = simulate_and_compare(network, simulator="verilator",
+                                         codes=vecs.codes[:n_ver], folding=folding,
+                                         progress=progress)
+        _log(f"    {verilator.summary()}")
+    for comp in (amaranth, verilator):
+        if comp.mismatches:
+            _log(comp.report())
+
+    extra = {
+        "accuracy": {"float": trained.float_accuracy, "integer": trained.integer_accuracy,
+                     "hardware": hardware_accuracy, "agreement": trained.agreement,
+                     "test_vectors": int(len(vecs.codes))},
+        "vectors": {"checked": amaranth.checked + verilator.checked,
+                    "bit_exact": amaranth.bit_exact + verilator.bit_exact,
+                    "simulator": f"amaranth ({amaranth.checked}) + verilator "
+                                 f"({verilator.checked})"},
+        "network": {"file": "network.qnn", "summary": network.summary(), "macs": network.macs,
+                    "weight_bits": network.weight_bits, "preset": preset},
+    }
+    with step(f"[4/4] bitstream for {board} (Yosys + nextpnr via YoWASP)"):
+        report = build_board(network, board, out_dir, folding=folding, seed=seed,
+                             progress=progress, extra=extra)
+    _log(f"flow finished in {time.monotonic() - started:.0f} s")
+    return report

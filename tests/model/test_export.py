@@ -1,0 +1,194 @@
+"""Export: batch-norm + sign folded into integer thresholds, exactly as the float model decides."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from qnnfab import ir, numerics
+from qnnfab.model import golden
+from qnnfab.model.export import export, fold_bn_sign
+from qnnfab.model.layers import BinaryMLP, batchnorm_eval
+from qnnfab.model.presets import Preset
+from qnnfab.model.train import train
+
+IN_FEATURES, IN_BITS = 4, 5
+BOUND = numerics.acc_bound(IN_FEATURES, IN_BITS, "binary")  # 124
+
+
+def make_bn(rows, eps=0.0):
+    """A BatchNorm1d from rows of (mean, var, gamma, beta)."""
+    bn = torch.nn.BatchNorm1d(len(rows), eps=eps)
+    mean, var, gamma, beta = (torch.tensor(c, dtype=torch.float32) for c in zip(*rows))
+    with torch.no_grad():
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+    return bn.eval()
+
+
+# (mean, var, gamma, beta) -> (threshold, sign); var 4 so sigma = 2 exactly.
+HAND_CASES = [
+    ((10.0, 4.0, 2.0, 1.0), (9, 1)),              # acc >= ceil(10 - 1*2/2) = 9
+    ((7.25, 4.0, 1.0, 0.0), (8, 1)),              # acc >= ceil(7.25)
+    ((7.0, 4.0, 1.0, 0.0), (7, 1)),               # bn(7) = 0 -> sign(0) = +1
+    ((-3.5, 4.0, 0.5, 0.0), (-3, 1)),
+    ((10.0, 4.0, -1.0, 1.0), (-12, -1)),          # -(acc-10)/2 + 1 >= 0 <=> -acc >= -12
+    ((7.0, 4.0, -1.0, 0.0), (-7, -1)),            # bn(7) = -0.0 >= 0 -> on at the edge
+    ((7.25, 4.0, -3.0, 0.0), (-7, -1)),           # acc <= 7.25 <=> -acc >= -7
+    ((0.0, 4.0, 0.0, 0.5), (-BOUND, 1)),          # gamma = 0, beta >= 0: always 1
+    ((0.0, 4.0, 0.0, 0.0), (-BOUND, 1)),          # gamma = 0, beta = 0: sign(0) = +1
+    ((0.0, 4.0, 0.0, -0.5), (BOUND + 1, 1)),      # gamma = 0, beta < 0: never
+    ((1000.0, 4.0, 1.0, 0.0), (BOUND + 1, 1)),    # clamped: never reached
+    ((-1000.0, 4.0, 1.0, 0.0), (-BOUND, 1)),      # clamped: always
+    ((-1000.0, 4.0, -1.0, 0.0), (BOUND + 1, -1)),  # acc <= -1000: never
+    ((1000.0, 4.0, -1.0, 0.0), (-BOUND, -1)),     # acc <= 1000: always
+    ((float(BOUND), 4.0, 1.0, 0.0), (BOUND, 1)),  # exactly at the top of the range
+]
+
+
+def exhaustive(bn, bound):
+    """on[a, j] = [batchnorm_eval(a) >= 0] for every integer a in -bound..bound."""
+    acc = torch.arange(-bound, bound + 1, dtype=torch.float32)[:, None].expand(-1, bn.num_features)
+    return (batchnorm_eval(acc.contiguous(), bn) >= 0).numpy()
+
+
+def folded(thr, sign, bound):
+    a = np.arange(-bound, bound + 1)[:, None]
+    return sign[None, :] * a >= thr[:, 0][None, :]
+
+
+def test_hand_made_cases():
+    bn = make_bn([row for row, _ in HAND_CASES])
+    thr, sign = fold_bn_sign(bn, in_features=IN_FEATURES, in_bits=IN_BITS)
+    assert thr.dtype == np.int64 and sign.dtype == np.int64 and thr.shape == (len(HAND_CASES), 1)
+    for j, (row, want) in enumerate(HAND_CASES):
+        assert (int(thr[j, 0]), int(sign[j])) == want, f"case {j} {row}: expected {want}, got " \
+                                                        f"{(int(thr[j, 0]), int(sign[j]))}"
+    assert np.array_equal(folded(thr, sign, BOUND), exhaustive(bn, BOUND))
+
+
+def test_formula_where_not_near_an_integer():
+    """Away from rounding trouble the result is the textbook ceil(μ − β·σ/γ) (flipped for γ<0)."""
+    rng = np.random.default_rng(5)
+    rows = [(float(rng.uniform(-60, 60)), float(rng.uniform(0.5, 9)), float(g),
+             float(rng.uniform(-2, 2))) for g in rng.choice([-1, 1], 64) * rng.uniform(0.2, 3, 64)]
+    bn = make_bn(rows, eps=1e-5)
+    thr, sign = fold_bn_sign(bn, in_features=IN_FEATURES, in_bits=IN_BITS)
+    checked = 0
+    for j, (mu, var, g, b) in enumerate(rows):
+        edge = Fraction(mu) - Fraction(b) * Fraction(math.sqrt(var + 1e-5)) / Fraction(g)
+        if abs(edge - round(edge)) < 1e-3:
+            continue
+        want = (math.ceil(edge), 1) if g > 0 else (-math.floor(edge), -1)
+        assert (int(thr[j, 0]), int(sign[j])) == want, (j, rows[j], float(edge))
+        checked += 1
+    assert checked > 50
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_thresholds_exact_at_rounding_boundaries(seed):
+    """Boundaries placed within a few ulps of integers: every accumulator must still agree."""
+    rng = np.random.default_rng(seed)
+    n = 256
+    k = rng.integers(-100, 100, n).astype(np.float32)
+    ulps = rng.integers(-3, 4, n)
+    mean = k.copy()
+    for j, u in enumerate(ulps):  # step |u| ulps away from the integer, up or down
+        for _ in range(abs(int(u))):
+            mean[j] = np.nextafter(mean[j], np.float32(math.copysign(np.inf, u)))
+    rows = list(zip(mean.tolist(), rng.uniform(0.1, 50, n).tolist(),
+                    (rng.choice([-1.0, 1.0, 0.0], n, p=[0.45, 0.45, 0.1])
+                     * rng.uniform(0.01, 4, n)).tolist(),
+                    (rng.choice([0.0, 1.0], n) * rng.normal(0, 1e-6, n)).tolist()))
+    bn = make_bn(rows, eps=1e-5)
+    thr, sign = fold_bn_sign(bn, in_features=IN_FEATURES, in_bits=IN_BITS)
+    lo, hi = numerics.threshold_bounds(IN_FEATURES, IN_BITS, "binary")
+    assert thr.min() >= lo and thr.max() <= hi
+    want, got = exhaustive(bn, BOUND), folded(thr, sign, BOUND)
+    bad = np.argwhere(want != got)
+    assert bad.size == 0, (f"seed {seed}: acc {int(bad[0, 0]) - BOUND}, neuron {bad[0, 1]} "
+                           f"{rows[bad[0, 1]]}: float says {want[tuple(bad[0])]}, thresholds "
+                           f"{got[tuple(bad[0])]}")
+
+
+def random_model(seed, features=(64, 48, 32, 10), input_bits=5):
+    """An untrained BinaryMLP with random batch-norm statistics (incl. negative and zero γ)."""
+    torch.manual_seed(seed)
+    model = BinaryMLP(list(features), input_bits=input_bits)
+    rng = np.random.default_rng(seed)
+    for block in model.hidden:
+        n, fan = block.bn.num_features, block.linear.in_features
+        scale = fan ** 0.5 * (8 if block is model.hidden[0] else 1)
+        gamma = rng.choice([-1.0, 1.0, 0.0], n, p=[0.4, 0.5, 0.1]) * rng.uniform(0.1, 2, n)
+        with torch.no_grad():
+            block.bn.running_mean.copy_(torch.tensor(rng.normal(0, scale, n)))
+            block.bn.running_var.copy_(torch.tensor(rng.uniform(0.1, 2, n) * scale ** 2))
+            block.bn.weight.copy_(torch.tensor(gamma))
+            block.bn.bias.copy_(torch.tensor(rng.normal(0, 0.5, n)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_export_matches_float_model_layer_by_layer(seed):
+    model = random_model(seed)
+    net = export(model, meta={"seed": seed})
+    assert [layer.in_bits for layer in net.layers] == [5, 1, 1] and net.layers[-1].is_output
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 32, size=(300, 64))
+    acts, scores = model.trace(torch.as_tensor(codes, dtype=torch.float32))
+    trace = golden.forward(net, codes)
+    for i, act in enumerate(acts):
+        want = (act.numpy() > 0).astype(np.int64)
+        got = trace.acts[i + 1]
+        bad = np.argwhere(want != got)
+        assert bad.size == 0, (f"seed {seed}: layer {i} sample {bad[0, 0]} output {bad[0, 1]}: "
+                               f"float {want[tuple(bad[0])]}, golden {got[tuple(bad[0])]}")
+    assert np.array_equal(scores.numpy().astype(np.int64), trace.scores)
+    assert np.array_equal(model(torch.as_tensor(codes, dtype=torch.float32)).argmax(1).numpy(),
+                          trace.classes)
+
+
+def test_export_network_fields():
+    model = random_model(7, features=(6, 5, 3))
+    net = export(model, meta={"preset": "x"}, classes=["a", "b", "c"])
+    assert net.input_features == 6 and net.input_bits == 5 and net.classes == ["a", "b", "c"]
+    assert net.meta == {"preset": "x"}
+    first, last = net.layers
+    assert first.in_bits == 5 and last.in_bits == 1 and last.is_output
+    assert first.weights.dtype == np.int64 and first.weights.shape == (5, 6)
+    w = model.hidden[0].linear.weight.detach().numpy()
+    assert np.array_equal(first.weights, (w >= 0).astype(np.int64))
+    assert first.thresholds.shape == (5, 1) and set(first.threshold_sign.tolist()) <= {-1, 1}
+    assert ir.from_bytes(ir.to_bytes(net)).summary() == net.summary()
+
+
+def test_export_rejects():
+    with pytest.raises(TypeError, match="BinaryMLP"):
+        export(torch.nn.Linear(2, 2), meta={})
+    model = random_model(1, features=(6, 5, 3))
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        export(model, meta=None)
+    with torch.no_grad():
+        model.hidden[0].bn.bias[2] = float("nan")
+    with pytest.raises(ValueError, match=r"layers\[0\]: batch-norm bias\[2\] is nan"):
+        export(model, meta={})
+
+
+def test_trained_model_float_and_golden_agree():
+    preset = Preset(name="test-small", hidden=(64, 64), epochs=4)
+    result = train(preset, seed=0, progress=False)
+    ds = result.dataset
+    trace = golden.forward(result.network, ds.x_test)
+    with torch.no_grad():
+        logits = result.model(torch.as_tensor(ds.x_test, dtype=torch.float32))
+    float_pred = logits.argmax(1).numpy()
+    disagree = np.flatnonzero(float_pred != trace.classes)
+    agreement = 1 - len(disagree) / len(float_pred)
+    assert agreement == result.agreement
+    first = [(int(i), int(float_pred[i]), int(trace.classes[i])) for i in disagree[:5]]
+    assert agreement >= 0.99, f"agreement {agreement:.4f}; (index, float, golden): {first}"
+    assert result.integer_accuracy > 0.8
