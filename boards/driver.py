@@ -1,0 +1,89 @@
+"""Host side: run one inference on a board over its UART (pyserial), frames as in
+:mod:`qnnfab.boards.protocol`."""
+
+import os
+import time
+
+import numpy as np
+
+from .protocol import RESPONSE_SYNC, FrameFormat, ProtocolError
+
+__all__ = ["infer", "open_port", "BoardTimeout", "ProtocolError"]
+
+
+class BoardTimeout(TimeoutError):
+    """The board did not answer in time."""
+
+
+def open_port(port, *, baud, timeout):
+    """Open serial ``port`` (8N1); FileNotFoundError with the name if there is no such port."""
+    import serial
+    try:
+        return serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1,
+                             timeout=timeout)
+    except serial.SerialException as exc:
+        if isinstance(port, str) and not port.startswith(("socket://", "loop://", "rfc2217://")) \
+                and not os.path.exists(port):
+            raise FileNotFoundError(f"serial port {port} does not exist (is the board plugged "
+                                    f"in? list ports with `python -m serial.tools.list_ports`)"
+                                    ) from None
+        raise OSError(f"serial port {port}: cannot open ({exc})") from None
+
+
+def _read_response(ser, fmt, timeout):
+    """Skip bytes up to the response sync byte, then read the rest of the response."""
+    deadline = time.monotonic() + timeout
+    skipped = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise BoardTimeout(f"no response from the board within {timeout} s "
+                               f"({skipped} stray bytes skipped)")
+        byte = ser.read(1)
+        if not byte:
+            continue
+        if byte[0] == RESPONSE_SYNC:
+            break
+        skipped += 1
+    data = bytearray(byte)
+    while len(data) < fmt.response_length:
+        if time.monotonic() > deadline:
+            raise BoardTimeout(f"incomplete response from the board within {timeout} s: got "
+                               f"{len(data)} of {fmt.response_length} bytes "
+                               f"({bytes(data).hex(' ')})")
+        data += ser.read(fmt.response_length - len(data))
+    return fmt.decode_response(bytes(data))
+
+
+def infer(port, codes, *, network=None, fmt=None, baud=115200, timeout=2.0):
+    """Send one input vector to the board, return ``(cls, scores)``.
+
+    Parameters
+    ----------
+    port : str (device path or pyserial URL) or an open serial-like object with ``write``,
+        ``read``, ``reset_input_buffer`` (it is not closed then)
+    codes : sequence of ints, ``input_features`` codes
+    network : qnnfab.ir.Network, or ``fmt``: the :class:`FrameFormat` (sizes of the frames)
+    baud : int
+    timeout : float, seconds to wait for the whole response
+
+    Returns ``(cls: int, scores: np.ndarray of int64)``. Raises FileNotFoundError if the port
+    does not exist, :class:`BoardTimeout` if the board does not answer, and
+    :class:`~qnnfab.boards.protocol.ProtocolError` on a malformed answer.
+    """
+    if fmt is None:
+        if network is None:
+            raise TypeError("infer: pass network= (the IR) or fmt= (a FrameFormat)")
+        fmt = FrameFormat.from_network(network)
+    request = fmt.encode_request(np.asarray(codes))
+    own = isinstance(port, (str, os.PathLike))
+    ser = open_port(os.fspath(port), baud=baud, timeout=min(timeout, 0.1)) if own else port
+    try:
+        ser.reset_input_buffer()
+        ser.write(request)
+        if hasattr(ser, "flush"):
+            ser.flush()
+        return _read_response(ser, fmt, timeout)
+    finally:
+        if own:
+            ser.close()
+

@@ -1,0 +1,123 @@
+"""Reading what the tools say about a build: nextpnr's JSON report (``--report FILE``) and the
+cell statistics at the end of Yosys's log.
+
+nextpnr's report (0.x) looks like::
+
+    {"utilization": {"ICESTORM_LC": {"used": 425, "available": 5280}, ...},
+     "fmax": {"cd_sync.clk": {"achieved": 22.9, "constraint": 12.0}},
+     "critical_paths": [...]}
+"""
+
+import json
+import os
+import re
+
+__all__ = ["NextpnrReport", "parse_nextpnr_report", "parse_yosys_cells", "parse_yosys_version",
+           "resources", "CELL_TYPES"]
+
+#: nextpnr utilization cell types (and Yosys cell-name prefixes for flip-flops) per family.
+CELL_TYPES = {
+    "ice40": {"lut": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP",
+              "ff": None, "ff_cells": ("SB_DFF",)},
+    "ecp5": {"lut": "TRELLIS_COMB", "bram": "DP16KD", "dsp": "MULT18X18D", "ff": "TRELLIS_FF",
+             "ff_cells": ("TRELLIS_FF",)},
+}
+
+
+class NextpnrReport:
+    """A parsed nextpnr report.
+
+    Attributes
+    ----------
+    utilization : dict, cell type → ``{"used": n, "available": n}``
+    fmax : dict, clock net → ``{"achieved": MHz, "constraint": MHz}``
+    """
+
+    def __init__(self, utilization, fmax):
+        self.utilization = utilization
+        self.fmax = fmax
+
+    def used(self, cell_type):
+        return int(self.utilization.get(cell_type, {}).get("used", 0))
+
+    def available(self, cell_type):
+        return int(self.utilization.get(cell_type, {}).get("available", 0))
+
+    @property
+    def fmax_mhz(self):
+        """The lowest achieved fmax over the constrained clocks (None if there is none)."""
+        achieved = [float(v["achieved"]) for v in self.fmax.values() if "achieved" in v]
+        return min(achieved) if achieved else None
+
+    @property
+    def constraint_mhz(self):
+        constraints = [float(v["constraint"]) for v in self.fmax.values() if "constraint" in v]
+        return max(constraints) if constraints else None
+
+
+def parse_nextpnr_report(source):
+    """Parse a nextpnr ``--report`` file (path) or its already-loaded dict; ValueError naming
+    the file if it is not a nextpnr report."""
+    where = "nextpnr report"
+    if isinstance(source, (str, os.PathLike)):
+        where = os.fspath(source)
+        with open(source, encoding="utf-8") as f:
+            try:
+                source = json.load(f)
+            except ValueError as exc:
+                raise ValueError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(source, dict) or not isinstance(source.get("utilization"), dict):
+        raise ValueError(f"{where}: expected a nextpnr report with a 'utilization' object")
+    fmax = source.get("fmax") or {}
+    if not isinstance(fmax, dict):
+        raise ValueError(f"{where}: 'fmax' should be an object, got {type(fmax).__name__}")
+    return NextpnrReport(source["utilization"], fmax)
+
+
+_STATS = re.compile(r"^\s*(\d+)\s+(\S+)\s*$")
+
+
+def parse_yosys_cells(log_text):
+    """Cell counts ``{type: n}`` of the last "Printing statistics" block of a Yosys log."""
+    start = log_text.rfind("Printing statistics")
+    if start < 0:
+        return {}
+    block = log_text[start:]
+    end = block.find("design hierarchy")
+    if end > 0:
+        block = block[:end]
+    cells = {}
+    for line in block.splitlines():
+        match = _STATS.match(line)
+        if match and not match.group(2).startswith("$"):
+            name = match.group(2)
+            if name in ("wires", "ports", "cells", "submodules", "memories", "processes"):
+                continue
+            cells[name] = int(match.group(1))
+    return cells
+
+
+def parse_yosys_version(log_text):
+    match = re.search(r"Yosys (\d+\.\d+\S*)", log_text)
+    return match.group(1) if match else None
+
+
+def resources(family, report, yosys_cells, *, totals=None):
+    """The report.json ``resources``: ``lut``, ``ff``, ``bram``, ``dsp`` as
+    ``{"used": n, "total": n}`` (totals from nextpnr, else ``totals``)."""
+    types = CELL_TYPES[family]
+    totals = totals or {}
+    out = {}
+    for key in ("lut", "bram", "dsp"):
+        cell = types[key]
+        out[key] = {"used": report.used(cell),
+                    "total": report.available(cell) or int(totals.get(key, 0))}
+    if types["ff"] is not None:
+        out["ff"] = {"used": report.used(types["ff"]),
+                     "total": report.available(types["ff"]) or int(totals.get("ff", 0))}
+    else:
+        # iCE40: every logic cell has one flip-flop; nextpnr counts cells, Yosys counts FFs.
+        used = sum(n for name, n in yosys_cells.items() if name.startswith(types["ff_cells"]))
+        out["ff"] = {"used": used,
+                     "total": report.available(types["lut"]) or int(totals.get("ff", 0))}
+    return {key: out[key] for key in ("lut", "ff", "bram", "dsp")}

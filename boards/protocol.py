@@ -1,0 +1,144 @@
+"""The UART frame format between a host and :class:`qnnfab.boards.top.BoardTop`.
+
+Serial settings: 8N1, the board's baud rate (115200 by default), no flow control.
+
+Request (host → board), ``1 + input_features`` bytes::
+
+    0x51, code[0], code[1], ..., code[input_features - 1]
+
+one input code per byte (``0 .. 2**input_bits - 1``).
+
+Response (board → host), ``2 + n_outputs * score_bytes`` bytes::
+
+    0x52, class, score[0], ..., score[n_outputs - 1]
+
+``class`` is the argmax of the scores (first index on ties). Each score is the last layer's
+accumulator as little-endian two's complement in ``score_bytes = ceil(acc_width / 8)`` bytes
+(sign-extended to whole bytes).
+
+Robustness (the board never wedges on garbage):
+
+- Outside a frame, every byte but 0x51 is ignored.
+- Inside a frame, a byte above ``2**input_bits - 1`` aborts the frame (the error LED lights);
+  if that byte is 0x51 a new frame starts with it. (For ``input_bits`` >= 7, 0x51 is a valid
+  code and is read as data: the timeout below resynchronizes instead.)
+- A gap of more than :data:`TIMEOUT_BYTES` byte times between two bytes of a frame aborts it.
+- Bytes arriving while the board computes or answers are dropped: a host waits for the answer
+  (or its own timeout) before the next request.
+- A framing error (stop bit low, e.g. a break) drops that byte; the receiver waits for the line
+  to go idle.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["REQUEST_SYNC", "RESPONSE_SYNC", "TIMEOUT_BYTES", "FrameFormat", "ProtocolError"]
+
+REQUEST_SYNC = 0x51
+RESPONSE_SYNC = 0x52
+#: Byte times of silence after which the board drops a half-received frame.
+TIMEOUT_BYTES = 16
+
+
+class ProtocolError(ValueError):
+    """A response from the board does not follow the frame format."""
+
+
+@dataclass(frozen=True)
+class FrameFormat:
+    """The sizes a frame depends on; :meth:`from_network` reads them from an IR network.
+
+    Attributes
+    ----------
+    input_features : int
+    input_bits : int
+    n_outputs : int, at most 256 (the class is one byte)
+    acc_width : int, bits of each score (signed)
+    """
+    input_features: int
+    input_bits: int
+    n_outputs: int
+    acc_width: int
+
+    def __post_init__(self):
+        for name in ("input_features", "input_bits", "n_outputs", "acc_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if self.input_bits > 8:
+            raise ValueError(f"input_bits must be at most 8 (one code per byte), "
+                             f"not {self.input_bits}")
+        if self.n_outputs > 256:
+            raise ValueError(f"n_outputs must be at most 256 (the class is one byte), "
+                             f"not {self.n_outputs}")
+
+    @classmethod
+    def from_network(cls, network):
+        last = network.layers[-1]
+        return cls(input_features=int(network.input_features),
+                   input_bits=int(network.input_bits), n_outputs=int(last.out_features),
+                   acc_width=int(last.acc_width))
+
+    @property
+    def max_code(self):
+        return (1 << self.input_bits) - 1
+
+    @property
+    def score_bytes(self):
+        return math.ceil(self.acc_width / 8)
+
+    @property
+    def request_length(self):
+        return 1 + self.input_features
+
+    @property
+    def response_length(self):
+        return 2 + self.n_outputs * self.score_bytes
+
+    def encode_request(self, codes):
+        """The request bytes for one input vector of codes."""
+        codes = np.asarray(codes)
+        if codes.shape != (self.input_features,):
+            raise ValueError(f"codes: expected shape ({self.input_features},), got {codes.shape}")
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"codes: expected integer codes, got dtype {codes.dtype}")
+        if codes.size and (codes.min() < 0 or codes.max() > self.max_code):
+            bad = int(np.argwhere((codes < 0) | (codes > self.max_code))[0, 0])
+            raise ValueError(f"codes: must lie in 0..{self.max_code} ({self.input_bits} bits), "
+                             f"got {int(codes[bad])} at index {bad}")
+        return bytes([REQUEST_SYNC]) + bytes(int(c) for c in codes)
+
+    def encode_response(self, cls, scores):
+        """The response bytes the board sends for ``cls`` and ``scores`` (what tests expect)."""
+        scores = [int(s) for s in scores]
+        if len(scores) != self.n_outputs:
+            raise ValueError(f"scores: expected {self.n_outputs}, got {len(scores)}")
+        if not 0 <= int(cls) < self.n_outputs:
+            raise ValueError(f"cls: expected 0..{self.n_outputs - 1}, got {cls}")
+        out = bytearray([RESPONSE_SYNC, int(cls)])
+        lo, hi = -(1 << (self.acc_width - 1)), (1 << (self.acc_width - 1)) - 1
+        for k, s in enumerate(scores):
+            if not lo <= s <= hi:
+                raise ValueError(f"scores[{k}]: {s} does not fit {self.acc_width} signed bits")
+            out += s.to_bytes(self.score_bytes, "little", signed=True)
+        return bytes(out)
+
+    def decode_response(self, data):
+        """``(cls, scores)`` from the response bytes; :class:`ProtocolError` if malformed."""
+        data = bytes(data)
+        if len(data) != self.response_length:
+            raise ProtocolError(f"response: expected {self.response_length} bytes, got "
+                                f"{len(data)}: {data.hex(' ')}")
+        if data[0] != RESPONSE_SYNC:
+            raise ProtocolError(f"response: expected first byte 0x{RESPONSE_SYNC:02x}, got "
+                                f"0x{data[0]:02x}")
+        cls = data[1]
+        if cls >= self.n_outputs:
+            raise ProtocolError(f"response: class {cls} out of range 0..{self.n_outputs - 1}")
+        nb = self.score_bytes
+        scores = np.array([int.from_bytes(data[2 + k * nb:2 + (k + 1) * nb], "little",
+                                          signed=True) for k in range(self.n_outputs)],
+                          dtype=np.int64)
+        return int(cls), scores
