@@ -1,0 +1,182 @@
+"""Folding of a network onto hardware: how many outputs (``PE``) and inputs (``SIMD``) each
+matrix-vector unit handles per cycle.
+
+A dense layer of ``in_features`` inputs and ``out_features`` outputs folded by ``(pe, simd)``
+takes ``(in_features / simd) * (out_features / pe)`` cycles per vector and reads ``pe * simd``
+weights per cycle. ``pe`` must divide ``out_features`` and ``simd`` must divide ``in_features``;
+a folding that does not divide is refused with :class:`FoldingError` naming the allowed values
+(padding would waste weight memory and complicate the address logic for no gain on the
+power-of-two layer sizes qnnfab targets).
+"""
+
+import math
+import operator
+from dataclasses import dataclass
+
+from qnnfab import ir
+
+__all__ = ["LayerFolding", "FoldingError", "divisors", "layer_cycles", "check_folding",
+           "auto_folding", "network_cycles", "folding_cost"]
+
+
+class FoldingError(ValueError):
+    """A folding does not fit the network (wrong length, non-dividing PE or SIMD, ...)."""
+
+
+def divisors(n):
+    """The divisors of ``n`` in ascending order."""
+    n = operator.index(n)
+    if n < 1:
+        raise ValueError(f"divisors: expected a positive integer, got {n}")
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+@dataclass(frozen=True)
+class LayerFolding:
+    """The folding of one dense layer.
+
+    Attributes
+    ----------
+    pe : int
+        Output neurons computed in parallel (divides ``out_features``).
+    simd : int
+        Inputs consumed per cycle by each PE (divides ``in_features``).
+    """
+    pe: int
+    simd: int
+
+    def __post_init__(self):
+        for name in ("pe", "simd"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                raise TypeError(f"LayerFolding.{name} must be an integer, not {value!r}")
+            try:
+                value = operator.index(value)
+            except TypeError:
+                raise TypeError(f"LayerFolding.{name} must be an integer, not {value!r}") \
+                    from None
+            if value < 1:
+                raise FoldingError(f"LayerFolding.{name} must be >= 1, not {value}")
+            object.__setattr__(self, name, value)
+
+    @property
+    def lanes(self):
+        """Weights read (multiply-accumulates done) per cycle: ``pe * simd``."""
+        return self.pe * self.simd
+
+
+def layer_cycles(layer, folding):
+    """Cycles one vector takes in a layer folded by ``folding``: ``(in/simd)·(out/pe)``."""
+    return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
+
+
+def network_cycles(network, folding):
+    """Cycles of the slowest layer (the steady-state interval, see ``Network``)."""
+    folding = check_folding(network, folding)
+    return max(layer_cycles(layer, f) for layer, f in zip(network.layers, folding))
+
+
+def _as_layer_folding(where, item):
+    if isinstance(item, LayerFolding):
+        return item
+    try:
+        pe, simd = item
+    except (TypeError, ValueError):
+        raise FoldingError(f"{where}: expected a LayerFolding or a (pe, simd) pair, "
+                           f"got {item!r}") from None
+    try:
+        return LayerFolding(pe, simd)
+    except (TypeError, FoldingError) as exc:
+        raise FoldingError(f"{where}: {exc}") from None
+
+
+def check_folding(network, folding):
+    """Check ``folding`` against ``network``; return it as a list of :class:`LayerFolding`.
+
+    ``folding`` is a sequence with one ``LayerFolding`` or ``(pe, simd)`` pair per layer.
+    Raises :class:`FoldingError`, e.g. ``"layers[2]: PE=3 does not divide out_features=10
+    (choose one of 1, 2, 5, 10)"``.
+    """
+    if not isinstance(network, ir.Network):
+        raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    if isinstance(folding, (str, bytes)) or not hasattr(folding, "__len__"):
+        raise FoldingError(f"folding: expected a list of (pe, simd) pairs, one per layer, "
+                           f"got {folding!r}")
+    if len(folding) != len(network.layers):
+        raise FoldingError(f"folding: expected {len(network.layers)} entries (one per layer), "
+                           f"got {len(folding)}")
+    result = []
+    for i, (layer, item) in enumerate(zip(network.layers, folding)):
+        where = f"layers[{i}]"
+        f = _as_layer_folding(where, item)
+        if layer.out_features % f.pe:
+            raise FoldingError(
+                f"{where}: PE={f.pe} does not divide out_features={layer.out_features} "
+                f"(choose one of {', '.join(map(str, divisors(layer.out_features)))})")
+        if layer.in_features % f.simd:
+            raise FoldingError(
+                f"{where}: SIMD={f.simd} does not divide in_features={layer.in_features} "
+                f"(choose one of {', '.join(map(str, divisors(layer.in_features)))})")
+        result.append(f)
+    return result
+
+
+def folding_cost(layer, folding):
+    """A rough logic-cell estimate of a layer's unit under ``folding``, used to choose among
+    foldings that meet the same cycle target: adder trees (~3 cells per lane-bit), the
+    ``in/simd``-way input multiplexer (~1 cell per 3 inputs per bit), and per-PE accumulator
+    and comparator (~2 cells per accumulator bit)."""
+    sf = layer.in_features // folding.simd
+    trees = 3 * folding.lanes * layer.in_bits
+    mux = folding.simd * layer.in_bits * (sf - 1) / 3
+    per_pe = folding.pe * 2 * layer.acc_width
+    return trees + mux + per_pe
+
+
+def _best_folding(layer, target, max_simd):
+    """The cheapest folding (:func:`folding_cost`) that meets ``target`` cycles, or the
+    fastest one when none does."""
+    best = None
+    for pe in divisors(layer.out_features):
+        for simd in divisors(layer.in_features):
+            if simd > max_simd and simd != min(divisors(layer.in_features)):
+                continue
+            f = LayerFolding(pe, simd)
+            cycles = layer_cycles(layer, f)
+            key = (cycles > target, cycles if cycles > target else 0,
+                   folding_cost(layer, f), -simd)
+            if best is None or key < best[0]:
+                best = (key, f)
+    return best[1]
+
+
+def auto_folding(network, *, target_cycles=None, max_lanes=256, max_simd=256):
+    """A balanced folding: every layer takes about the same number of cycles per vector.
+
+    Parameters
+    ----------
+    network : ir.Network
+    target_cycles : int, optional
+        Cycles per vector to aim for. Default: what the largest layer needs when it reads
+        ``max_lanes`` weights per cycle, ``ceil(max(macs) / max_lanes)``.
+    max_lanes : int
+        Weights read per cycle by the largest layer when ``target_cycles`` is not given (256
+        suits the iCE40 UP5K: 16 block RAMs of 16-bit ports for one layer).
+    max_simd : int
+        Largest SIMD considered.
+
+    Each layer gets the cheapest folding (:func:`folding_cost`) whose cycles per vector are at
+    most the target (the fastest folding when none is).
+    """
+    if not isinstance(network, ir.Network):
+        raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    if target_cycles is None:
+        max_lanes = operator.index(max_lanes)
+        if max_lanes < 1:
+            raise ValueError(f"max_lanes must be >= 1, not {max_lanes}")
+        target_cycles = max(-(-layer.macs // max_lanes) for layer in network.layers)
+    target_cycles = operator.index(target_cycles)
+    if target_cycles < 1:
+        raise ValueError(f"target_cycles must be >= 1, not {target_cycles}")
+    return [_best_folding(layer, target_cycles, max_simd) for layer in network.layers]

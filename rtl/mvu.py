@@ -1,0 +1,308 @@
+"""The folded matrix-vector unit (MVU): one dense layer, ``PE`` outputs × ``SIMD`` inputs per
+cycle.
+
+Datapath (each arrow one register, all gated by one clock enable ``en``)::
+
+    issue: counters, weight ROM address
+      -> weight ROM word + input slice (a mux on the held ``i.payload``) -> dot unit
+      -> [dot unit register] -> accumulate ``S`` (PE sums, restarted on a group's first slice)
+      -> threshold on ``S`` (or ``acc = scale·S + offset``, the raw scores, for the last layer)
+      -> result shift register / output register (``o.payload``)
+
+The dot unit is chosen by weight kind and input bits in :func:`dot_unit_class`; each unit sums
+something cheap (a popcount, ``a XOR ~w``) whose affine map back to ``Σ a·w`` is folded into the
+thresholds at elaboration. ``en`` is low only while the last group of a vector waits for the
+output register to be taken downstream, so a layer computes its next vector while the next
+layer still works on the previous one.
+"""
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from qnnfab import ir, numerics
+
+from ._checks import quiet_on_error
+from .binary_weight_dot import BinaryWeightDot
+from .folding import LayerFolding, check_folding
+from .threshold import MultiThreshold
+from .xnor_popcount import XnorPopcount
+
+__all__ = ["MatrixVectorUnit", "dot_unit_class", "dot_unit_for", "weight_words",
+           "weight_code_bits", "BLOCK_RAM_MIN_BITS"]
+
+#: Weight memories of at least this many bits are marked ``ram_style = "block"`` (iCE40 EBR).
+BLOCK_RAM_MIN_BITS = 2048
+
+
+def dot_unit_class(layer):
+    """The dot-product unit class for a layer: the one place that maps (weight kind, input
+    bits) to hardware. A new weight kind adds a branch here and a weight decode in
+    :func:`weight_words`."""
+    if layer.weight_kind == "binary":
+        return XnorPopcount if layer.in_bits == 1 else BinaryWeightDot
+    raise ValueError(f"no dot-product unit for weight kind {layer.weight_kind!r} "
+                     f"(known: binary)")
+
+
+def dot_unit_for(layer, pe, simd, *, pipelined=True):
+    """A dot-product unit instance for ``layer`` (see :func:`dot_unit_class`)."""
+    cls = dot_unit_class(layer)
+    if cls is XnorPopcount:
+        return XnorPopcount(pe=pe, simd=simd, pipelined=pipelined)
+    return cls(pe=pe, simd=simd, in_bits=layer.in_bits, pipelined=pipelined)
+
+
+def weight_code_bits(layer):
+    lo, hi = ir.WEIGHT_CODE_RANGE[layer.weight_kind]
+    return max(1, (hi - lo).bit_length())
+
+
+def weight_words(layer, pe, simd):
+    """The weight ROM contents: word ``nf * SF + sf`` holds, for PE ``p`` and lane ``s``, the
+    weight code of neuron ``nf*pe + p`` and input ``sf*simd + s`` at bits
+    ``(p*simd + s)*wbits``."""
+    wbits = weight_code_bits(layer)
+    sf_n = layer.in_features // simd
+    nf_n = layer.out_features // pe
+    w = np.asarray(layer.weights, dtype=np.int64)
+    # (nf, p, sf, s) -> (nf, sf, p, s)
+    blocks = w.reshape(nf_n, pe, sf_n, simd).transpose(0, 2, 1, 3).reshape(nf_n * sf_n, pe * simd)
+    words = []
+    shifts = [k * wbits for k in range(pe * simd)]
+    for row in blocks:
+        value = 0
+        for code, sh in zip(row.tolist(), shifts):
+            value |= int(code) << sh
+        words.append(value)
+    return words
+
+
+class MatrixVectorUnit(wiring.Component):
+    """One dense layer, folded: ``pe`` output neurons × ``simd`` inputs per cycle.
+
+    Parameters
+    ----------
+    layer : ir.DenseLayer
+    folding : LayerFolding or (pe, simd)
+    pipelined : bool
+        Pipeline registers in the dot unit (one or two more cycles of latency, shorter paths).
+
+    Members
+    -------
+    i : In(stream.Signature(ArrayLayout(unsigned(in_bits), in_features)))
+        One whole input vector per transfer.
+    o : Out(stream.Signature(ArrayLayout(unsigned(out_bits), out_features)))
+        Output codes; for the output layer (no thresholds) ``ArrayLayout(signed(acc_width),
+        out_features)``, the raw accumulators.
+
+    Timing: :attr:`cycles_per_vector` = ``(in/simd)·(out/pe)`` cycles of compute per vector.
+    The unit keeps no copy of its input vector: slices are read from ``i.payload`` (held by the
+    stream rules while ``i.valid`` and not ``i.ready``), into a ``simd``-wide register at each
+    issue, or whole, a cycle after the issue, when ``simd == in_features``; ``i.ready`` rises
+    when the last slice has been read. Vectors go in every :attr:`interval` cycles from an
+    eager source (one more when the source is another unit, whose output register refills
+    the cycle after a transfer). :attr:`latency` cycles pass from the first cycle ``i.valid``
+    is high (unit idle) to ``o.valid``.
+    """
+
+    @quiet_on_error
+    def __init__(self, layer, folding, *, pipelined=True):
+        if not isinstance(layer, ir.DenseLayer):
+            raise TypeError(f"layer must be a qnnfab.ir.DenseLayer, not {layer!r}")
+        if not isinstance(folding, LayerFolding):
+            folding = LayerFolding(*folding)
+        net = ir.Network(input_features=layer.in_features, input_bits=layer.in_bits,
+                         layers=[layer])
+        # check_folding names the layer "layers[0]"; callers re-raise with their own index.
+        check_folding(net, [folding])
+        self.layer = layer
+        self.folding = folding
+        self.pe, self.simd = folding.pe, folding.simd
+        self.sf = layer.in_features // self.simd
+        self.nf = layer.out_features // self.pe
+        self.pipelined = bool(pipelined)
+        self.dot_class = dot_unit_class(layer)
+        if layer.is_output:
+            out_shape = signed(layer.acc_width)
+        else:
+            out_shape = unsigned(layer.out_bits)
+        self.out_shape = out_shape
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(layer.in_bits),
+                                                      layer.in_features))),
+            "o": Out(stream.Signature(data.ArrayLayout(out_shape, layer.out_features))),
+        })
+
+    @property
+    def cycles_per_vector(self):
+        """Compute cycles per vector, ``(in/simd)·(out/pe)``."""
+        return self.sf * self.nf
+
+    @property
+    def interval(self):
+        """Cycles between input transfers from an eager source: ``cycles_per_vector``, plus one
+        when ``simd == in_features`` (the whole payload is read a cycle after the issue)."""
+        return self.cycles_per_vector + (self.sf == 1)
+
+    @property
+    def latency(self):
+        """Cycles from the first cycle the input is offered (unit idle) to ``o.valid``."""
+        return self.cycles_per_vector + 2 + self.dot_latency
+
+    @property
+    def dot_latency(self):
+        """Pipeline registers in the dot-product unit."""
+        return self.dot_class.pipeline_latency(self.simd, self.pipelined, self.layer.in_bits)
+
+    @property
+    def weight_memory_bits(self):
+        return self.layer.weights.size * weight_code_bits(self.layer)
+
+    def elaborate(self, platform):
+        m = Module()
+        layer = self.layer
+        pe, simd, sf_n, nf_n = self.pe, self.simd, self.sf, self.nf
+        n = self.cycles_per_vector
+        in_bits = layer.in_bits
+        wbits = weight_code_bits(layer)
+        word_width = pe * simd * wbits
+        dot_cls = self.dot_class
+
+        en = Signal()
+        cnt = Signal(range(max(2, n)))
+        sf = Signal(range(max(2, sf_n)))
+        nf = Signal(range(max(2, nf_n)))
+        last_cnt = Signal()
+        m.d.comb += last_cnt.eq(cnt == n - 1)
+        payload = self.i.payload.as_value()
+
+        # -- issue: addresses only. Slices are read from the held ``i.payload`` one cycle later,
+        # and ``i.ready`` is raised then, with the last slice: no copy of the input is kept.
+        a_valid, a_first, a_last, a_final = Signal(), Signal(), Signal(), Signal()
+        a_nf = Signal.like(nf)
+        issue = Signal()
+        if sf_n == 1:
+            # The whole payload feeds the dot unit one cycle after the issue: hold it until then.
+            m.d.comb += [issue.eq(en & self.i.valid & ~(a_valid & a_final)),
+                         self.i.ready.eq(en & a_valid & a_final)]
+        else:
+            # The slice is selected at the issue into a register: the payload is free after
+            # the last issue.
+            m.d.comb += [issue.eq(en & self.i.valid), self.i.ready.eq(issue & last_cnt)]
+        with m.If(issue):
+            m.d.sync += cnt.eq(Mux(last_cnt, 0, cnt + 1))
+            if sf_n > 1:
+                with m.If(sf == sf_n - 1):
+                    m.d.sync += sf.eq(0)
+                with m.Else():
+                    m.d.sync += sf.eq(sf + 1)
+            if nf_n > 1:
+                with m.If(sf == sf_n - 1):
+                    m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
+        with m.If(en):
+            m.d.sync += [a_valid.eq(issue), a_first.eq(sf == 0), a_last.eq(sf == sf_n - 1),
+                         a_final.eq(last_cnt), a_nf.eq(nf)]
+        if n == 1:
+            w_word = Const(weight_words(layer, pe, simd)[0], word_width)
+        else:
+            attrs = {}
+            if self.weight_memory_bits >= BLOCK_RAM_MIN_BITS:
+                attrs["ram_style"] = "block"
+            wmem = Memory(shape=word_width, depth=n, init=weight_words(layer, pe, simd),
+                          attrs=attrs)
+            m.submodules.weights = wmem
+            rd = wmem.read_port()
+            m.d.comb += [rd.addr.eq(cnt), rd.en.eq(en)]
+            w_word = rd.data
+
+        # -- stage A: dot unit on the weight word and the input slice ---------------------------
+        m.submodules.dot = dot = dot_unit_for(layer, pe, simd, pipelined=self.pipelined)
+        assert dot.latency == self.dot_latency
+        if sf_n == 1:
+            xs = payload
+        else:
+            xs = Signal(simd * in_bits)
+            with m.If(en):
+                m.d.sync += xs.eq(payload.word_select(sf, simd * in_bits))
+        m.d.comb += [dot.x.eq(xs), dot.w.eq(w_word), dot.en.eq(en)]
+        b_valid, b_first, b_last, b_final, b_nf = a_valid, a_first, a_last, a_final, a_nf
+        for k in range(dot.latency):
+            regs = [Signal(name=f"b{k}_valid"), Signal(name=f"b{k}_first"),
+                    Signal(name=f"b{k}_last"), Signal(name=f"b{k}_final"),
+                    Signal.like(nf, name=f"b{k}_nf")]
+            with m.If(en):
+                m.d.sync += [r.eq(s) for r, s in
+                             zip(regs, (b_valid, b_first, b_last, b_final, b_nf))]
+            b_valid, b_first, b_last, b_final, b_nf = regs
+
+        # -- stage B: accumulate the sums S ---------------------------------------------------
+        sum_shape = dot_cls.sum_shape(layer.in_features, in_bits)
+        sums = [Signal(sum_shape, name=f"sum{p}") for p in range(pe)]
+        c_done, c_final = Signal(), Signal()
+        with m.If(en):
+            for p in range(pe):
+                with m.If(b_valid):
+                    if sf_n == 1:
+                        m.d.sync += sums[p].eq(dot.o[p])
+                    else:
+                        with m.If(b_first):
+                            m.d.sync += sums[p].eq(dot.o[p])
+                        with m.Else():
+                            m.d.sync += sums[p].eq(sums[p] + dot.o[p])
+            m.d.sync += [c_done.eq(b_valid & b_last), c_final.eq(b_valid & b_last & b_final)]
+
+        # -- stage C: activation (or scores), result and output registers ---------------------
+        offsets = dot_cls.offsets(layer)
+        if layer.is_output:
+            ys = [Signal(signed(layer.acc_width), name=f"acc{p}") for p in range(pe)]
+            if np.all(offsets == offsets[0]):
+                group_offsets = [int(offsets[0])] * pe
+            else:
+                # Per-neuron offsets: a small ROM read beside the threshold-less datapath.
+                ow = numerics.signed_width(int(offsets.min()), int(offsets.max()))
+                words = []
+                for g in range(nf_n):
+                    word = 0
+                    for p in range(pe):
+                        word |= (int(offsets[g * pe + p]) & ((1 << ow) - 1)) << (p * ow)
+                    words.append(word)
+                if nf_n == 1:
+                    oword = Const(words[0], pe * ow)
+                else:
+                    m.submodules.offsets = omem = Memory(shape=pe * ow, depth=nf_n, init=words)
+                    ord_ = omem.read_port()
+                    m.d.comb += [ord_.addr.eq(b_nf), ord_.en.eq(en)]
+                    oword = ord_.data
+                group_offsets = [oword[p * ow:(p + 1) * ow].as_signed() for p in range(pe)]
+            for p in range(pe):
+                m.d.comb += ys[p].eq(sums[p] * dot_cls.scale + group_offsets[p])
+        else:
+            m.submodules.threshold = thr = MultiThreshold(
+                thresholds=layer.thresholds, signs=layer.threshold_sign, pe=pe,
+                in_shape=sum_shape, scale=dot_cls.scale, offsets=offsets)
+            m.d.comb += [thr.addr.eq(b_nf), thr.en.eq(en)]
+            for p in range(pe):
+                m.d.comb += thr.acc[p].eq(sums[p])
+            ys = [thr.o[p] for p in range(pe)]
+
+        m.d.comb += en.eq(~(c_final & self.o.valid))
+        # Results of groups 0 .. nf-2 shift in from the top; the last group completes the
+        # output word. Plain enabled flip-flops, no write decoding.
+        group = Cat(*ys)
+        if nf_n > 1:
+            res = Signal(len(group) * (nf_n - 1))
+        with m.If(en & c_done):
+            if nf_n > 1:
+                m.d.sync += res.eq(Cat(res[len(group):], group))
+            with m.If(c_final):
+                m.d.sync += self.o.valid.eq(1)
+                if nf_n > 1:
+                    m.d.sync += self.o.payload.as_value().eq(Cat(res, group))
+                else:
+                    m.d.sync += self.o.payload.as_value().eq(group)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m

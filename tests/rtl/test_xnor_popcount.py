@@ -1,0 +1,70 @@
+"""XnorPopcount against numpy over random words, several PE/SIMD, pipelined or not."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from qnnfab import random_net
+from qnnfab.model import golden
+from qnnfab.rtl.xnor_popcount import XnorPopcount
+
+
+def _pack(bits):
+    return sum(int(b) << k for k, b in enumerate(bits))
+
+
+@pytest.mark.parametrize("pe, simd", [(1, 1), (1, 7), (3, 8), (2, 32), (1, 64)])
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_xnor_popcount_matches_numpy(pe, simd, pipelined):
+    seed = 1000 * pe + simd
+    rng = np.random.default_rng(seed)
+    dut = XnorPopcount(pe=pe, simd=simd, pipelined=pipelined)
+    # Registers every 2 levels of the tree of ceil(simd/2) pair counts, and at the output.
+    depth = ((simd + 1) // 2 - 1).bit_length()
+    assert dut.latency == (0 if not pipelined else 1 + len(range(2, depth, 2)))
+    n = 40
+    xs = rng.integers(0, 2, size=(n, simd))
+    ws = rng.integers(0, 2, size=(n, pe, simd))
+    xs[0] = ws[0, 0]          # all-equal and all-different words too
+    xs[1] = 1 - ws[1, 0]
+    expected = (xs[:, None, :] == ws).sum(axis=2)
+
+    async def tb(ctx):
+        got = []
+        for k in range(n + dut.latency):
+            if k < n:
+                ctx.set(dut.x, _pack(xs[k]))
+                ctx.set(dut.w, _pack(ws[k].reshape(-1)))
+            if k >= dut.latency:
+                got.append([ctx.get(dut.o[p]) for p in range(pe)])
+            if dut.latency:
+                await ctx.tick()
+            else:
+                await ctx.delay(1e-8)
+        for k in range(n):
+            for p in range(pe):
+                assert got[k][p] == expected[k, p], \
+                    f"seed {seed} word {k} PE {p}: expected {expected[k, p]}, got {got[k][p]}"
+
+    sim = Simulator(dut)
+    if dut.latency:
+        sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_scale_and_offsets_give_the_signed_dot_product():
+    # Σ x·w = 2·popcount - n, for ±1 values.
+    rng = np.random.default_rng(3)
+    layer = random_net.random_dense(rng, in_features=37, out_features=5, in_bits=1)
+    x = rng.integers(0, 2, 37)
+    pc = (x[None, :] == layer.weights).sum(axis=1)
+    acc = XnorPopcount.scale * pc + XnorPopcount.offsets(layer)
+    assert acc.tolist() == golden.dense_acc(layer, x[None, :])[0].tolist()
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="pe and simd must be >= 1, not pe=0 simd=4"):
+        XnorPopcount(pe=0, simd=4)
+    with pytest.raises(TypeError):
+        XnorPopcount(pe=1.5, simd=4)
