@@ -9,8 +9,6 @@ set (CI sets it after installing Icarus), in which case they run and fail loudly
 import os
 import shutil
 
-import pytest
-
 _deselected = []
 
 

