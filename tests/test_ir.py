@@ -289,3 +289,12 @@ def test_validate_in_memory():
     net.layers[0].weights = net.layers[0].weights.tolist()
     with pytest.raises(IRError, match=r"layers\[0\]\.weights: expected a numpy array, got list"):
         net.validate()
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path, good):
+    path = tmp_path / "perm.qnn"
+    ir.save(good, path)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)
+    assert [p.name for p in tmp_path.iterdir()] == ["perm.qnn"]
