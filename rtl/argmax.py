@@ -36,14 +36,18 @@ class Argmax(wiring.Component):
     o : Out(stream.Signature(argmax_layout(n, width)))
         ``cls`` is the first index of the maximum.
 
-    Sequential: one score per cycle is selected (a registered ``n``-way multiplexer) and
-    compared with the running maximum, so no path is longer than one comparator, whatever
-    ``n``. The scores are passed through from the held input payload (the unit before holds
-    them in its output register; a second copy would cost ``n·width`` flip-flops), so the input
-    is acknowledged only with the output: ``i.ready = o.valid & o.ready``.
+    Sequential, one score every two cycles: the selected score is registered (an ``n``-way
+    multiplexer), compared with the running maximum into a register, and the maximum updated
+    the cycle after, so no path is longer than one comparator or one multiplexer, whatever
+    ``n``. (One score per cycle put comparator, enable logic and the maximum's clock enable on
+    one path, the design's critical path at ~51 MHz on the iCE40 UP5K; the network's slowest
+    layer takes far more than ``2n`` cycles anyway.) The scores are passed through from the
+    held input payload (the unit before holds them in its output register; a second copy would
+    cost ``n·width`` flip-flops), so the input is acknowledged only with the output:
+    ``i.ready = o.valid & o.ready``.
 
-    Latency: :attr:`latency` = ``n + 1`` cycles from ``i.valid`` to ``o.valid``.
-    Throughput: one vector per ``n + 2`` cycles.
+    Latency: :attr:`latency` = ``2n + 1`` cycles from ``i.valid`` to ``o.valid``.
+    Throughput: one vector per :attr:`interval` = ``2n + 2`` cycles.
     """
 
     @quiet_on_error
@@ -60,23 +64,31 @@ class Argmax(wiring.Component):
     @property
     def latency(self):
         """Cycles from ``i.valid`` (unit idle) to ``o.valid``."""
-        return self.n + 1
+        return self.latency_for(self.n)
+
+    @staticmethod
+    def latency_for(n):
+        """:attr:`latency` of an argmax over ``n`` scores, without building one."""
+        return 2 * n + 1
 
     @property
     def interval(self):
         """Cycles between vectors with an eager source and sink."""
-        return self.n + 2
+        return self.latency + 1
 
     def elaborate(self, platform):
         m = Module()
         n = self.n
         idx_shape = unsigned(max(1, ceil_log2(n)))
         k = Signal(range(n + 1))            # next score to select
+        phase = Signal()                     # a score was selected last cycle
         # Scores are compared as unsigned numbers with the sign bit flipped (order preserving),
         # a plain carry chain without the sign-handling logic of a signed comparison.
-        sel = Signal(self.width)             # the score selected last cycle (offset) ...
+        sel = Signal(self.width)             # stage 1: the score selected ...
         sel_idx = Signal(idx_shape)          # ... and its index
-        sel_valid = Signal()
+        sel_first, sel_last, sel_valid = Signal(), Signal(), Signal()
+        gt = Signal()                        # stage 2: take ``sel`` as the new maximum
+        upd_last = Signal()
         best = Signal(self.width)
         best_idx = Signal(idx_shape)
         done = Signal()
@@ -84,22 +96,29 @@ class Argmax(wiring.Component):
         m.d.comb += [self.o.valid.eq(self.i.valid & done),
                      self.i.ready.eq(self.o.valid & self.o.ready),
                      self.o.payload.cls.eq(best_idx), self.o.payload.scores.eq(scores)]
-        sel_first = Signal()
-        sel_last = Signal()
-        with m.If(self.i.ready):
-            m.d.sync += [done.eq(0), k.eq(0)]
-        with m.Elif(self.i.valid & (k < n)):
+        # ``o.ready`` (from the consumer) only clears ``done``: selection is blocked by ``done``
+        # and restarts from ``k = 0``, reset when the last update is done.
+        select = Signal()
+        m.d.comb += select.eq(self.i.valid & ~done & (k < n) & ~phase)
+        m.d.sync += phase.eq(select)
+        with m.If(select):
             with m.Switch(k):
                 for j in range(n):
                     with m.Case(j):
                         m.d.sync += sel.eq(scores[j].as_unsigned() ^ (1 << (self.width - 1)))
             m.d.sync += [sel_idx.eq(k), sel_first.eq(k == 0), sel_last.eq(k == n - 1),
                          k.eq(k + 1)]
-        m.d.sync += sel_valid.eq(~self.i.ready & self.i.valid & (k < n))
-        # Strictly greater: ties keep the earlier (lower) index. Kept to one comparator and
-        # one LUT in front of the register enable: this loop is the unit's critical path.
-        with m.If(sel_valid & (sel_first | (sel > best))):
+        m.d.sync += [sel_valid.eq(select),
+                     # Strictly greater: ties keep the earlier (lower) index. ``best`` is
+                     # up to date: it was last written the cycle ``sel`` was.
+                     gt.eq(sel_valid & (sel_first | (sel > best))),
+                     upd_last.eq(sel_valid & sel_last)]
+        # ``sel`` and ``sel_idx`` still hold the compared score: the next one is selected
+        # now, at the same clock edge as this update.
+        with m.If(gt):
             m.d.sync += [best.eq(sel), best_idx.eq(sel_idx)]
-        with m.If(sel_valid & sel_last):
-            m.d.sync += done.eq(1)
+        with m.If(upd_last):
+            m.d.sync += [done.eq(1), k.eq(0)]
+        with m.If(self.i.ready):
+            m.d.sync += done.eq(0)
         return m

@@ -171,40 +171,42 @@ class MatrixVectorUnit(wiring.Component):
         word_width = pe * simd * wbits
         dot_cls = self.dot_class
 
-        en = Signal()
+        en = Signal(init=1)
         cnt = Signal(range(max(2, n)))
         sf = Signal(range(max(2, sf_n)))
-        nf = Signal(range(max(2, nf_n)))
-        last_cnt = Signal()
-        m.d.comb += last_cnt.eq(cnt == n - 1)
+        # ``cnt == n - 1`` kept in a flip-flop: it gates ``i.ready`` (a path into the producer).
+        last_cnt = Signal(init=int(n == 1))
         payload = self.i.payload.as_value()
 
         # -- issue: addresses only. Slices are read from the held ``i.payload`` one cycle later,
         # and ``i.ready`` is raised then, with the last slice: no copy of the input is kept.
         a_valid, a_first, a_last, a_final = Signal(), Signal(), Signal(), Signal()
-        a_nf = Signal.like(nf)
         issue = Signal()
         if sf_n == 1:
             # The whole payload feeds the dot unit one cycle after the issue: hold it until then.
-            m.d.comb += [issue.eq(en & self.i.valid & ~(a_valid & a_final)),
-                         self.i.ready.eq(en & a_valid & a_final)]
+            # ``a_hold`` = ``a_valid & a_final`` in one flip-flop: one LUT from the registers
+            # to ``issue`` (the clock enable of the counters).
+            a_hold = Signal()
+            with m.If(en):
+                m.d.sync += a_hold.eq(issue & last_cnt)
+            m.d.comb += [issue.eq(en & self.i.valid & ~a_hold),
+                         self.i.ready.eq(en & a_hold)]
         else:
             # The slice is selected at the issue into a register: the payload is free after
             # the last issue.
             m.d.comb += [issue.eq(en & self.i.valid), self.i.ready.eq(issue & last_cnt)]
         with m.If(issue):
             m.d.sync += cnt.eq(Mux(last_cnt, 0, cnt + 1))
+            if n > 1:
+                m.d.sync += last_cnt.eq(~last_cnt & (cnt == n - 2))
             if sf_n > 1:
                 with m.If(sf == sf_n - 1):
                     m.d.sync += sf.eq(0)
                 with m.Else():
                     m.d.sync += sf.eq(sf + 1)
-            if nf_n > 1:
-                with m.If(sf == sf_n - 1):
-                    m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
         with m.If(en):
             m.d.sync += [a_valid.eq(issue), a_first.eq(sf == 0), a_last.eq(sf == sf_n - 1),
-                         a_final.eq(last_cnt), a_nf.eq(nf)]
+                         a_final.eq(last_cnt)]
         if n == 1:
             w_word = Const(weight_words(layer, pe, simd)[0], word_width)
         else:
@@ -228,15 +230,20 @@ class MatrixVectorUnit(wiring.Component):
             with m.If(en):
                 m.d.sync += xs.eq(payload.word_select(sf, simd * in_bits))
         m.d.comb += [dot.x.eq(xs), dot.w.eq(w_word), dot.en.eq(en)]
-        b_valid, b_first, b_last, b_final, b_nf = a_valid, a_first, a_last, a_final, a_nf
+        b_valid, b_first, b_last, b_final = a_valid, a_first, a_last, a_final
         for k in range(dot.latency):
             regs = [Signal(name=f"b{k}_valid"), Signal(name=f"b{k}_first"),
-                    Signal(name=f"b{k}_last"), Signal(name=f"b{k}_final"),
-                    Signal.like(nf, name=f"b{k}_nf")]
+                    Signal(name=f"b{k}_last"), Signal(name=f"b{k}_final")]
             with m.If(en):
                 m.d.sync += [r.eq(s) for r, s in
-                             zip(regs, (b_valid, b_first, b_last, b_final, b_nf))]
-            b_valid, b_first, b_last, b_final, b_nf = regs
+                             zip(regs, (b_valid, b_first, b_last, b_final))]
+            b_valid, b_first, b_last, b_final = regs
+        # The neuron group finishing: groups finish in order, so a counter of finished groups
+        # at this stage replaces a group number carried down the dot unit's pipeline.
+        b_nf = Signal(range(max(2, nf_n)))
+        if nf_n > 1:
+            with m.If(en & b_valid & b_last):
+                m.d.sync += b_nf.eq(Mux(b_nf == nf_n - 1, 0, b_nf + 1))
 
         # -- stage B: accumulate the sums S ---------------------------------------------------
         sum_shape = dot_cls.sum_shape(layer.in_features, in_bits)
@@ -252,7 +259,10 @@ class MatrixVectorUnit(wiring.Component):
                             m.d.sync += sums[p].eq(dot.o[p])
                         with m.Else():
                             m.d.sync += sums[p].eq(sums[p] + dot.o[p])
-            m.d.sync += [c_done.eq(b_valid & b_last), c_final.eq(b_valid & b_last & b_final)]
+            m.d.sync += c_done.eq(b_valid & b_last)
+        c_final_next = Signal()
+        m.d.comb += c_final_next.eq(Mux(en, b_valid & b_last & b_final, c_final))
+        m.d.sync += c_final.eq(c_final_next)
 
         # -- stage C: activation (or scores), result and output registers ---------------------
         offsets = dot_cls.offsets(layer)
@@ -288,21 +298,26 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.comb += thr.acc[p].eq(sums[p])
             ys = [thr.o[p] for p in range(pe)]
 
-        m.d.comb += en.eq(~(c_final & self.o.valid))
+        # ``en = ~(c_final & o.valid)``, kept in a flip-flop (computed from the next values of
+        # both): ``i.ready`` is then one LUT from flip-flops, for the producer's sake.
+        o_valid_next = Signal()
+        m.d.comb += o_valid_next.eq(Mux(self.o.valid, ~self.o.ready, c_final))
+        m.d.sync += [self.o.valid.eq(o_valid_next), en.eq(~(c_final_next & o_valid_next))]
         # Results of groups 0 .. nf-2 shift in from the top; the last group completes the
         # output word. Plain enabled flip-flops, no write decoding.
         group = Cat(*ys)
         if nf_n > 1:
             res = Signal(len(group) * (nf_n - 1))
-        with m.If(en & c_done):
-            if nf_n > 1:
+        if nf_n > 1:
+            with m.If(en & c_done):
                 m.d.sync += res.eq(Cat(res[len(group):], group))
-            with m.If(c_final):
-                m.d.sync += self.o.valid.eq(1)
-                if nf_n > 1:
-                    m.d.sync += self.o.payload.as_value().eq(Cat(res, group))
-                else:
-                    m.d.sync += self.o.payload.as_value().eq(group)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # ``en & c_done & c_final`` is ``c_final & ~o.valid`` (``c_final`` implies ``c_done``):
+        # spelled out, one LUT in front of the output register's clock enable.
+        with m.If(c_final & ~self.o.valid):
+            if nf_n > 1:
+                m.d.sync += self.o.payload.as_value().eq(Cat(res, group))
+            else:
+                m.d.sync += self.o.payload.as_value().eq(group)
+        # ``o.valid`` (above) rises with the last group (``c_final`` while not stalled, i.e.
+        # while ``o.valid`` is low) and falls on a transfer.
         return m

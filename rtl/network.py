@@ -83,12 +83,12 @@ class Network(wiring.Component):
                 for layer, f in zip(self.network.layers, self._folding)]
         return max([self._cycles[0] + late[0]]
                    + [c + d + 1 for c, d in zip(self._cycles[1:], late[1:])]
-                   + [self.network.n_outputs + 3])  # the argmax, fed by a unit
+                   + [Argmax.latency_for(self.network.n_outputs) + 2])  # argmax, fed by a unit
 
     @property
     def latency(self):
         """Cycles from the first cycle an input is offered (network idle) to ``o.valid``."""
-        return sum(self._latencies) + self.network.n_outputs + 1     # + Argmax.latency
+        return sum(self._latencies) + Argmax.latency_for(self.network.n_outputs)
 
     @property
     def layer_cycles(self):

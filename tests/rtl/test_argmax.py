@@ -40,7 +40,7 @@ def test_argmax_matches_numpy_with_back_pressure(n, width):
                 await ctx.tick()
             results.append(await stream_get(ctx, dut.o))
 
-    assert dut.latency == n + 1 and dut.interval == n + 2
+    assert dut.latency == 2 * n + 1 and dut.interval == 2 * n + 2
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)

