@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -35,11 +36,11 @@ from pathlib import Path
 from qnnfab import ir
 
 from . import nextpnr_report
-from .registry import get_board
+from .registry import board_folding, get_board
 from .top import pll_config
 
-__all__ = ["build", "check_fit", "estimate", "toolchain_env", "tool_path", "FitError",
-           "ToolError", "STEPS"]
+__all__ = ["build", "check_fit", "estimate", "timing_warning", "toolchain_env", "tool_path",
+           "FitError", "ToolError", "STEPS"]
 
 #: Tool (as named in the platform's command list) → (step name, PyPI package carrying it).
 TOOLS = {
@@ -218,6 +219,22 @@ def _run_steps(commands, build_dir, env, progress):
     return seconds
 
 
+def timing_warning(report):
+    """The warning line for a build whose timing is not met (nextpnr's fmax below the clock,
+    or no fmax at all), with both numbers; None when the timing is met. ``report`` is a build
+    report (needs ``fmax_mhz`` and ``clock_mhz``)."""
+    fmax, clock = report.get("fmax_mhz"), report.get("clock_mhz")
+    if fmax is not None and clock is not None and fmax >= clock:
+        return None
+    where = f" on {report['board']}" if report.get("board") else ""
+    if fmax is None:
+        return (f"timing NOT met{where}: nextpnr reported no fmax for the {clock} MHz clock; "
+                f"the design may not run at {clock} MHz")
+    return (f"timing NOT met{where}: fmax {fmax:.2f} MHz < clock {clock:.2f} MHz; the design "
+            f"may fail at this clock and inferences_per_s is not achievable (use --clock-mhz "
+            f"{math.floor(fmax * 0.9 * 10) / 10:g} or a smaller folding)")
+
+
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
           extra=None, baud=None):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
@@ -227,10 +244,13 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     network : qnnfab.ir.Network
     board : str or Board
     out_dir : path, created if needed
-    folding : list of (PE, SIMD) per layer, or None for ``auto_folding``
+    folding : list of (PE, SIMD) per layer, or None for the board's default,
+        :func:`qnnfab.boards.registry.board_folding`
     clock_mhz : float, optional
-        The design clock; default the board clock. Anything else is made by a PLL from the
-        board clock (the nearest frequency it can make, within 1 %, is reported).
+        The design clock; default the board's ``design_clock_mhz``. Anything other than the
+        oscillator (``board.clock_mhz``) is made by a PLL from it (the nearest frequency it
+        can make, within 1 %, is reported). The report's ``timing_met`` says whether
+        nextpnr's fmax reaches it (see :func:`timing_warning`).
     seed : int, nextpnr's placement seed
     progress : callable(step name) or None
         Called at the start of "synthesis", "place and route", "bitstream"; None prints a line
@@ -246,7 +266,11 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     network.validate()
     started = time.monotonic()
     pll = None
-    if clock_mhz is None or math.isclose(float(clock_mhz), board.clock_mhz):
+    if clock_mhz is None:
+        clock_mhz = board.design_clock_mhz
+    if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, numbers.Real):
+        raise TypeError(f"clock_mhz must be a frequency in MHz (a number), not {clock_mhz!r}")
+    if math.isclose(float(clock_mhz), board.clock_mhz):
         clock_mhz = board.clock_mhz
     else:
         if not float(clock_mhz) > 0:
@@ -256,9 +280,11 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         clock_mhz = actual / 1e6                       # report what the PLL really makes
     clock_mhz = float(clock_mhz)
     baud = board.uart_baud if baud is None else int(baud)
+    default = board_folding(network, board)
     if folding is None:
-        from qnnfab.rtl.folding import auto_folding
-        folding = auto_folding(network)
+        folding = default
+    same = _folding_pairs(network, folding) == _folding_pairs(network, default)
+    folding_source = f"board default (max_lanes={board.max_lanes})" if same else "given"
     est = check_fit(network, board, folding)           # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 
@@ -278,8 +304,11 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     platform = board.platform()
     name = "top"
     # verbose: full tool logs in gateware/*.log (nextpnr's utilisation table on failure).
+    # --timing-allow-fail: a design that misses the clock still gets a bitstream, and the
+    # report says so (timing_met false, timing_warning) instead of the build failing.
     plan = platform.prepare(top, name=name, verbose=True,
-                            nextpnr_opts=f"--seed {int(seed)} --report {name}.report.json")
+                            nextpnr_opts=f"--seed {int(seed)} --report {name}.report.json "
+                                         f"--timing-allow-fail {board.nextpnr_opts}".strip())
     plan.extract(build_dir)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
     seconds = _run_steps(commands, build_dir, env, progress)
@@ -297,7 +326,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
                     f"yowasp-nextpnr-{board.family}"):
         tools[package] = _version(package)
     options = {"board": board.name, "folding": _jsonable(folding), "clock_mhz": clock_mhz,
-               "baud": baud, "seed": int(seed)}
+               "baud": baud, "seed": int(seed), "nextpnr_opts": board.nextpnr_opts}
     ir_sha = hashlib.sha256(ir.to_bytes(network)).hexdigest()
     report = {
         "board": board.name,
@@ -316,6 +345,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         "inferences_per_s": clock_mhz * 1e6 / cycles,
         "inferences_per_s_at_fmax": (fmax * 1e6 / cycles) if fmax else None,
         "folding": _jsonable(top.folding if top.folding is not None else folding),
+        "folding_source": folding_source,
         "uart": {"baud": baud, "divisor": top.divisor, "request_bytes": fmt.request_length,
                  "response_bytes": fmt.response_length,
                  "round_trips_per_s": baud / 10 / (fmt.request_length + fmt.response_length)},
@@ -331,6 +361,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     }
     if extra:
         report.update(extra)
+    report["timing_warning"] = timing_warning(report)
 
     with open(os.path.join(build_dir, f"{name}{board.bitstream_suffix}"), "rb") as f:
         ir.atomic_write_bytes(os.path.join(out_dir, bitstream), f.read())

@@ -1,15 +1,25 @@
-"""The boards qnnfab builds for: a short name → :class:`Board` (platform, device, resources).
+"""The boards qnnfab builds for: a short name → :class:`Board` (platform, device, resources,
+and the per-board build defaults: folding budget and design clock).
 
 Resource totals are the device's (data sheet; nextpnr's report gives the same "available"
 counts). ``lut`` counts iCE40 logic cells (LUT4 + FF + carry) or ECP5 LUT4s.
+
+Each board also carries the defaults that make the default network (``digits-bnn``,
+64x5b -> 256 -> 256 -> 10) run as fast as the device allows: ``max_lanes``, the weights read per
+cycle by the largest layer (see :func:`qnnfab.rtl.folding.auto_folding`), and
+``design_clock_mhz``, the clock the design runs at (made by the PLL from the oscillator,
+``clock_mhz``), chosen at about 85-90 % of the fmax nextpnr measured for that folding.
+:func:`board_folding` is the one place that turns (network, board) into a folding: the CLI's
+``sim``, ``verilog``, ``build`` and ``flow`` all use it, so what is simulated is what is built.
 """
 
+import operator
 from dataclasses import dataclass
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
 
-__all__ = ["Board", "BOARDS", "get_board"]
+__all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,12 @@ class Board:
     bram_blocks : int, block RAMs (iCE40 EBR, 4 kbit; ECP5 DP16KD, 18 kbit)
     bram_bits : int, total bits of block RAM
     dsp : int, multiplier blocks (iCE40 SB_MAC16, ECP5 MULT18X18D)
-    clock_mhz : float, the board oscillator (the default design clock)
+    clock_mhz : float, the board oscillator (what the PLL starts from)
+    max_lanes : int, the folding budget: weights read per cycle by the largest layer, passed
+        to :func:`qnnfab.rtl.folding.auto_folding` by :func:`board_folding`
+    design_clock_mhz : float, the default design clock (a PLL output, or the oscillator when
+        equal to ``clock_mhz``); measured-fmax based, with margin
+    nextpnr_opts : str, extra nextpnr options for this board's builds
     uart_baud : int, the rate of the board top's UART
     """
     name: str
@@ -43,11 +58,30 @@ class Board:
     bram_bits: int
     dsp: int
     clock_mhz: float
+    max_lanes: int = 256
+    design_clock_mhz: float = None
+    nextpnr_opts: str = ""
     uart_baud: int = 115200
+
+    def __post_init__(self):
+        lanes = self.max_lanes
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"Board {self.name!r}: max_lanes must be a positive integer, "
+                             f"not {lanes!r}")
+        if self.design_clock_mhz is None:
+            object.__setattr__(self, "design_clock_mhz", float(self.clock_mhz))
+        elif not float(self.design_clock_mhz) > 0:
+            raise ValueError(f"Board {self.name!r}: design_clock_mhz must be a positive "
+                             f"frequency in MHz, not {self.design_clock_mhz!r}")
 
     @property
     def bitstream_suffix(self):
         return {"ice40": ".bin", "ecp5": ".bit"}[self.family]
+
+    @property
+    def bram_port_bits(self):
+        """Widest read port of one block RAM: iCE40 EBR 256x16, ECP5 DP16KD 512x36."""
+        return {"ice40": 16, "ecp5": 36}[self.family]
 
     def resource_totals(self):
         return {"lut": self.lut, "ff": self.ff, "bram": self.bram_blocks, "dsp": self.dsp}
@@ -58,17 +92,28 @@ BOARDS = {
         name="icebreaker",
         description="1BitSquared iCEBreaker: Lattice iCE40 UP5K (5280 LCs, 30 EBR), 12 MHz",
         platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K", package="SG48",
-        lut=5280, ff=5280, bram_blocks=30, bram_bits=30 * 4096, dsp=8, clock_mhz=12.0),
+        lut=5280, ff=5280, bram_blocks=30, bram_bits=30 * 4096, dsp=8, clock_mhz=12.0,
+        # Measured (default net, 256 lanes = 258 cycles/inference): fmax 45.9 / 45.2 MHz at a
+        # 36 MHz constraint (seeds 0, 1), 38.8 MHz at 39.75 MHz; 4.3k LCs, 23 EBR. 512 lanes
+        # needs 45 EBR of 30, so 256 it is.
+        max_lanes=256, design_clock_mhz=36.0),
     "ulx3s-85f": Board(
         name="ulx3s-85f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-85F (83640 LUTs, 208 EBR), 25 MHz",
         platform=ULX3S_85F_Platform, family="ecp5", device="LFE5U-85F", package="BG381",
-        lut=83640, ff=83640, bram_blocks=208, bram_bits=208 * 18432, dsp=156, clock_mhz=25.0),
+        lut=83640, ff=83640, bram_blocks=208, bram_bits=208 * 18432, dsp=156, clock_mhz=25.0,
+        # Measured (default net, 4096 lanes = 23 cycles/inference): fmax 57.4 MHz at a 100 MHz
+        # constraint, 60.1 MHz at 50 MHz (router2; 35k LUTs, 148 DP16KD; ~13 min of P&R).
+        # router1 had routed ~6k of its 114k arcs in 200 s.
+        max_lanes=4096, design_clock_mhz=50.0, nextpnr_opts="--router router2"),
     "ulx3s-25f": Board(
         name="ulx3s-25f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-25F (24288 LUTs, 56 EBR), 25 MHz",
         platform=ULX3S_25F_Platform, family="ecp5", device="LFE5U-25F", package="BG381",
-        lut=24288, ff=24288, bram_blocks=56, bram_bits=56 * 18432, dsp=28, clock_mhz=25.0),
+        lut=24288, ff=24288, bram_blocks=56, bram_bits=56 * 18432, dsp=28, clock_mhz=25.0,
+        # Measured (default net, 1024 lanes = 66 cycles/inference): fmax 81.9 MHz at a 50 MHz
+        # constraint, 63.0 MHz at 65 MHz; 9.8k LUTs, 39 of 56 DP16KD (2048 lanes: ~75).
+        max_lanes=1024, design_clock_mhz=55.0, nextpnr_opts="--router router2"),
 }
 
 
@@ -81,3 +126,51 @@ def get_board(name):
         return BOARDS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None
+
+
+def board_folding(network, board, *, max_lanes=None):
+    """The folding qnnfab uses for ``network`` on ``board`` (a name or a :class:`Board`):
+    :func:`qnnfab.rtl.folding.auto_folding` with the board's ``max_lanes`` (or ``max_lanes``
+    if given), halved until the crude logic estimate of :func:`qnnfab.boards.build.estimate`
+    fits the device's cells (so a network larger than the default one still gets a folding
+    that can place; the default network keeps the full budget) and the block RAMs it needs
+    (:func:`bram_blocks_for`) fit the device. Returns a list of
+    :class:`~qnnfab.rtl.folding.LayerFolding`, one per layer.
+
+    ``qnnfab sim --board``, ``qnnfab verilog --board``, ``qnnfab build`` and ``qnnfab flow``
+    all call this, so the simulated hardware is the built one.
+    """
+    from qnnfab.rtl.folding import auto_folding
+
+    from .build import estimate
+    board = get_board(board)
+    if max_lanes is None:
+        lanes = board.max_lanes
+    else:
+        if isinstance(max_lanes, bool):
+            raise TypeError(f"max_lanes must be an integer, not {max_lanes!r}")
+        lanes = operator.index(max_lanes)
+        if lanes < 1:
+            raise ValueError(f"max_lanes must be >= 1, not {lanes}")
+    folding = auto_folding(network, max_lanes=lanes)
+    while lanes > 1 and (estimate(network, folding)["lc"] > board.lut
+                         or bram_blocks_for(network, folding, board) > board.bram_blocks):
+        lanes //= 2
+        folding = auto_folding(network, max_lanes=lanes)
+    return folding
+
+
+def bram_blocks_for(network, folding, board):
+    """Block RAMs a folding needs at least when each layer reads its ``pe * simd`` weights per
+    cycle from block RAM: ``ceil(weight bits per cycle / port width)`` per layer, at least
+    ``ceil(weight bits / block bits)`` (measured: the 64-256-256-10 net at 512 lanes asked
+    the UP5K for 45 EBR). ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs."""
+    board = get_board(board)
+    block_bits = board.bram_bits // board.bram_blocks
+    total = 0
+    for layer, f in zip(network.layers, folding):
+        pe, simd = (f.pe, f.simd) if hasattr(f, "pe") else f
+        per_weight = layer.weight_bits // layer.macs
+        width = -(-pe * simd * per_weight // board.bram_port_bits)
+        total += max(width, -(-layer.weight_bits // block_bits))
+    return total

@@ -95,9 +95,10 @@ class BoardTop(wiring.Component):
         drive ``led`` 0 and 1.
 
     Latency: the answer's start bit begins about ``divisor / 2 + latency + 6`` cycles after the
-    start of the last request byte's stop bit (``latency``: the network's). Throughput: one inference per request/response round
-    trip, ``10 * divisor * (request_length + response_length)`` cycles at least, limited by
-    the UART, not the network (``cycles_per_inference``).
+    start of the last request byte's stop bit (``latency``: the network's). Throughput: one
+    inference per request/response round trip, ``10 * divisor * (request_length +
+    response_length)`` cycles at least, limited by the UART, not the network
+    (``cycles_per_inference``).
     """
 
     def __init__(self, network, folding=None, *, clk_freq, baud, core=None):

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["main", "parse_folding"]
+__all__ = ["main", "parse_folding", "resolve_folding"]
 
 
 class UserError(Exception):
@@ -28,6 +28,19 @@ def parse_folding(text):
             raise UserError(f"--folding: layer {i}: expected PE:SIMD (two integers), "
                             f"got {part!r}") from None
         folding.append((pe, simd))
+    return folding
+
+
+def resolve_folding(args, network):
+    """The folding a command uses: ``--folding`` if given, else the board's
+    (:func:`qnnfab.boards.registry.board_folding`) when ``--board`` is given, else None (the
+    plain :func:`qnnfab.rtl.folding.auto_folding`). ``sim``, ``verilog``, ``build`` and
+    ``flow`` all go through here, so the same board gives the same folding everywhere."""
+    folding = parse_folding(args.folding)
+    board = getattr(args, "board", None)
+    if folding is None and board is not None:
+        from qnnfab.boards.registry import board_folding
+        folding = board_folding(network, board)
     return folding
 
 
@@ -71,7 +84,7 @@ def cmd_verilog(args):
     from qnnfab import ir
     from qnnfab.rtl.verilog import to_verilog
     network = _load(args.model)
-    folding = parse_folding(args.folding)
+    folding = resolve_folding(args, network)
     _prepare_out_dir(args.out)
     path = os.path.join(args.out, f"{args.name}.v")
     ir.atomic_write_bytes(path, to_verilog(network, folding, name=args.name).encode())
@@ -88,7 +101,7 @@ def cmd_sim(args):
     from qnnfab.flow import simulate_and_compare
     network = _load(args.model)
     comparison = simulate_and_compare(network, simulator=args.simulator, vectors=args.vectors,
-                                      folding=parse_folding(args.folding), seed=args.seed,
+                                      folding=resolve_folding(args, network), seed=args.seed,
                                       progress=not args.quiet, gate_level=None)
     print(comparison.summary())
     if comparison.mismatches:
@@ -101,8 +114,9 @@ def cmd_build(args):
     from qnnfab.flow import build_board
     network = _load(args.model)
     _prepare_out_dir(args.out)
-    report = build_board(network, args.board, args.out, folding=parse_folding(args.folding),
-                         seed=args.seed, progress=not args.quiet)
+    folding = resolve_folding(args, network)
+    report = build_board(network, args.board, args.out, folding=folding,
+                         clock_mhz=args.clock_mhz, seed=args.seed, progress=not args.quiet)
     _print_report_summary(report, args.out)
     return 0
 
@@ -112,8 +126,8 @@ def cmd_flow(args):
     _prepare_out_dir(args.out)
     report = run_flow(board=args.board, preset=args.preset, out_dir=args.out, seed=args.seed,
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
-                      folding=parse_folding(args.folding), epochs=args.epochs,
-                      progress=not args.quiet)
+                      folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
+                      epochs=args.epochs, progress=not args.quiet)
     _print_report_summary(report, args.out)
     return 0 if report["vectors"]["bit_exact"] == report["vectors"]["checked"] else 1
 
@@ -141,11 +155,13 @@ def cmd_run(args):
 def cmd_boards(args):
     from qnnfab.boards.registry import BOARDS
     for name, board in BOARDS.items():
-        print(f"{name:12s} {board.description}")
+        print(f"{name:12s} {board.description}; default design clock "
+              f"{board.design_clock_mhz:g} MHz, folding budget {board.max_lanes} lanes")
     return 0
 
 
 def _print_report_summary(report, out_dir):
+    from qnnfab.flow import folding_text
     res = report.get("resources", {})
 
     def used(key):
@@ -154,11 +170,18 @@ def _print_report_summary(report, out_dir):
     print(f"board {report.get('board')} ({report.get('device')}): LUT {used('lut')}, "
           f"FF {used('ff')}, BRAM {used('bram')}, DSP {used('dsp')}")
     fmax = report.get("fmax_mhz")
+    if report.get("folding"):
+        print(f"folding {folding_text((f['pe'], f['simd']) for f in report['folding'])} "
+              f"({report.get('folding_source', 'given')})")
     print(f"fmax {fmax:.1f} MHz, clock {report.get('clock_mhz')} MHz, "
           f"{report.get('cycles_per_inference')} cycles/inference, "
           f"{report.get('inferences_per_s', 0):,.0f} inferences/s at the clock, "
           f"{report.get('inferences_per_s_at_fmax', 0):,.0f} at fmax"
-          if fmax is not None else "fmax unknown")
+          + ("" if report.get("timing_met") else " (timing NOT met)")
+          if fmax is not None else "fmax unknown (timing NOT met)")
+    if not report.get("timing_met", False):
+        from qnnfab.boards.build import timing_warning
+        print(f"qnnfab: warning: {timing_warning(report)}", file=sys.stderr)
     acc = report.get("accuracy")
     if acc:
         print("accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in acc.items()
@@ -185,7 +208,13 @@ def build_parser():
 
     def folding_arg(p):
         p.add_argument("--folding", metavar="PE:SIMD,...",
-                       help="per-layer folding (default: chosen automatically)")
+                       help="per-layer folding (default: chosen automatically, from the "
+                            "board's folding budget when a board is given)")
+
+    def clock_arg(p):
+        p.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ",
+                       help="design clock, made by the PLL (default: the board's design "
+                            "clock; see `qnnfab boards`)")
 
     p = add("train", cmd_train, "train a preset and export its network IR")
     p.add_argument("--preset", default="digits-bnn", help="training preset (default digits-bnn)")
@@ -209,6 +238,8 @@ def build_parser():
                    help="number of test vectors (default: the whole test split, or 64 random)")
     p.add_argument("--seed", type=int, default=0, help="seed for random vectors")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--board", help="simulate the folding this board's build uses (default: "
+                                   "the plain automatic folding)")
     folding_arg(p)
 
     p = add("build", cmd_build, "build a bitstream and report.json for a board")
@@ -217,6 +248,7 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="place-and-route seed")
     p.add_argument("--quiet", action="store_true")
+    clock_arg(p)
     folding_arg(p)
 
     p = add("flow", cmd_flow, "train, export, simulate (Amaranth + Verilator), build: the "
@@ -230,6 +262,7 @@ def build_parser():
                    help="vectors for Amaranth's simulator (default: the whole test split)")
     p.add_argument("--verilator-vectors", type=int, default=64)
     p.add_argument("--quiet", action="store_true")
+    clock_arg(p)
     folding_arg(p)
 
     p = add("run", cmd_run, "run inference on a board over UART")

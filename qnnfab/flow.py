@@ -12,11 +12,20 @@ import numpy as np
 
 from . import ir
 
-__all__ = ["simulate_and_compare", "build_board", "run_flow", "step"]
+__all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text"]
 
 
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def folding_text(folding):
+    """``[(8, 16), LayerFolding(2, 64)]`` → ``"8:16,2:64"`` (what ``--folding`` takes)."""
+    parts = []
+    for f in folding:
+        pe, simd = (f.pe, f.simd) if hasattr(f, "pe") else f
+        parts.append(f"{int(pe)}:{int(simd)}")
+    return ",".join(parts)
 
 
 @contextmanager
@@ -63,8 +72,13 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     return comparison
 
 
-def build_board(network, board, out_dir, *, folding=None, seed=0, progress=True, extra=None):
-    """Build the bitstream for ``board`` into ``out_dir``; returns the report dict."""
+def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
+                extra=None):
+    """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
+
+    ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
+    None: the board's ``design_clock_mhz``. A build whose timing is not met has
+    ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI prints it)."""
     from qnnfab.boards.build import build
     from qnnfab.boards.registry import get_board
     board_obj = get_board(board)
@@ -72,15 +86,19 @@ def build_board(network, board, out_dir, *, folding=None, seed=0, progress=True,
     def on_step(name):
         if progress:
             _log(f"    {name} ...")
-    return build(network, board_obj, out_dir, folding=folding, seed=seed, progress=on_step,
-                 extra=extra or {})
+    return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
+                 progress=on_step, extra=extra or {})
 
 
 def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", seed=0,
-             vectors=None, verilator_vectors=64, folding=None, epochs=None, progress=True):
+             vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
+             progress=True):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
-    the bitstream for ``board``; returns the report (also in ``out_dir/report.json``)."""
-    from qnnfab.boards.registry import get_board
+    the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
+
+    ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`), the same one
+    for both simulations and the build; ``clock_mhz`` None: the board's design clock."""
+    from qnnfab.boards.registry import board_folding, get_board
     from qnnfab.model.train import train
     from qnnfab.vectors import test_vectors
     get_board(board)  # fail on an unknown board before the long steps
@@ -96,6 +114,9 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", s
         _log(f"    float accuracy {trained.float_accuracy:.2%}, integer accuracy "
              f"{trained.integer_accuracy:.2%}, agreement {trained.agreement:.2%} -> {model_path}")
 
+    if folding is None:
+        folding = board_folding(network, board)
+    _log(f"    folding (PE:SIMD per layer): {folding_text(folding)}")
     vecs = test_vectors(network, vectors)
     with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
         amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
@@ -127,7 +148,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", s
                     "weight_bits": network.weight_bits, "preset": preset},
     }
     with step(f"[4/4] bitstream for {board} (Yosys + nextpnr via YoWASP)"):
-        report = build_board(network, board, out_dir, folding=folding, seed=seed,
-                             progress=progress, extra=extra)
+        report = build_board(network, board, out_dir, folding=folding, clock_mhz=clock_mhz,
+                             seed=seed, progress=progress, extra=extra)
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

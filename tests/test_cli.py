@@ -94,3 +94,145 @@ def test_sim_amaranth_prints_bit_exact(small_qnn):
                    "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "8/8 vectors bit-exact"
+
+
+# --- per-board folding and clock: sim, verilog, build and flow agree ------------------------
+
+@pytest.fixture
+def default_shape_qnn(tmp_path):
+    """A random network of the default shape (64x5b -> 256 -> 256 -> 10)."""
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 256, 256, 10],
+                                    input_bits=5)
+    path = tmp_path / "default.qnn"
+    ir.save(net, path)
+    return net, path
+
+
+def _fake_report(board, fmax, clock, folding):
+    return {"board": board, "device": "dev", "resources": {}, "fmax_mhz": fmax,
+            "clock_mhz": clock, "timing_met": fmax is not None and fmax >= clock,
+            "cycles_per_inference": 16, "inferences_per_s": clock * 1e6 / 16,
+            "inferences_per_s_at_fmax": fmax * 1e6 / 16 if fmax else None,
+            "folding": [dict(zip(("pe", "simd"), (f.pe, f.simd) if hasattr(f, "pe") else f))
+                        for f in folding],
+            "folding_source": "given"}
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_sim_verilog_build_use_the_same_board_folding(monkeypatch, default_shape_qnn, tmp_path,
+                                                      board, capsys):
+    from qnnfab import flow
+    from qnnfab.boards import top as top_mod
+    from qnnfab.boards.registry import board_folding
+    from qnnfab.rtl import verilog as verilog_mod
+    net, path = default_shape_qnn
+    expected = board_folding(net, board)
+    seen = {}
+
+    class FakeComparison:
+        mismatches = []
+
+        def summary(self):
+            return "1/1 vectors bit-exact"
+
+    def fake_sim(network, *, folding=None, **kwargs):
+        seen["sim"] = folding
+        return FakeComparison()
+
+    def fake_build(network, board_, out_dir, *, folding=None, clock_mhz=None, **kwargs):
+        seen["build"] = folding
+        seen["clock"] = clock_mhz
+        return _fake_report(board_, 100.0, 50.0, folding)
+
+    def fake_to_verilog(network, folding=None, **kwargs):
+        seen["verilog"] = folding
+        return "module m; endmodule\n"
+
+    def fake_top_verilog(network, folding=None, **kwargs):
+        seen["top"] = folding
+        return "module t; endmodule\n"
+    monkeypatch.setattr(flow, "simulate_and_compare", fake_sim)
+    monkeypatch.setattr(flow, "build_board", fake_build)
+    monkeypatch.setattr(verilog_mod, "to_verilog", fake_to_verilog)
+    monkeypatch.setattr(top_mod, "board_top_verilog", fake_top_verilog)
+
+    assert cli.main(["sim", str(path), "--board", board, "--quiet"]) == 0
+    assert cli.main(["build", str(path), "--board", board, "--out", str(tmp_path / "b"),
+                     "--clock-mhz", "50"]) == 0
+    assert cli.main(["verilog", str(path), "--board", board, "--out", str(tmp_path / "v")]) == 0
+    for where in ("sim", "build", "verilog", "top"):
+        assert seen[where] == expected, f"{where} got {seen[where]}, expected {expected}"
+    assert seen["clock"] == 50.0
+    # Without --board, sim keeps the plain automatic folding; --folding overrides the board.
+    assert cli.main(["sim", str(path), "--quiet"]) == 0
+    assert seen["sim"] is None
+    assert cli.main(["sim", str(path), "--board", board, "--folding", "1:64,1:256,1:16"]) == 0
+    assert seen["sim"] == [(1, 64), (1, 256), (1, 16)]
+    assert cli.main(["build", str(path), "--board", board, "--out", str(tmp_path / "b"),
+                     "--folding", "1:64,1:256,1:16"]) == 0
+    assert seen["build"] == [(1, 64), (1, 256), (1, 16)] and seen["clock"] is None
+    assert "timing NOT met" not in capsys.readouterr().err
+
+
+def test_sim_board_unknown_is_one_line(small_qnn, capsys):
+    assert cli.main(["sim", str(small_qnn), "--board", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("qnnfab: error: unknown board 'nope'; known "
+                                              "boards: ")
+
+
+def test_flow_uses_the_board_folding_everywhere(monkeypatch, default_shape_qnn, tmp_path):
+    from types import SimpleNamespace
+
+    from qnnfab import flow, vectors
+    from qnnfab.boards.registry import board_folding
+    from qnnfab.model import train as train_mod
+    net, _ = default_shape_qnn
+    seen = []
+
+    def fake_train(preset, **kwargs):
+        return SimpleNamespace(network=net, float_accuracy=0.9, integer_accuracy=0.9,
+                               agreement=1.0)
+
+    def fake_sim(network, *, simulator, codes, folding=None, **kwargs):
+        seen.append((simulator, folding))
+        return SimpleNamespace(mismatches=[], checked=len(codes), bit_exact=len(codes),
+                               summary=lambda: "ok",
+                               result=SimpleNamespace(classes=np.zeros(len(codes), int)))
+
+    def fake_build(network, board, out_dir, *, folding=None, clock_mhz=None, extra=None,
+                   **kwargs):
+        seen.append(("build", folding, clock_mhz))
+        return {**_fake_report(board, 90.0, 80.0, folding), **extra}
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    monkeypatch.setattr(vectors, "test_vectors", lambda network, n=None, **kw: SimpleNamespace(
+        codes=np.zeros((4, 64), int), labels=None, source="random"))
+    monkeypatch.setattr(flow, "simulate_and_compare", fake_sim)
+    monkeypatch.setattr(flow, "build_board", fake_build)
+    assert cli.main(["flow", "--board", "ulx3s-85f", "--out", str(tmp_path / "f"),
+                     "--clock-mhz", "80", "--quiet"]) == 0
+    expected = board_folding(net, "ulx3s-85f")
+    assert seen == [("amaranth", expected), ("verilator", expected),
+                    ("build", expected, 80.0)]
+
+
+@pytest.mark.parametrize("fmax", [81.234, None])
+def test_build_warns_when_timing_is_not_met(monkeypatch, small_qnn, tmp_path, capsys, fmax):
+    from qnnfab import flow
+    from qnnfab.rtl.folding import auto_folding
+
+    def fake_build(network, board, out_dir, *, folding=None, clock_mhz=None, **kwargs):
+        return _fake_report(board, fmax, clock_mhz, auto_folding(network))
+    monkeypatch.setattr(flow, "build_board", fake_build)
+    assert cli.main(["build", str(small_qnn), "--board", "ulx3s-85f", "--out",
+                     str(tmp_path / "b"), "--clock-mhz", "100"]) == 0
+    out, err = capsys.readouterr()
+    warning = [line for line in err.splitlines() if "warning" in line]
+    if fmax is None:
+        assert warning == ["qnnfab: warning: timing NOT met on ulx3s-85f: nextpnr reported no "
+                           "fmax for the 100.0 MHz clock; the design may not run at 100.0 MHz"]
+    else:
+        assert warning == ["qnnfab: warning: timing NOT met on ulx3s-85f: fmax 81.23 MHz < "
+                           "clock 100.00 MHz; the design may fail at this clock and "
+                           "inferences_per_s is not achievable (use --clock-mhz 73.1 or a "
+                           "smaller folding)"]
+        assert "(timing NOT met)" in out

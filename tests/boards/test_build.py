@@ -137,9 +137,14 @@ def test_build_icebreaker_bitstream(tmp_path):
     assert set(res) == {"lut", "ff", "bram", "dsp"}
     assert res["lut"]["total"] == 5280 and 100 < res["lut"]["used"] < 5280
     assert res["bram"]["total"] == 30 and res["ff"]["used"] > 0
-    assert on_disk["clock_mhz"] == 12.0 and on_disk["fmax_mhz"] >= on_disk["clock_mhz"]
+    # Default clock: the board's design clock (a PLL from the 12 MHz oscillator), met.
+    from qnnfab.boards.registry import get_board
+    clock = get_board("icebreaker").design_clock_mhz
+    assert on_disk["clock_mhz"] == clock and on_disk["pll"]["from_mhz"] == 12.0
+    assert on_disk["fmax_mhz"] >= clock and on_disk["timing_met"] is True
+    assert on_disk["timing_warning"] is None
     cycles = on_disk["cycles_per_inference"]
-    assert on_disk["inferences_per_s"] == pytest.approx(12e6 / cycles)
+    assert on_disk["inferences_per_s"] == pytest.approx(clock * 1e6 / cycles)
     assert on_disk["inferences_per_s_at_fmax"] == pytest.approx(on_disk["fmax_mhz"] * 1e6
                                                                 / cycles)
     assert on_disk["inputs"]["ir_sha256"] == hashlib.sha256(ir.to_bytes(net)).hexdigest()
