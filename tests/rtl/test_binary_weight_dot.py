@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from qnnfab import random_net
 from qnnfab.model import golden
@@ -16,7 +15,7 @@ def _pack(values, bits):
 @pytest.mark.parametrize("pe, simd, in_bits", [(1, 1, 2), (2, 5, 5), (4, 16, 5), (1, 64, 5),
                                                (3, 4, 8)])
 @pytest.mark.parametrize("pipelined", [False, True])
-def test_binary_weight_dot_matches_numpy(pe, simd, in_bits, pipelined):
+def test_binary_weight_dot_matches_numpy(pe, simd, in_bits, pipelined, dot_unit):
     seed = 7 * pe + 100 * simd + in_bits
     rng = np.random.default_rng(seed)
     dut = BinaryWeightDot(pe=pe, simd=simd, in_bits=in_bits, pipelined=pipelined)
@@ -33,28 +32,13 @@ def test_binary_weight_dot_matches_numpy(pe, simd, in_bits, pipelined):
     dot = (xs[:, None, :] * (2 * ws - 1)).sum(axis=2)
     assert (expected - amax * (ws == 0).sum(axis=2) == dot).all()
 
-    async def tb(ctx):
-        got = []
-        for k in range(n + dut.latency):
-            if k < n:
-                ctx.set(dut.x.as_value(), _pack(xs[k], in_bits))
-                ctx.set(dut.w, _pack(ws[k].reshape(-1), 1))
-            if k >= dut.latency:
-                got.append([ctx.get(dut.o[p]) for p in range(pe)])
-            if dut.latency:
-                await ctx.tick()
-            else:
-                await ctx.delay(1e-8)
-        for k in range(n):
-            for p in range(pe):
-                assert got[k][p] == expected[k, p], \
-                    f"seed {seed} word {k} PE {p}: expected {expected[k, p]}, got {got[k][p]}"
-
-    sim = Simulator(dut)
-    if dut.latency:
-        sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    got = dot_unit(dut,
+                   [_pack(xs[k], in_bits) for k in range(n)],
+                   [_pack(ws[k].reshape(-1), 1) for k in range(n)])
+    for k in range(n):
+        for p in range(pe):
+            assert got[k][p] == expected[k, p], \
+                f"seed {seed} word {k} PE {p}: expected {expected[k, p]}, got {got[k][p]}"
 
 
 def test_one_bit_inputs_are_refused():

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from qnnfab import random_net
 from qnnfab.model import golden
@@ -15,7 +14,7 @@ def _pack(bits):
 
 @pytest.mark.parametrize("pe, simd", [(1, 1), (1, 7), (3, 8), (2, 32), (1, 64)])
 @pytest.mark.parametrize("pipelined", [False, True])
-def test_xnor_popcount_matches_numpy(pe, simd, pipelined):
+def test_xnor_popcount_matches_numpy(pe, simd, pipelined, dot_unit):
     seed = 1000 * pe + simd
     rng = np.random.default_rng(seed)
     dut = XnorPopcount(pe=pe, simd=simd, pipelined=pipelined)
@@ -30,28 +29,13 @@ def test_xnor_popcount_matches_numpy(pe, simd, pipelined):
     xs[1] = 1 - ws[1, 0]
     expected = (xs[:, None, :] == ws).sum(axis=2)
 
-    async def tb(ctx):
-        got = []
-        for k in range(n + dut.latency):
-            if k < n:
-                ctx.set(dut.x, _pack(xs[k]))
-                ctx.set(dut.w, _pack(ws[k].reshape(-1)))
-            if k >= dut.latency:
-                got.append([ctx.get(dut.o[p]) for p in range(pe)])
-            if dut.latency:
-                await ctx.tick()
-            else:
-                await ctx.delay(1e-8)
-        for k in range(n):
-            for p in range(pe):
-                assert got[k][p] == expected[k, p], \
-                    f"seed {seed} word {k} PE {p}: expected {expected[k, p]}, got {got[k][p]}"
-
-    sim = Simulator(dut)
-    if dut.latency:
-        sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    got = dot_unit(dut,
+                   [_pack(xs[k]) for k in range(n)],
+                   [_pack(ws[k].reshape(-1)) for k in range(n)])
+    for k in range(n):
+        for p in range(pe):
+            assert got[k][p] == expected[k, p], \
+                f"seed {seed} word {k} PE {p}: expected {expected[k, p]}, got {got[k][p]}"
 
 
 def test_scale_and_offsets_give_the_signed_dot_product():
