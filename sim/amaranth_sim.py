@@ -114,7 +114,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     if n:
         sim = Simulator(dut)
         sim.add_clock(1e-8)
-        sim.add_process(clock)
+        sim.add_testbench(clock, background=True)
         sim.add_testbench(producer)
         sim.add_testbench(consumer)
         sim.run()

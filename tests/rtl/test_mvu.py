@@ -40,7 +40,7 @@ def _run(dut, vectors, *, seed=0, ready_p=1.0, gap_p=0.0):
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_process(count)
+    sim.add_testbench(count, background=True)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
