@@ -102,7 +102,7 @@ def cmd_sim(args):
     network = _load(args.model)
     comparison = simulate_and_compare(network, simulator=args.simulator, vectors=args.vectors,
                                       folding=resolve_folding(args, network), seed=args.seed,
-                                      progress=not args.quiet, gate_level=None)
+                                      progress=not args.quiet)
     print(comparison.summary())
     if comparison.mismatches:
         print(comparison.report(), file=sys.stderr)

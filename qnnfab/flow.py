@@ -52,7 +52,7 @@ def _bar(total, desc, enabled):
 
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
-                         progress=True, gate_level=None, codes=None):
+                         progress=True, codes=None):
     """Simulate ``network`` on its test vectors and compare with the golden model.
 
     Returns the :class:`qnnfab.sim.runner.Comparison` (``summary()`` → "N/N vectors bit-exact").
