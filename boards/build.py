@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 
 from qnnfab import ir
+from qnnfab.rtl.folding import check_folding
 
 from . import nextpnr_report
 from .registry import board_folding, get_board
@@ -91,19 +92,11 @@ def toolchain_env(family):
 
 
 def _folding_pairs(network, folding):
-    """``[(pe, simd), ...]`` per layer from a folding given as pairs or objects with
-    ``pe``/``simd``; None if the form is not recognized."""
+    """``[(pe, simd), ...]`` per layer (checked by :func:`qnnfab.rtl.folding.check_folding`,
+    which names a bad entry), or None for no folding."""
     if folding is None:
         return None
-    pairs = []
-    for f in folding:
-        if hasattr(f, "pe") and hasattr(f, "simd"):
-            pairs.append((int(f.pe), int(f.simd)))
-        elif isinstance(f, (tuple, list)) and len(f) == 2:
-            pairs.append((int(f[0]), int(f[1])))
-        else:
-            return None
-    return pairs if len(pairs) == len(network.layers) else None
+    return [(f.pe, f.simd) for f in check_folding(network, folding)]
 
 
 def estimate(network, folding=None):

@@ -29,7 +29,7 @@ def test_refuses_too_many_weight_bits_before_synthesis(tmp_path):
     with pytest.raises(FitError, match=r"network does not fit icebreaker \(iCE40UP5K\): "
                                        r"529,408 weight bits > 122,880 bits of block RAM "
                                        r"\(30 blocks\)"):
-        build(net, "icebreaker", tmp_path / "out", folding=[(1, 1), (1, 1), (1, 1)])
+        build(net, "icebreaker", tmp_path / "out", folding=[(1, 1), (1, 1)])
     assert not (tmp_path / "out").exists(), "refused before creating anything"
 
 
