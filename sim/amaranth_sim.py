@@ -8,7 +8,9 @@ from amaranth.sim import Simulator
 from qnnfab import ir
 from qnnfab.model import golden
 
-__all__ = ["AmaranthRun", "run_amaranth", "pack_vector", "unpack_output"]
+from .payload import network_layouts, pack_inputs, unpack_outputs
+
+__all__ = ["AmaranthRun", "run_amaranth"]
 
 
 @dataclass
@@ -22,30 +24,6 @@ class AmaranthRun:
     cycles: int
     in_cycles: list
     out_cycles: list
-
-
-def pack_vector(codes, bits):
-    """Pack codes LSB-first, ``bits`` bits each, into one integer."""
-    value = 0
-    for j, c in enumerate(codes):
-        value |= int(c) << (j * bits)
-    return value
-
-
-def unpack_output(value, n_out, score_width):
-    """``(cls, scores)`` from the raw ``o.payload`` integer."""
-    cls_width = max(1, (n_out - 1).bit_length())
-    cls = value & ((1 << cls_width) - 1)
-    value >>= cls_width
-    scores = []
-    mask = (1 << score_width) - 1
-    for _ in range(n_out):
-        s = value & mask
-        if s >> (score_width - 1):
-            s -= 1 << score_width
-        scores.append(s)
-        value >>= score_width
-    return cls, scores
 
 
 def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gaps=None):
@@ -72,8 +50,8 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     n = len(codes)
     dut = Network(network, folding)
     n_out = network.n_outputs
-    width = network.layers[-1].acc_width
-    packed = [pack_vector(row, network.input_bits) for row in codes]
+    in_layout, out_layout = network_layouts(network)
+    packed = pack_inputs(in_layout, codes)
     classes = np.zeros(n, dtype=np.int64)
     scores = np.zeros((n, n_out), dtype=np.int64)
     in_cycles, out_cycles = [], []
@@ -102,7 +80,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
             ctx.set(dut.o.ready, r)
             _, _, valid, value = await ctx.tick().sample(dut.o.valid, dut.o.payload.as_value())
             if valid and r:
-                cls, sc = unpack_output(value, n_out, width)
+                (cls,), (sc,) = unpack_outputs(out_layout, [value])
                 classes[got] = cls
                 scores[got] = sc
                 out_cycles.append(state["cycle"] - 1)
