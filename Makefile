@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-quant clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,12 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
-bench: setup
+# `make bench` runs both benchmarks; MNIST=DIR adds MNIST rows to the quantization table.
+bench: bench-quant
 	$(PY) benchmarks/bench_default.py
+
+bench-quant: setup
+	$(PY) benchmarks/bench_quant.py $(if $(MNIST),--mnist $(MNIST))
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,6 +1,7 @@
-"""Export a trained float model to the network IR, batch-norm and sign folded into thresholds.
+"""Export a trained float model to the network IR, batch-norm and activation folded into
+integer thresholds.
 
-A hidden layer ``BinaryLinear → BatchNorm1d → sign`` outputs ``+1`` where ``bn(acc) >= 0``.
+A hidden layer ``QuantLinear → BatchNorm1d → sign`` outputs ``+1`` where ``bn(acc) >= 0``.
 Mathematically, with ``σ = sqrt(var + eps)``:
 
 * ``γ > 0``: ``out = 1 ⇔ acc >= μ − β·σ/γ``, i.e. ``acc >= T`` with ``T = ceil(μ − β·σ/γ)``;
@@ -14,6 +15,14 @@ uses at inference* (:func:`qnnfab.model.layers.batchnorm_eval`), by bisection ov
 accumulator range. That function is monotone in ``acc`` (each step is one correctly rounded
 operation), so the integer layer reproduces the float layer exactly for every reachable
 accumulator. Thresholds are clamped to :func:`qnnfab.numerics.threshold_bounds`.
+
+A k-bit hidden layer is the same search once per level: threshold ``T_j`` is the smallest
+integer ``t`` whose code ``post(sign·t)`` (:meth:`qnnfab.model.layers.QuantDense.post`: input
+step, batch-norm, clipping, rounding — the model's own float32 function) is ``>= j``, for
+``j = 1 .. 2**k - 1``; then ``code = Σ_j [sign·acc >= T_j]``. The step of a k-bit input and the
+scale ``α`` of the weights are inside that function, so they are folded into the thresholds
+too. Weights become IR codes of each layer's own kind (binary or ternary; an adaptive layer
+exports the kind it ended with).
 """
 
 import numpy as np
@@ -21,20 +30,13 @@ import torch
 
 from qnnfab import ir, numerics
 
-from .layers import BinaryMLP, batchnorm_eval
-from .quantizers import binary_weight_codes
+from .layers import QuantMLP, batchnorm_eval
+from .quantizers import weight_codes
 
-__all__ = ["export", "fold_bn_sign"]
+__all__ = ["export", "fold_bn_sign", "fold_levels"]
 
 
-@torch.no_grad()
-def fold_bn_sign(bn, *, in_features, in_bits, weight_kind="binary", where="layer"):
-    """Integer ``(thresholds (out, 1), threshold_sign (out,))`` of ``sign(batchnorm_eval(acc))``.
-
-    ``bn`` is a ``BatchNorm1d`` (its running statistics and affine parameters are used). For
-    every integer ``acc`` in ``±acc_bound(in_features, in_bits, weight_kind)``:
-    ``[sign·acc >= T] == [batchnorm_eval(acc) >= 0]``.
-    """
+def _check_bn(bn, where):
     tensors = {"running_mean": bn.running_mean, "running_var": bn.running_var,
                "weight": bn.weight, "bias": bn.bias}
     for name, t in tensors.items():
@@ -46,58 +48,109 @@ def fold_bn_sign(bn, *, in_features, in_bits, weight_kind="binary", where="layer
             idx = int(torch.nonzero(bad)[0, 0])
             raise ValueError(f"{where}: batch-norm {name}[{idx}] is {float(t[idx])}, "
                              f"expected a finite number")
-    n = bn.num_features
+
+
+@torch.no_grad()
+def fold_levels(code_fn, n_levels, sign, *, in_features, in_bits, weight_kind="binary"):
+    """Integer thresholds ``(out, n_levels)`` of a monotone activation.
+
+    ``code_fn(acc)`` maps a float tensor ``(1, out)`` of integer accumulators to codes
+    ``0 .. n_levels``, non-decreasing in ``sign·acc`` per output (``sign`` an int64 tensor of
+    ±1). Threshold ``j-1`` is the smallest ``t`` in ``±acc_bound`` with
+    ``code_fn(sign·t) >= j``, clamped to :func:`qnnfab.numerics.threshold_bounds`.
+    """
     bound = numerics.acc_bound(in_features, in_bits, weight_kind)
     tlo, thi = numerics.threshold_bounds(in_features, in_bits, weight_kind)
-    gamma = bn.weight.detach()
-    sign = torch.where(gamma < 0, -1, 1).to(torch.int64)
+    n = len(sign)
+    columns = []
+    for j in range(1, n_levels + 1):
+        # Invariant: on(t) is False for every t < lo; on(hi) or hi == bound + 1 ("never").
+        lo = torch.full((n,), -bound, dtype=torch.int64)
+        hi = torch.full((n,), bound + 1, dtype=torch.int64)
+        while bool((lo < hi).any()):
+            active = lo < hi
+            mid = torch.div(lo + hi, 2, rounding_mode="floor")
+            hit = code_fn((sign * mid).to(torch.float32)[None, :])[0] >= j
+            hi = torch.where(active & hit, mid, hi)
+            lo = torch.where(active & ~hit, mid + 1, lo)
+        columns.append(torch.clamp(hi, tlo, thi))
+    return torch.stack(columns, dim=1).numpy().astype(np.int64)
+
+
+@torch.no_grad()
+def fold_bn_sign(bn, *, in_features, in_bits, weight_kind="binary", where="layer"):
+    """Integer ``(thresholds (out, 1), threshold_sign (out,))`` of ``sign(batchnorm_eval(acc))``.
+
+    ``bn`` is a ``BatchNorm1d`` (its running statistics and affine parameters are used). For
+    every integer ``acc`` in ``±acc_bound(in_features, in_bits, weight_kind)``:
+    ``[sign·acc >= T] == [batchnorm_eval(acc) >= 0]``.
+    """
+    _check_bn(bn, where)
+    sign = torch.where(bn.weight.detach() < 0, -1, 1).to(torch.int64)
     dtype = bn.running_mean.dtype
+    thresholds = fold_levels(lambda acc: (batchnorm_eval(acc.to(dtype), bn) >= 0).to(torch.int64),
+                             1, sign, in_features=in_features, in_bits=in_bits,
+                             weight_kind=weight_kind)
+    return thresholds, sign.numpy().astype(np.int64)
 
-    def on(t):
-        acc = (sign * t).to(dtype)[None, :]
-        return (batchnorm_eval(acc, bn) >= 0)[0]
 
-    # Invariant: on(t) is False for every t < lo; on(hi) is True or hi == bound + 1 ("never").
-    lo = torch.full((n,), -bound, dtype=torch.int64)
-    hi = torch.full((n,), bound + 1, dtype=torch.int64)
-    while bool((lo < hi).any()):
-        active = lo < hi
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
-        hit = on(mid)
-        hi = torch.where(active & hit, mid, hi)
-        lo = torch.where(active & ~hit, mid + 1, lo)
-    thresholds = torch.clamp(hi, tlo, thi)
-    return (thresholds.numpy().astype(np.int64)[:, None], sign.numpy().astype(np.int64))
+@torch.no_grad()
+def fold_dense(block, in_step, *, in_bits, where="layer"):
+    """``(thresholds, threshold_sign)`` of a :class:`~qnnfab.model.layers.QuantDense` in eval
+    mode whose input has step ``in_step`` (None: the accumulator is used as is)."""
+    lin = block.linear
+    if block.act_bits == 1 and in_step is None:
+        return fold_bn_sign(block.bn, in_features=lin.in_features, in_bits=in_bits,
+                            weight_kind=lin.kind, where=where)
+    _check_bn(block.bn, where)
+    if in_step is not None and not (torch.isfinite(in_step) and in_step > 0):
+        raise ValueError(f"{where}: input step {float(in_step)} must be a positive number")
+    if block.act_bits > 1 and not (torch.isfinite(block.clip) and block.clip > 0):
+        raise ValueError(f"{where}: activation clip {float(block.clip)} must be positive")
+    was_training = block.training
+    block.eval()
+    try:
+        sign = torch.where(block.bn.weight.detach() < 0, -1, 1).to(torch.int64)
+
+        def codes(acc):
+            return block.output_codes(block.post(acc, in_step))
+
+        thresholds = fold_levels(codes, (1 << block.act_bits) - 1, sign,
+                                 in_features=lin.in_features, in_bits=in_bits,
+                                 weight_kind=lin.kind)
+    finally:
+        block.train(was_training)
+    return thresholds, sign.numpy().astype(np.int64)
 
 
 def export(model, *, meta, classes=None):
-    """The :class:`qnnfab.ir.Network` of a trained :class:`~qnnfab.model.layers.BinaryMLP`.
+    """The :class:`qnnfab.ir.Network` of a trained :class:`~qnnfab.model.layers.QuantMLP`.
 
-    Weights become 0/1 codes ``(out, in)``; each hidden layer's batch-norm and sign become one
-    integer threshold per output (:func:`fold_bn_sign`); the output layer keeps raw
-    accumulators (its positive scale does not change the argmax and is dropped).
-    ``meta`` (a JSON-serializable dict) is copied into ``network.meta``. Returns the network,
-    validated.
+    Weights become IR codes of each layer's kind ``(out, in)``; each hidden layer's scaling,
+    batch-norm and activation become ``2**act_bits - 1`` integer thresholds per output
+    (:func:`fold_dense`); the output layer keeps raw accumulators (its positive scale and
+    input step do not change the argmax and are dropped). ``meta`` (a JSON-serializable dict)
+    is copied into ``network.meta``. Returns the network, validated.
     """
-    if not isinstance(model, BinaryMLP):
-        raise TypeError(f"model must be a qnnfab.model.layers.BinaryMLP, not {model!r}")
+    if not isinstance(model, QuantMLP):
+        raise TypeError(f"model must be a qnnfab.model.layers.QuantMLP (e.g. BinaryMLP), "
+                        f"not {model!r}")
     if not isinstance(meta, dict):
         raise TypeError(f"meta must be a dict, not {meta!r}")
     layers = []
-    in_bits = model.input_bits
+    in_bits, in_step = model.input_bits, None
     for i, block in enumerate(model.hidden):
         lin = block.linear
-        thresholds, sign = fold_bn_sign(block.bn, in_features=lin.in_features, in_bits=in_bits,
-                                        where=f"layers[{i}]")
+        thresholds, sign = fold_dense(block, in_step, in_bits=in_bits, where=f"layers[{i}]")
         layers.append(ir.DenseLayer(
             in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
-            weight_kind="binary", weights=binary_weight_codes(lin.weight),
+            weight_kind=lin.kind, weights=weight_codes(lin.weight_values(), lin.kind),
             thresholds=thresholds, threshold_sign=sign, name=f"dense{i}"))
-        in_bits = 1
+        in_bits, in_step = block.act_bits, block.step
     lin = model.head.linear
     layers.append(ir.DenseLayer(
         in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
-        weight_kind="binary", weights=binary_weight_codes(lin.weight),
+        weight_kind=lin.kind, weights=weight_codes(lin.weight_values(), lin.kind),
         name=f"dense{len(model.hidden)}"))
     network = ir.Network(input_features=model.features[0], input_bits=model.input_bits,
                          layers=layers, classes=list(classes or []), meta=dict(meta))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qnnfab import ir
+from qnnfab import ir, numerics
 
 __all__ = ["activation_values", "weight_values", "dense_acc", "threshold", "layer_forward",
            "forward", "Trace", "check_inputs"]
@@ -25,9 +25,10 @@ def activation_values(codes, bits):
 
 def weight_values(layer):
     """The signed integer weights of a layer, shape (out, in)."""
-    if layer.weight_kind == "binary":
-        return 2 * layer.weights.astype(np.int64) - 1
-    raise ValueError(f"unknown weight kind {layer.weight_kind!r}")
+    levels = numerics.WEIGHT_LEVELS.get(layer.weight_kind)
+    if levels is None:
+        raise ValueError(f"unknown weight kind {layer.weight_kind!r}")
+    return np.asarray(levels, dtype=np.int64)[layer.weights.astype(np.int64)]
 
 
 def dense_acc(layer, codes):

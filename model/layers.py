@@ -1,18 +1,24 @@
 """Quantized torch layers whose inference is exactly what the integer model computes.
 
-* :class:`BinaryLinear` — latent float weights, forward with the exact ``±1`` weights, no bias,
-  no scale. With integer-valued inputs its outputs are integers held exactly in float32 (every
-  accumulator here is far below ``2**24``).
-* :class:`BinaryDense` — ``BinaryLinear → BatchNorm1d → sign``: a hidden layer. In eval mode the
-  batch-norm is computed by :func:`batchnorm_eval`, the one float formula that
-  :mod:`qnnfab.model.export` also evaluates to find the integer thresholds, so the float and the
-  integer model agree on every accumulator value, rounding included.
-* :class:`BinaryOutput` — ``BinaryLinear`` times one learnable positive scalar (a softmax
-  temperature), no bias: float argmax equals the integer argmax of the raw accumulators.
-* :class:`BinaryMLP` — the hidden layers then the output layer.
+* :class:`QuantLinear` — latent float weights, forward with the exact integer weight levels
+  (binary ``±1``, ternary ``-1/0/+1``, or adaptive: either, chosen by Smart Quantization,
+  :mod:`qnnfab.model.sq`), no bias, no scale. With integer-valued inputs its outputs are
+  integers held exactly in float32 (every accumulator here is far below ``2**24``).
+* :class:`QuantDense` — ``QuantLinear → (× input step) → BatchNorm1d → activation``: a hidden
+  layer. The activation is ``sign`` (1 bit, ``±1``) or a k-bit unsigned code
+  (:func:`~qnnfab.model.quantizers.quantize_activation`, learned clipping). A k-bit layer hands
+  the next one its integer codes and its step ``clip / (2**k - 1)``; the next layer multiplies
+  its integer accumulator by that step before its batch-norm. In eval mode all of that is
+  :meth:`QuantDense.post`, the one float function that :mod:`qnnfab.model.export` also
+  evaluates to find the integer thresholds, so the float and the integer model agree on every
+  accumulator value, rounding included.
+* :class:`QuantOutput` — ``QuantLinear`` times the input step and one learnable positive scalar
+  (a softmax temperature), no bias: float argmax equals the integer argmax of the raw
+  accumulators.
+* :class:`QuantMLP` — the hidden layers then the output layer; :class:`BinaryMLP` is the
+  all-binary one.
 
-The first layer takes integer input codes as floats (multi-bit unsigned values × ±1 weights);
-every later layer takes ``±1`` activations.
+The first layer takes integer input codes as floats (multi-bit unsigned values).
 """
 
 import math
@@ -21,9 +27,17 @@ import operator
 import torch
 from torch import nn
 
-from .quantizers import binarize_weight, sign_activation
+from . import sq
+from .quantizers import binarize_weight, quantize_activation, sign_activation, ternarize_weight
 
-__all__ = ["BinaryLinear", "BinaryDense", "BinaryOutput", "BinaryMLP", "batchnorm_eval"]
+__all__ = ["QuantLinear", "QuantDense", "QuantOutput", "QuantMLP", "BinaryMLP", "batchnorm_eval",
+           "WEIGHT_MODES", "CLIP_INIT"]
+
+#: What a :class:`QuantLinear`'s ``weight_kind`` may be.
+WEIGHT_MODES = ("binary", "ternary", "adaptive")
+
+#: Initial clipping level of k-bit activations (batch-normalized inputs).
+CLIP_INIT = 3.0
 
 
 def batchnorm_eval(acc, bn):
@@ -37,83 +51,177 @@ def batchnorm_eval(acc, bn):
     return (acc - bn.running_mean) / sigma * bn.weight + bn.bias
 
 
-class BinaryLinear(nn.Module):
-    """A fully connected layer with binary weights: ``x @ sign(W).T`` (``sign(0) = +1``).
+class QuantLinear(nn.Module):
+    """A fully connected layer with quantized weights: ``x @ q(W).T``.
 
     Parameters
     ----------
     in_features, out_features : int
+    weight_kind : str
+        ``"binary"`` (``±1``: ``sign(w)``, ``sign(0) = +1``), ``"ternary"`` (``-1/0/+1``:
+        non-zero where ``|w| > α/2``) or ``"adaptive"`` (either; :meth:`set_kind` switches).
 
     Members
     -------
     weight : Parameter, shape (out_features, in_features)
         The latent float weights; training clips them to ``[-1, 1]`` (:meth:`clip_`).
+    log_alpha : Parameter, scalar
+        ``log α``: the scale of the levels ``{-α, (0,) +α}`` the Smart Quantization regularizer
+        pulls the weights to; ``α/2`` is the ternary threshold.
+    kind : str
+        The current depth, ``"binary"`` or ``"ternary"`` (a buffer, so checkpoints keep it).
     """
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features, out_features, weight_kind="binary"):
         super().__init__()
         self.in_features = operator.index(in_features)
         self.out_features = operator.index(out_features)
         if self.in_features < 1 or self.out_features < 1:
             raise ValueError(f"features must be >= 1, not {in_features}, {out_features}")
+        if weight_kind not in WEIGHT_MODES:
+            raise ValueError(f"weight_kind: expected one of {', '.join(WEIGHT_MODES)}, got "
+                             f"{weight_kind!r}")
+        self.adaptive = weight_kind == "adaptive"
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         nn.init.uniform_(self.weight, -1 / math.sqrt(self.in_features),
                          1 / math.sqrt(self.in_features))
+        self.log_alpha = nn.Parameter(torch.zeros(()))
+        self.register_buffer("ternary", torch.tensor(weight_kind == "ternary"))
+        self.fit_alpha_()
+
+    @property
+    def kind(self):
+        return "ternary" if bool(self.ternary) else "binary"
+
+    @property
+    def alpha(self):
+        return self.log_alpha.exp()
+
+    @torch.no_grad()
+    def fit_alpha_(self):
+        """Set ``α`` to the best fit of the current levels to the latent weights."""
+        alpha, _ = sq.fit_levels(self.weight, self.kind)
+        self.log_alpha.fill_(math.log(max(alpha, 1e-6)))
+
+    @torch.no_grad()
+    def set_kind(self, kind):
+        """Switch the depth (``"binary"``/``"ternary"``) of an adaptive layer; re-fits ``α``."""
+        if kind not in ("binary", "ternary"):
+            raise ValueError(f"kind: expected 'binary' or 'ternary', got {kind!r}")
+        if not self.adaptive and kind != self.kind:
+            raise ValueError(f"a {self.kind} layer cannot become {kind} (not adaptive)")
+        self.ternary.fill_(kind == "ternary")
+        self.fit_alpha_()
+
+    def weight_values(self):
+        """The quantized weights (``±1`` / ``0`` floats), differentiable through the STE."""
+        if self.kind == "ternary":
+            return ternarize_weight(self.weight, self.alpha.detach() / 2)
+        return binarize_weight(self.weight)
 
     def forward(self, x):
-        return x @ binarize_weight(self.weight).t()
+        return x @ self.weight_values().t()
 
     @torch.no_grad()
     def clip_(self):
         """Clip the latent weights to ``[-1, 1]`` (where the STE passes gradient)."""
         self.weight.clamp_(-1, 1)
+        self.log_alpha.clamp_(math.log(1e-4), 0.0)
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"kind={self.kind}{' (adaptive)' if self.adaptive else ''}")
 
 
-class BinaryDense(nn.Module):
-    """A hidden layer: ``BinaryLinear → BatchNorm1d → sign`` (optional dropout on its input).
+class QuantDense(nn.Module):
+    """A hidden layer: ``QuantLinear → (× in_step) → BatchNorm1d → activation`` (optional
+    dropout on its input).
 
-    Output ``±1`` floats (``+1`` where the normalized accumulator is ``>= 0``).
+    ``forward(x, in_step)`` returns ``(out, step)``: for ``act_bits == 1`` the ``±1`` floats
+    (``+1`` where the normalized accumulator is ``>= 0``) and ``None``; for ``act_bits >= 2`` the
+    codes ``0 .. 2**act_bits - 1`` as floats and their step ``clip / (2**act_bits - 1)``.
     """
 
-    def __init__(self, in_features, out_features, *, dropout=0.0):
+    def __init__(self, in_features, out_features, *, weight_kind="binary", act_bits=1,
+                 dropout=0.0):
         super().__init__()
+        self.act_bits = operator.index(act_bits)
+        if not 1 <= self.act_bits <= 8:
+            raise ValueError(f"act_bits must be 1..8, not {act_bits}")
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.linear = BinaryLinear(in_features, out_features)
+        self.linear = QuantLinear(in_features, out_features, weight_kind)
         self.bn = nn.BatchNorm1d(out_features)
+        if self.act_bits > 1:
+            self.clip = nn.Parameter(torch.tensor(CLIP_INIT))
+
+    @property
+    def step(self):
+        """What one output code is worth to the next layer (None: ``±1`` values)."""
+        if self.act_bits == 1:
+            return None
+        return self.clip / ((1 << self.act_bits) - 1)
 
     def accumulate(self, x):
-        """The integer-valued accumulators (before batch-norm)."""
+        """The integer-valued accumulators (before scaling and batch-norm)."""
         return self.linear(self.dropout(x))
 
     def normalize(self, acc):
         """Batch-norm: batch statistics when training, :func:`batchnorm_eval` otherwise."""
         return self.bn(acc) if self.training else batchnorm_eval(acc, self.bn)
 
-    def forward(self, x):
-        return sign_activation(self.normalize(self.accumulate(x)))
+    def post(self, acc, in_step=None):
+        """Scale, normalize and quantize accumulators: ``±1`` values or k-bit codes (floats)."""
+        y = self.normalize(acc if in_step is None else acc * in_step)
+        if self.act_bits == 1:
+            return sign_activation(y)
+        return quantize_activation(y, self.clip, self.act_bits)
+
+    def forward(self, x, in_step=None):
+        return self.post(self.accumulate(x), in_step), self.step
+
+    @torch.no_grad()
+    def output_codes(self, out):
+        """IR codes of this layer's outputs: ``±1 ↦ 1/0`` for one bit, else the codes."""
+        return (out > 0).to(torch.int64) if self.act_bits == 1 else out.to(torch.int64)
+
+    @torch.no_grad()
+    def constrain_(self):
+        """Keep parameters where the quantizers are defined (called after each step)."""
+        self.linear.clip_()
+        if self.act_bits > 1:
+            self.clip.clamp_(min=0.05)
 
 
-class BinaryOutput(nn.Module):
-    """The output layer: ``BinaryLinear`` times ``exp(log_scale)`` (a positive scalar), no bias."""
+class QuantOutput(nn.Module):
+    """The output layer: ``QuantLinear`` times the input step and ``exp(log_scale)``, no bias."""
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features, out_features, *, weight_kind="binary"):
         super().__init__()
-        self.linear = BinaryLinear(in_features, out_features)
+        self.linear = QuantLinear(in_features, out_features, weight_kind)
         self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(in_features)))
 
     @property
     def scale(self):
         return self.log_scale.exp()
 
-    def forward(self, x):
-        return self.linear(x) * self.scale
+    def forward(self, x, in_step=None):
+        acc = self.linear(x)
+        if in_step is not None:
+            acc = acc * in_step
+        return acc * self.scale
 
 
-class BinaryMLP(nn.Module):
-    """A binarized multilayer perceptron.
+def _per_layer(value, n, what):
+    if isinstance(value, (str, int)):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{what}: expected one value or {n}, got {len(value)}")
+    return value
+
+
+class QuantMLP(nn.Module):
+    """A quantized multilayer perceptron.
 
     Parameters
     ----------
@@ -121,36 +229,61 @@ class BinaryMLP(nn.Module):
         ``[inputs, hidden..., outputs]``, at least two entries.
     input_bits : int
         Bits of each input code (the first layer takes codes ``0 .. 2**input_bits - 1`` as floats).
+    weight_kinds : str or sequence of str
+        One of :data:`WEIGHT_MODES` for every layer, or one per layer.
+    act_bits : int or sequence of int
+        Bits of the hidden activations (1: sign), for every hidden layer or one per hidden layer.
     dropout : float
         Dropout before each hidden layer after the first (training only).
     """
 
-    def __init__(self, features, *, input_bits, dropout=0.0):
+    def __init__(self, features, *, input_bits, weight_kinds="binary", act_bits=1, dropout=0.0):
         super().__init__()
         features = [operator.index(f) for f in features]
         if len(features) < 2:
             raise ValueError(f"features must list inputs and outputs, not {features}")
         self.features = features
         self.input_bits = operator.index(input_bits)
+        n_layers = len(features) - 1
+        kinds = _per_layer(weight_kinds, n_layers, "weight_kinds")
+        bits = _per_layer(act_bits, n_layers - 1, "act_bits")
         self.hidden = nn.ModuleList(
-            BinaryDense(i, o, dropout=dropout if n else 0.0)
+            QuantDense(i, o, weight_kind=kinds[n], act_bits=bits[n],
+                       dropout=dropout if n else 0.0)
             for n, (i, o) in enumerate(zip(features[:-2], features[1:-1])))
-        self.head = BinaryOutput(features[-2], features[-1])
+        self.head = QuantOutput(features[-2], features[-1], weight_kind=kinds[-1])
 
-    def binary_linears(self):
+    def quant_linears(self):
+        """Every :class:`QuantLinear`, in layer order."""
         return [block.linear for block in self.hidden] + [self.head.linear]
 
-    def forward(self, x):
+    @torch.no_grad()
+    def constrain_(self):
         for block in self.hidden:
-            x = block(x)
-        return self.head(x)
+            block.constrain_()
+        self.head.linear.clip_()
+
+    def forward(self, x):
+        step = None
+        for block in self.hidden:
+            x, step = block(x, step)
+        return self.head(x, step)
 
     @torch.no_grad()
     def trace(self, x):
-        """``(acts, scores)``: the ``±1`` outputs of each hidden layer and the output layer's
-        raw accumulators, in the current mode (use eval mode to compare with the golden)."""
-        acts = []
+        """``(codes, scores)``: the IR output codes of each hidden layer and the output layer's
+        raw integer accumulators, in the current mode (use eval mode to compare with the
+        golden)."""
+        codes, step = [], None
         for block in self.hidden:
-            x = block(x)
-            acts.append(x)
-        return acts, self.head.linear(x)
+            x, step = block(x, step)
+            codes.append(block.output_codes(x))
+        return codes, self.head.linear(x)
+
+
+class BinaryMLP(QuantMLP):
+    """The all-binary :class:`QuantMLP` (binary weights, sign activations)."""
+
+    def __init__(self, features, *, input_bits, dropout=0.0):
+        super().__init__(features, input_bits=input_bits, weight_kinds="binary", act_bits=1,
+                         dropout=dropout)

@@ -7,6 +7,8 @@
 
 from dataclasses import dataclass
 
+from .sq import SQConfig
+
 __all__ = ["Preset", "PRESETS", "get_preset", "register"]
 
 
@@ -24,7 +26,14 @@ class Preset:
     hidden : tuple of int
         Hidden layer widths; inputs and outputs come from the data set.
     model : str
-        Model family (``"bnn"``: :class:`qnnfab.model.layers.BinaryMLP`).
+        Model family (``"mlp"``: :class:`qnnfab.model.layers.QuantMLP`).
+    weights : str or tuple of str
+        Weight kind of every layer or of each layer: ``"binary"``, ``"ternary"``, ``"adaptive"``
+        (Smart Quantization chooses; needs ``sq``).
+    act_bits : int or tuple of int
+        Bits of the hidden activations (1: sign), for all hidden layers or each.
+    sq : SQConfig or None
+        Smart Quantization settings (the regularizer and the switching rule); None: plain QAT.
     epochs, batch_size : int
     lr : float
         Adam's peak learning rate; cosine decay to ``lr * lr_min_factor`` over the epochs.
@@ -34,7 +43,10 @@ class Preset:
     dataset: str = "digits"
     split_seed: int = 0
     hidden: tuple = (256, 256)
-    model: str = "bnn"
+    model: str = "mlp"
+    weights: "str | tuple" = "binary"
+    act_bits: "int | tuple" = 1
+    sq: "SQConfig | None" = None
     epochs: int = 60
     batch_size: int = 64
     lr: float = 1e-2
@@ -46,6 +58,10 @@ class Preset:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"preset {self.name!r}: epochs, batch_size and lr must be positive")
+        kinds = (self.weights,) if isinstance(self.weights, str) else tuple(self.weights)
+        if "adaptive" in kinds and self.sq is None:
+            raise ValueError(f"preset {self.name!r}: adaptive layers need Smart Quantization "
+                             f"settings (sq=SQConfig(...))")
 
 
 #: Presets by name.
@@ -64,6 +80,18 @@ def register(preset):
 #: chosen on validation accuracy (mean best-epoch val 98.2% vs 97.5% without, seeds 3-6).
 register(Preset(name="digits-bnn", hidden=(256, 256), epochs=60, batch_size=64, lr=1e-2,
                 label_smoothing=0.1))
+
+
+#: All-ternary weights, 2-bit hidden activations, the Smart Quantization regularizer pulling
+#: the weights to {-α, 0, +α}. 128-wide hidden layers: 2-bit weights of a 256-wide net would
+#: need 169 kbit, more than the UP5K's 120 kbit of block RAM.
+register(Preset(name="digits-tnn", hidden=(128, 128), weights="ternary", act_bits=2, epochs=60,
+                batch_size=64, lr=1e-2, label_smoothing=0.1, sq=SQConfig()))
+
+#: Smart Quantization: the same network, each layer binary or ternary as the switching rule
+#: decides (at most 1.5 stored bits per weight on average).
+register(Preset(name="digits-sq", hidden=(128, 128), weights="adaptive", act_bits=2, epochs=60,
+                batch_size=64, lr=1e-2, label_smoothing=0.1, sq=SQConfig(bit_budget=1.5)))
 
 
 def get_preset(name):

@@ -11,6 +11,7 @@ thread count is restored).
 """
 
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -23,8 +24,9 @@ from torch import nn
 from . import golden
 from .data import load_dataset
 from .export import export
-from .layers import BinaryMLP
+from .layers import QuantMLP
 from .presets import get_preset
+from .sq import SQController
 
 __all__ = ["TrainResult", "train", "build_model", "predict"]
 
@@ -63,11 +65,12 @@ class TrainResult:
 
 def build_model(preset, dataset):
     """The untrained float model of ``preset`` for ``dataset``."""
-    if preset.model != "bnn":
+    if preset.model != "mlp":
         raise ValueError(f"preset {preset.name!r}: unknown model family {preset.model!r}; "
-                         f"known: bnn")
-    return BinaryMLP([dataset.n_features, *preset.hidden, dataset.n_classes],
-                     input_bits=dataset.input_bits, dropout=preset.dropout)
+                         f"known: mlp")
+    return QuantMLP([dataset.n_features, *preset.hidden, dataset.n_classes],
+                    input_bits=dataset.input_bits, weight_kinds=preset.weights,
+                    act_bits=preset.act_bits, dropout=preset.dropout)
 
 
 @torch.no_grad()
@@ -90,12 +93,13 @@ def _epochs(value, preset):
     return int(value)
 
 
-def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None):
+def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None):
     """Train ``preset`` (a name in :data:`qnnfab.model.presets.PRESETS`, or a
     :class:`~qnnfab.model.presets.Preset`) from ``seed``.
 
-    ``epochs`` overrides the preset's epoch count. Progress (one tqdm bar, one step per epoch)
-    goes to stderr unless ``progress`` is false. Returns a :class:`TrainResult`.
+    ``epochs`` overrides the preset's epoch count, ``data`` its data set (a name for
+    :func:`qnnfab.model.data.load_dataset`, e.g. ``"mnist:DIR"``). Progress (one tqdm bar, one
+    step per epoch) goes to stderr unless ``progress`` is false. Returns a :class:`TrainResult`.
     """
     started = time.monotonic()
     p = get_preset(preset)
@@ -103,15 +107,15 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     seed = int(seed)
-    ds = load_dataset(p.dataset, seed=p.split_seed)
+    ds = load_dataset(p.dataset if data is None else data, seed=p.split_seed)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model, history, best_epoch = _fit(p, ds, seed=seed, epochs=n_epochs,
-                                              progress=progress)
+            model, history, best_epoch, sq_record = _fit(p, ds, seed=seed, epochs=n_epochs,
+                                                         progress=progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -122,6 +126,8 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None):
             "data": {"name": ds.name, "split_seed": ds.seed},
             "epochs": n_epochs, "best_epoch": best_epoch,
             "train_seconds": round(train_seconds, 3), "torch": torch.__version__}
+    if sq_record is not None:
+        meta["sq"] = sq_record
     network = export(model, meta=meta, classes=list(ds.classes))
     int_pred = golden.forward(network, ds.x_test).classes
     float_acc = float(np.mean(float_pred == ds.y_test))
@@ -139,6 +145,7 @@ def _fit(p, ds, *, seed, epochs, progress):
     from tqdm import tqdm
 
     model = build_model(p, ds)
+    controller = SQController(model.quant_linears(), p.sq, epochs) if p.sq is not None else None
     x = torch.as_tensor(ds.x_train, dtype=torch.float32)
     y = torch.as_tensor(ds.y_train)
     n = len(y)
@@ -152,6 +159,7 @@ def _fit(p, ds, *, seed, epochs, progress):
     gen = torch.Generator().manual_seed(seed)
 
     history, best, best_key, best_epoch = [], None, None, 0
+    step = 0
     bar = tqdm(range(1, epochs + 1), desc=f"train {p.name}", unit="epoch", file=sys.stderr,
                disable=not progress, leave=False)
     for epoch in bar:
@@ -164,12 +172,14 @@ def _fit(p, ds, *, seed, epochs, progress):
                 continue
             logits = model(x[idx])
             loss = loss_fn(logits, y[idx])
+            objective = loss if controller is None else \
+                loss + controller.regularizer(step, total)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
             sched.step()
-            for lin in model.binary_linears():
-                lin.clip_()
+            step += 1
+            model.constrain_()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
             seen += len(idx)
@@ -179,11 +189,24 @@ def _fit(p, ds, *, seed, epochs, progress):
         history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
                         "loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
                         "val_accuracy": val_acc, "val_loss": val_loss})
+        # With adaptive layers, only epochs trained after the depths were decided count.
+        candidate = controller is None or controller.settled
+        if controller is not None:
+            controller.end_epoch(epoch)
+            history[-1]["depth"] = controller.history[-1]["depth"]
         key = (val_acc, -val_loss)
-        if best_key is None or key >= best_key:
+        if candidate and (best_key is None or key >= best_key):
             best_key, best, best_epoch = key, copy.deepcopy(model.state_dict()), epoch
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
     bar.close()
+    if best is None:  # the depths were decided at the last epoch: keep that model
+        best, best_epoch = copy.deepcopy(model.state_dict()), epochs
     model.load_state_dict(best)
     model.eval()
-    return model, history, best_epoch
+    sq_record = None
+    if controller is not None:
+        sq_record = {"depth": [lin.kind for lin in model.quant_linears()],
+                     "adaptive": [lin.adaptive for lin in model.quant_linears()],
+                     "bits_per_weight": controller.bits_per_weight(),
+                     "config": dataclasses.asdict(p.sq), "history": controller.history}
+    return model, history, best_epoch, sq_record

@@ -72,11 +72,17 @@ def cmd_train(args):
     from qnnfab import ir
     from qnnfab.model.train import train
     _check_out_file(args.out)
-    result = train(args.preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs)
+    result = train(args.preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs,
+                   data=args.data)
     ir.save(result.network, args.out)
     print(f"float accuracy {result.float_accuracy:.2%}, integer accuracy "
           f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
-    print(f"wrote {args.out} ({result.network.summary()})")
+    print(f"wrote {args.out} ({result.network.summary()}; "
+          f"{result.network.weight_bits / result.network.macs:.2f} weight bits/weight)")
+    from qnnfab.flow import write_sq_plot
+    plot = write_sq_plot(result.network, os.path.splitext(args.out)[0] + ".sq.svg")
+    if plot:
+        print(f"wrote {plot} (Smart Quantization: depth of each layer per epoch)")
     return 0
 
 
@@ -124,7 +130,8 @@ def cmd_build(args):
 def cmd_flow(args):
     from qnnfab.flow import run_flow
     _prepare_out_dir(args.out)
-    report = run_flow(board=args.board, preset=args.preset, out_dir=args.out, seed=args.seed,
+    report = run_flow(board=args.board, preset=args.preset, data=args.data, out_dir=args.out,
+                      seed=args.seed,
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
                       epochs=args.epochs, progress=not args.quiet)
@@ -216,11 +223,17 @@ def build_parser():
                        help="design clock, made by the PLL (default: the board's design "
                             "clock; see `qnnfab boards`)")
 
+    def data_arg(p):
+        p.add_argument("--data", default=None, metavar="SET",
+                       help="data set instead of the preset's: digits, or mnist:DIR (the four "
+                            "MNIST IDX files as published, optionally gzipped)")
+
     p = add("train", cmd_train, "train a preset and export its network IR")
     p.add_argument("--preset", default="digits-bnn", help="training preset (default digits-bnn)")
     p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    data_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = add("verilog", cmd_verilog, "write the Verilog of a network")
@@ -258,6 +271,7 @@ def build_parser():
     p.add_argument("--out", default="build/flow", metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    data_arg(p)
     p.add_argument("--vectors", type=int, default=None,
                    help="vectors for Amaranth's simulator (default: the whole test split)")
     p.add_argument("--verilator-vectors", type=int, default=64)

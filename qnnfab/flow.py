@@ -12,7 +12,8 @@ import numpy as np
 
 from . import ir
 
-__all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text"]
+__all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text",
+           "write_sq_plot"]
 
 
 def _log(msg):
@@ -90,7 +91,20 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
                  progress=on_step, extra=extra or {})
 
 
-def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", seed=0,
+def write_sq_plot(network, path):
+    """Write the Smart Quantization depth plot of a trained network (if it ran) to ``path``;
+    returns the path or None."""
+    from qnnfab import ir
+    from qnnfab.model.sq import depth_plot_svg
+    sq = network.meta.get("sq")
+    if not sq or not any(sq.get("adaptive", ())):
+        return None
+    names = [f"{layer.name} {layer.in_features}x{layer.out_features}" for layer in network.layers]
+    ir.atomic_write_bytes(path, depth_plot_svg(sq["history"], names=names).encode())
+    return path
+
+
+def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
              progress=True):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
@@ -106,11 +120,14 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", out_dir="build/flow", s
     started = time.monotonic()
 
     with step(f"[1/4] training preset {preset} (seed {seed})"):
-        trained = train(preset, seed=seed, progress=progress, epochs=epochs)
+        trained = train(preset, seed=seed, progress=progress, epochs=epochs, data=data)
         network = trained.network
         model_path = os.path.join(out_dir, "network.qnn")
         ir.save(network, model_path)
         _log(f"    {network.summary()}")
+        plot = write_sq_plot(network, os.path.join(out_dir, "network.sq.svg"))
+        if plot:
+            _log(f"    Smart Quantization chose {', '.join(network.meta['sq']['depth'])} -> {plot}")
         _log(f"    float accuracy {trained.float_accuracy:.2%}, integer accuracy "
              f"{trained.integer_accuracy:.2%}, agreement {trained.agreement:.2%} -> {model_path}")
 

@@ -38,11 +38,12 @@ __all__ = [
 
 FORMAT = "qnnfab-ir"
 FORMAT_VERSION = 1
-WEIGHT_KINDS = ("binary",)
+#: Weight kinds, in the order they were added (see :data:`qnnfab.numerics.WEIGHT_LEVELS`).
+WEIGHT_KINDS = tuple(numerics.WEIGHT_LEVELS)
 MAX_ACTIVATION_BITS = 8
 
 #: Allowed code range (inclusive) of each weight kind's stored weights.
-WEIGHT_CODE_RANGE = {"binary": (0, 1)}
+WEIGHT_CODE_RANGE = {kind: (0, len(levels) - 1) for kind, levels in numerics.WEIGHT_LEVELS.items()}
 
 
 class IRError(ValueError):
@@ -88,7 +89,8 @@ class DenseLayer:
         Bits of each input activation code (1: ±1, >1: unsigned).
     weight_kind : str
         One of :data:`WEIGHT_KINDS`.
-    weights : ndarray, shape (out_features, in_features), integer codes of the weight kind.
+    weights : ndarray, shape (out_features, in_features), integer codes of the weight kind
+        (binary: 0 ↦ -1, 1 ↦ +1; ternary: 0 ↦ 0, 1 ↦ +1, 2 ↦ -1).
     thresholds : ndarray, shape (out_features, T), ascending per row; or None for the output layer.
     threshold_sign : ndarray, shape (out_features,), +1 or -1; the accumulator is multiplied by it
         before the comparison (-1 where batch-norm's scale was negative). None with no thresholds.
@@ -136,8 +138,7 @@ class DenseLayer:
     @property
     def weight_bits(self):
         """Bits of weight memory the layer needs."""
-        lo, hi = WEIGHT_CODE_RANGE[self.weight_kind]
-        return self.macs * max(1, (hi - lo).bit_length())
+        return self.macs * numerics.weight_code_bits(self.weight_kind)
 
     def validate(self, where="layer"):
         _check_int(f"{where}.in_features", self.in_features, lo=1)

@@ -7,13 +7,31 @@ Encodings (see ``../shared/DESIGN.md``, "Numerics"):
 
 * an activation of ``bits == 1`` is one bit whose code 1 means +1 and code 0 means -1;
 * an activation of ``bits > 1`` is an unsigned integer ``0 .. 2**bits - 1``;
-* a binary weight is one bit whose code 1 means +1 and code 0 means -1.
+* a binary weight is one bit whose code 1 means +1 and code 0 means -1;
+* a ternary weight is a 2-bit code: 0 means 0, 1 means +1, 2 means -1 (3 is not used).
+
+:data:`WEIGHT_LEVELS` holds, for each fixed weight kind, the value of each code (index = code);
+``qnnfab.ir`` derives the allowed codes from it, ``qnnfab.model.golden`` the weight values.
 """
 
 __all__ = [
-    "activation_range", "weight_magnitude", "acc_bound", "acc_width",
-    "threshold_bounds", "threshold_width", "signed_width",
+    "WEIGHT_LEVELS", "weight_code_bits", "activation_range", "weight_magnitude", "acc_bound",
+    "acc_width", "threshold_bounds", "threshold_width", "signed_width",
 ]
+
+
+#: The value each code stands for (index = code), per weight kind.
+WEIGHT_LEVELS = {
+    "binary": (-1, 1),
+    "ternary": (0, 1, -1),
+}
+
+
+def weight_code_bits(weight_kind):
+    """Bits of one stored weight code of this kind (binary 1, ternary 2)."""
+    if weight_kind not in WEIGHT_LEVELS:
+        raise ValueError(f"unknown weight kind {weight_kind!r}")
+    return max(1, (len(WEIGHT_LEVELS[weight_kind]) - 1).bit_length())
 
 
 def signed_width(lo, hi):
@@ -39,9 +57,9 @@ def activation_range(bits):
 
 def weight_magnitude(weight_kind):
     """Largest ``|w|`` a weight of this kind can take."""
-    if weight_kind == "binary":
-        return 1
-    raise ValueError(f"unknown weight kind {weight_kind!r}")
+    if weight_kind not in WEIGHT_LEVELS:
+        raise ValueError(f"unknown weight kind {weight_kind!r}")
+    return max(abs(v) for v in WEIGHT_LEVELS[weight_kind])
 
 
 def acc_bound(fan_in, in_bits, weight_kind):

@@ -32,14 +32,26 @@ def random_dense(rng, *, in_features, out_features, in_bits, out_bits=1, weight_
 
 
 def random_network(rng, *, features, input_bits=1, hidden_bits=1, weight_kind="binary"):
-    """A random network with layer sizes ``features`` = [inputs, hidden..., outputs]."""
+    """A random network with layer sizes ``features`` = [inputs, hidden..., outputs].
+
+    ``hidden_bits`` and ``weight_kind`` are one value for every layer or a list with one entry
+    per hidden layer (``hidden_bits``) / per layer (``weight_kind``), for mixed networks.
+    """
+    n_layers = len(features) - 1
+    kinds = [weight_kind] * n_layers if isinstance(weight_kind, str) else list(weight_kind)
+    hbits = [hidden_bits] * (n_layers - 1) if isinstance(hidden_bits, int) \
+        else list(hidden_bits)
+    if len(kinds) != n_layers or len(hbits) != n_layers - 1:
+        raise ValueError(f"random_network: expected {n_layers} weight kinds and {n_layers - 1} "
+                         f"hidden widths, got {len(kinds)} and {len(hbits)}")
     layers = []
     bits = input_bits
     for i, (n_in, n_out) in enumerate(zip(features[:-1], features[1:])):
-        last = i == len(features) - 2
+        last = i == n_layers - 1
+        out_bits = 1 if last else hbits[i]
         layers.append(random_dense(rng, in_features=n_in, out_features=n_out, in_bits=bits,
-                                   out_bits=hidden_bits, weight_kind=weight_kind, output=last))
-        bits = hidden_bits
+                                   out_bits=out_bits, weight_kind=kinds[i], output=last))
+        bits = out_bits
     return ir.Network(input_features=features[0], input_bits=input_bits, layers=layers,
                       meta={"random": True}).validate()
 

@@ -82,8 +82,15 @@ class BinaryWeightDot(wiring.Component):
     def partial_shape(self):
         return self.sum_shape(self.simd, self.in_bits)
 
-    #: ``acc = scale·S + offset``.
-    scale = 1
+    @property
+    def scale(self):
+        """``acc = scale·S + offset``."""
+        return self.scale_for(self.in_bits)
+
+    @staticmethod
+    def scale_for(in_bits):
+        """``scale`` of ``acc = scale·S + offset``: 1."""
+        return 1
 
     @staticmethod
     def sum_shape(fan_in, in_bits):

@@ -10,10 +10,23 @@ Datapath (each arrow one register, all gated by one clock enable ``en``)::
       -> result shift register / output register (``o.payload``)
 
 The dot unit is chosen by weight kind and input bits in :func:`dot_unit_class`; each unit sums
-something cheap (a popcount, ``a XOR ~w``) whose affine map back to ``Σ a·w`` is folded into the
-thresholds at elaboration. ``en`` is low only while the last group of a vector waits for the
-output register to be taken downstream, so a layer computes its next vector while the next
-layer still works on the previous one.
+something cheap (a popcount, ``a XOR ~w``, ``(a XOR neg) AND nz``) whose affine map back to
+``Σ a·w`` (``acc = scale·S + offset``) is folded into the thresholds at elaboration. ``en`` is
+low only while the last group of a vector waits for the output register to be taken
+downstream, so a layer computes its next vector while the next layer still works on the
+previous one.
+
+Dot-unit protocol (:class:`~qnnfab.rtl.xnor_popcount.XnorPopcount`,
+:class:`~qnnfab.rtl.binary_weight_dot.BinaryWeightDot`,
+:class:`~qnnfab.rtl.ternary_dot.TernaryDot`), used here and by
+:class:`~qnnfab.rtl.network.Network` before any unit is built:
+
+* ``cls(pe=, simd=, in_bits=, pipelined=)``, members ``x`` (``simd`` activations), ``w``
+  (``pe·simd`` weight codes as packed by :func:`weight_words`), ``en`` (clock enable), ``o``
+  (``pe`` partial sums ``S``); on an instance, ``latency`` and ``scale``;
+* ``cls.pipeline_latency(simd, pipelined, in_bits)``, ``cls.sum_shape(fan_in, in_bits)``,
+  ``cls.scale_for(in_bits)`` and ``cls.offsets(layer)``: per neuron,
+  ``acc = scale_for(in_bits)·S + offsets(layer)``.
 """
 
 import numpy as np
@@ -27,6 +40,7 @@ from qnnfab import ir, numerics
 from ._checks import quiet_on_error
 from .binary_weight_dot import BinaryWeightDot
 from .folding import LayerFolding, check_folding
+from .ternary_dot import TernaryDot
 from .threshold import MultiThreshold
 from .xnor_popcount import XnorPopcount
 
@@ -39,25 +53,24 @@ BLOCK_RAM_MIN_BITS = 2048
 
 def dot_unit_class(layer):
     """The dot-product unit class for a layer: the one place that maps (weight kind, input
-    bits) to hardware. A new weight kind adds a branch here and a weight decode in
-    :func:`weight_words`."""
+    bits) to hardware. A new weight kind adds a branch here (a unit with the protocol in the
+    module docstring) and its codes in ``qnnfab.numerics``."""
     if layer.weight_kind == "binary":
         return XnorPopcount if layer.in_bits == 1 else BinaryWeightDot
+    if layer.weight_kind == "ternary":
+        return TernaryDot
     raise ValueError(f"no dot-product unit for weight kind {layer.weight_kind!r} "
-                     f"(known: binary)")
+                     f"(known: binary, ternary)")
 
 
 def dot_unit_for(layer, pe, simd, *, pipelined=True):
     """A dot-product unit instance for ``layer`` (see :func:`dot_unit_class`)."""
-    cls = dot_unit_class(layer)
-    if cls is XnorPopcount:
-        return XnorPopcount(pe=pe, simd=simd, pipelined=pipelined)
-    return cls(pe=pe, simd=simd, in_bits=layer.in_bits, pipelined=pipelined)
+    return dot_unit_class(layer)(pe=pe, simd=simd, in_bits=layer.in_bits, pipelined=pipelined)
 
 
 def weight_code_bits(layer):
-    lo, hi = ir.WEIGHT_CODE_RANGE[layer.weight_kind]
-    return max(1, (hi - lo).bit_length())
+    """Bits of one weight code of ``layer`` in the weight ROM."""
+    return numerics.weight_code_bits(layer.weight_kind)
 
 
 def weight_words(layer, pe, simd):
@@ -158,6 +171,11 @@ class MatrixVectorUnit(wiring.Component):
         return self.dot_class.pipeline_latency(self.simd, self.pipelined, self.layer.in_bits)
 
     @property
+    def scale(self):
+        """``acc = scale·S + offset``: the dot unit's scale for this layer's input bits."""
+        return self.dot_class.scale_for(self.layer.in_bits)
+
+    @property
     def weight_memory_bits(self):
         return self.layer.weights.size * weight_code_bits(self.layer)
 
@@ -222,7 +240,7 @@ class MatrixVectorUnit(wiring.Component):
 
         # -- stage A: dot unit on the weight word and the input slice ---------------------------
         m.submodules.dot = dot = dot_unit_for(layer, pe, simd, pipelined=self.pipelined)
-        assert dot.latency == self.dot_latency
+        assert dot.latency == self.dot_latency and dot.scale == self.scale
         if sf_n == 1:
             xs = payload
         else:
@@ -266,6 +284,7 @@ class MatrixVectorUnit(wiring.Component):
 
         # -- stage C: activation (or scores), result and output registers ---------------------
         offsets = dot_cls.offsets(layer)
+        scale = self.scale
         if layer.is_output:
             ys = [Signal(signed(layer.acc_width), name=f"acc{p}") for p in range(pe)]
             if np.all(offsets == offsets[0]):
@@ -288,11 +307,11 @@ class MatrixVectorUnit(wiring.Component):
                     oword = ord_.data
                 group_offsets = [oword[p * ow:(p + 1) * ow].as_signed() for p in range(pe)]
             for p in range(pe):
-                m.d.comb += ys[p].eq(sums[p] * dot_cls.scale + group_offsets[p])
+                m.d.comb += ys[p].eq(sums[p] * scale + group_offsets[p])
         else:
             m.submodules.threshold = thr = MultiThreshold(
                 thresholds=layer.thresholds, signs=layer.threshold_sign, pe=pe,
-                in_shape=sum_shape, scale=dot_cls.scale, offsets=offsets)
+                in_shape=sum_shape, scale=scale, offsets=offsets)
             m.d.comb += [thr.addr.eq(b_nf), thr.en.eq(en)]
             for p in range(pe):
                 m.d.comb += thr.acc[p].eq(sums[p])

@@ -3,7 +3,7 @@
 A binary activation bit ``x`` (1 ↦ +1, 0 ↦ -1) times a binary weight bit ``w`` is +1 exactly
 when ``x == w``, so ``Σ x_i·w_i = 2·popcount(xnor(x, w)) - n``. The unit emits the popcount;
 the matrix-vector unit accumulates popcounts over the folded inputs; the affine map back to
-``Σ x·w`` (:attr:`XnorPopcount.scale`, :meth:`XnorPopcount.offsets`) is folded into the
+``Σ x·w`` (:meth:`XnorPopcount.scale_for`, :meth:`XnorPopcount.offsets`) is folded into the
 thresholds.
 """
 
@@ -96,6 +96,8 @@ class XnorPopcount(wiring.Component):
         Dot products computed in parallel.
     simd : int
         Lanes (bits) per dot product.
+    in_bits : int
+        Must be 1 (accepted so that every dot unit is built the same way).
     pipelined : bool
         Register the popcounts and every :data:`REGISTER_EVERY` levels of the adder tree
         (latency ``1 + len(register_levels(...))``), instead of a purely combinational unit
@@ -116,11 +118,15 @@ class XnorPopcount(wiring.Component):
     """
 
     @quiet_on_error
-    def __init__(self, *, pe, simd, pipelined=True):
+    def __init__(self, *, pe, simd, in_bits=1, pipelined=True):
         self.pe = operator.index(pe)
         self.simd = operator.index(simd)
+        self.in_bits = operator.index(in_bits)
         if self.pe < 1 or self.simd < 1:
             raise ValueError(f"pe and simd must be >= 1, not pe={self.pe} simd={self.simd}")
+        if self.in_bits != 1:
+            raise ValueError(f"XnorPopcount takes 1-bit ±1 activations, not in_bits="
+                             f"{self.in_bits} (use BinaryWeightDot for unsigned inputs)")
         self.pipelined = bool(pipelined)
         super().__init__({
             "x": In(self.simd),
@@ -145,8 +151,15 @@ class XnorPopcount(wiring.Component):
     def partial_shape(self):
         return unsigned(ceil_log2(self.simd + 1))
 
-    #: ``acc = scale·S + offset``: ``Σ x·w = 2·popcount - fan_in``.
-    scale = 2
+    @property
+    def scale(self):
+        """``acc = scale·S + offset``."""
+        return self.scale_for(self.in_bits)
+
+    @staticmethod
+    def scale_for(in_bits=1):
+        """``scale`` of ``acc = scale·S + offset``: 2 (``Σ x·w = 2·popcount - fan_in``)."""
+        return 2
 
     @staticmethod
     def sum_shape(fan_in, in_bits=1):

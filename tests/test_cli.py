@@ -236,3 +236,47 @@ def test_build_warns_when_timing_is_not_met(monkeypatch, small_qnn, tmp_path, ca
                            "inferences_per_s is not achievable (use --clock-mhz 73.1 or a "
                            "smaller folding)"]
         assert "(timing NOT met)" in out
+
+
+def test_train_on_mnist_idx_files_then_simulate(tmp_path, capsys):
+    """``train --data mnist:DIR`` on tiny IDX files the test writes, then ``sim`` reloads the test
+    split from the IR's meta and checks the hardware on it."""
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+
+    def idx(a):
+        return bytes([0, 0, 8, a.ndim]) + b"".join(struct.pack(">I", s) for s in a.shape) \
+            + a.astype(np.uint8).tobytes()
+
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (200, 4, 4)),
+              "train-labels-idx1-ubyte": np.repeat(np.arange(10), 20),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (12, 4, 4)),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 12)}
+    for name, a in arrays.items():
+        raw = idx(np.asarray(a))
+        if name.startswith("train"):
+            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    out = tmp_path / "m.qnn"
+    assert cli.main(["train", "--preset", "digits-sq", "--data", f"mnist:{folder}",
+                     "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    net = ir.load(out)
+    assert net.input_features == 16 and net.input_bits == 8 and net.n_outputs == 10
+    assert net.meta["data"]["name"] == f"mnist:{folder}"
+    assert [layer.weight_kind for layer in net.layers] == net.meta["sq"]["depth"]
+    svg = out.with_suffix(".sq.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("dense") == 3
+    capsys.readouterr()
+    assert cli.main(["sim", str(out), "--quiet"]) == 0
+    assert "12/12 vectors bit-exact" in capsys.readouterr().out
+
+
+def test_train_unknown_data_set_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--data", "cifar", "--out", str(tmp_path / "x.qnn")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qnnfab: error: unknown data set 'cifar'") and "\n" not in err

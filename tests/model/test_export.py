@@ -1,4 +1,5 @@
-"""Export: batch-norm + sign folded into integer thresholds, exactly as the float model decides."""
+"""Export: batch-norm + activation (sign or k-bit codes) folded into integer thresholds, exactly as
+the float model decides."""
 
 import math
 from fractions import Fraction
@@ -9,8 +10,8 @@ import torch
 
 from qnnfab import ir, numerics
 from qnnfab.model import golden
-from qnnfab.model.export import export, fold_bn_sign
-from qnnfab.model.layers import BinaryMLP, batchnorm_eval
+from qnnfab.model.export import export, fold_bn_sign, fold_dense
+from qnnfab.model.layers import BinaryMLP, QuantDense, QuantMLP, batchnorm_eval
 from qnnfab.model.presets import Preset
 from qnnfab.model.train import train
 
@@ -192,3 +193,189 @@ def test_trained_model_float_and_golden_agree():
     first = [(int(i), int(float_pred[i]), int(trace.classes[i])) for i in disagree[:5]]
     assert agreement >= 0.99, f"agreement {agreement:.4f}; (index, float, golden): {first}"
     assert result.integer_accuracy > 0.8
+
+
+# -- mixed weight kinds and k-bit activations ------------------------------------------------------
+
+def randomize_bn(bn, z, rng):
+    """Running statistics near those of the pre-batch-norm values ``z`` (batch, out), γ random
+    with negative and zero entries, β random: codes spread over every level."""
+    n = bn.num_features
+    mean, std = z.mean(0).numpy(), z.std(0).numpy() + 1e-3
+    gamma = rng.choice([-1.0, 1.0, 0.0], n, p=[0.4, 0.5, 0.1]) * rng.uniform(0.3, 2.5, n)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor(mean + rng.normal(0, 0.5, n) * std))
+        bn.running_var.copy_(torch.tensor((std * rng.uniform(0.5, 2, n)) ** 2))
+        bn.weight.copy_(torch.tensor(gamma))
+        bn.bias.copy_(torch.tensor(rng.normal(0, 1.0, n)))
+
+
+def random_quant_model(seed, features, kinds, act_bits, input_bits=5, n=400):
+    """An untrained QuantMLP with random clips and batch-norm statistics (set layer by layer from
+    the previous layers' outputs on random inputs), eval mode; also returns those inputs."""
+    torch.manual_seed(seed)
+    model = QuantMLP(list(features), input_bits=input_bits, weight_kinds=kinds,
+                     act_bits=act_bits).eval()
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(rng.integers(0, 1 << input_bits, size=(n, features[0])),
+                        dtype=torch.float32)
+    step = None
+    with torch.no_grad():
+        for block in model.hidden:
+            if block.act_bits > 1:
+                block.clip.fill_(float(rng.uniform(0.5, 4.0)))
+            acc = block.accumulate(x)
+            randomize_bn(block.bn, acc if step is None else acc * step, rng)
+            x, step = block(x, step)
+    return model, rng
+
+
+MIXED = [  # (features, weight kinds per layer, act_bits per hidden layer)
+    ((64, 48, 40, 32, 10), ("ternary", "binary", "ternary", "binary"), (2, 1, 3)),
+    ((64, 40, 36, 24, 10), ("binary", "ternary", "ternary", "ternary"), (3, 2, 1)),
+    ((64, 32, 24, 10), ("ternary", "ternary", "binary"), (1, 2)),
+    ((64, 32, 24, 10), ("adaptive", "adaptive", "adaptive"), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("case", range(len(MIXED)))
+def test_mixed_export_matches_float_model_layer_by_layer(case, seed):
+    features, kinds, bits = MIXED[case]
+    model, rng = random_quant_model(seed + 10 * case, features, kinds, bits)
+    adaptive = [lin for lin in model.quant_linears() if lin.adaptive]
+    for i, lin in enumerate(adaptive):  # adaptive layers export the kind they have now
+        lin.set_kind(("binary", "ternary")[(i + seed) % 2])
+    want_kinds = [lin.kind for lin in model.quant_linears()]
+    net = export(model, meta={"seed": seed})
+    where = f"case {case} seed {seed}"
+    assert [layer.weight_kind for layer in net.layers] == want_kinds
+    assert [layer.in_bits for layer in net.layers] == [5, *bits]
+    assert [layer.n_thresholds for layer in net.layers[:-1]] == [(1 << b) - 1 for b in bits]
+
+    codes = rng.integers(0, 32, size=(300, features[0]))
+    acts, scores = model.trace(torch.as_tensor(codes, dtype=torch.float32))
+    trace = golden.forward(net, codes)
+    for i, act in enumerate(acts):
+        want, got = act.numpy(), trace.acts[i + 1]
+        levels = (1 << bits[i]) - 1
+        assert want.min() >= 0 and want.max() <= levels
+        # the test means something only if the codes are spread over every level
+        assert set(np.unique(want).tolist()) == set(range(levels + 1)), (where, i)
+        bad = np.argwhere(want != got)
+        assert bad.size == 0, (f"{where}: layer {i} sample {bad[0, 0]} output {bad[0, 1]}: "
+                               f"float {want[tuple(bad[0])]}, golden {got[tuple(bad[0])]}")
+    assert np.array_equal(scores.numpy().astype(np.int64), trace.scores), where
+    assert np.array_equal(model(torch.as_tensor(codes, dtype=torch.float32)).argmax(1).numpy(),
+                          trace.classes), where
+
+
+@pytest.mark.parametrize("case", range(len(MIXED)))
+def test_mixed_export_thresholds_and_weights(case):
+    features, kinds, bits = MIXED[case]
+    model, _ = random_quant_model(100 + case, features, kinds, bits)
+    net = export(model, meta={})
+    for i, (layer, lin) in enumerate(zip(net.layers, model.quant_linears(), strict=True)):
+        where = f"case {case} layer {i}"
+        assert layer.weights.dtype == np.int64
+        values = lin.weight_values().detach().numpy()
+        levels = np.asarray(numerics.WEIGHT_LEVELS[layer.weight_kind])
+        assert np.array_equal(levels[layer.weights], values), where
+        if layer.weight_kind == "ternary":
+            assert set(np.unique(layer.weights).tolist()) == {0, 1, 2}, where
+            assert np.array_equal(layer.weights == 0, values == 0), where
+        else:
+            assert set(np.unique(layer.weights).tolist()) == {0, 1}, where
+        if layer.is_output:
+            continue
+        thr = layer.thresholds
+        assert thr.dtype == np.int64 and thr.shape == (layer.out_features, (1 << bits[i]) - 1)
+        assert np.all(np.diff(thr, axis=1) >= 0), f"{where}: thresholds not ascending"
+        lo, hi = numerics.threshold_bounds(layer.in_features, layer.in_bits, layer.weight_kind)
+        assert thr.min() >= lo and thr.max() <= hi, (where, thr.min(), thr.max(), lo, hi)
+        gamma = model.hidden[i].bn.weight.detach().numpy()
+        assert np.array_equal(layer.threshold_sign, np.where(gamma < 0, -1, 1)), where
+
+
+def test_adaptive_layer_exports_its_current_kind():
+    model, _ = random_quant_model(3, (16, 12, 10), "adaptive", 2)
+    for kind in ("binary", "ternary", "binary"):
+        for lin in model.quant_linears():
+            lin.set_kind(kind)
+        net = export(model, meta={})
+        assert [layer.weight_kind for layer in net.layers] == [kind, kind]
+        for layer, lin in zip(net.layers, model.quant_linears()):
+            levels = np.asarray(numerics.WEIGHT_LEVELS[kind])
+            assert np.array_equal(levels[layer.weights], lin.weight_values().detach().numpy())
+
+
+def kbit_block(rng, in_features, out_features, kind, act_bits, clip, hand_rows=()):
+    """A QuantDense in eval mode with random batch-norm rows, then ``hand_rows`` of (mean, var,
+    gamma, beta) appended at the end."""
+    block = QuantDense(in_features, out_features + len(hand_rows), weight_kind=kind,
+                       act_bits=act_bits).eval()
+    n = block.bn.num_features
+    gamma = rng.choice([-1.0, 1.0, 0.0], n, p=[0.4, 0.5, 0.1]) * rng.uniform(0.1, 3, n)
+    rows = np.stack([rng.normal(0, 6, n), rng.uniform(0.1, 40, n), gamma,
+                     rng.normal(0, 1, n)], axis=1)
+    if hand_rows:
+        rows[-len(hand_rows):] = np.asarray(hand_rows)
+    with torch.no_grad():
+        block.bn.eps = 0.0
+        block.bn.running_mean.copy_(torch.tensor(rows[:, 0]))
+        block.bn.running_var.copy_(torch.tensor(rows[:, 1]))
+        block.bn.weight.copy_(torch.tensor(rows[:, 2]))
+        block.bn.bias.copy_(torch.tensor(rows[:, 3]))
+        block.clip.fill_(clip)
+    return block
+
+
+# Rows whose code boundaries fall on exact half steps of integer accumulators (var 4: σ = 2).
+# With clip = 3, 2 bits (L/clip = 1) and input step 0.5: y = (acc·0.5 − μ)/2·γ + β.
+HALF_STEP_ROWS = [
+    (0.0, 4.0, 2.0, 0.0),    # y = acc/2: acc = 1, 3, 5 are the half steps 0.5, 1.5, 2.5
+    (0.5, 4.0, 2.0, 0.0),    # y = (acc − 1)/2
+    (0.0, 4.0, -2.0, 0.0),   # y = −acc/2: flipped, −acc >= 1, 3, 5
+    (0.0, 4.0, 0.0, 1.5),    # γ = 0, β on a half step: constant code 2
+    (0.0, 4.0, 0.0, -1.0),   # γ = 0, β < 0: constant code 0
+    (0.0, 4.0, 0.0, 9.0),    # γ = 0, β above clip: constant code 3
+]
+
+
+@pytest.mark.parametrize("kind, act_bits, in_bits, clip, in_step", [
+    ("ternary", 2, 2, 3.0, 0.5),
+    ("binary", 2, 2, 3.0, 0.5),
+    ("ternary", 3, 5, 2.7, None),
+    ("binary", 3, 1, 1.3, None),
+    ("ternary", 4, 3, 0.9, 0.3),
+])
+def test_kbit_thresholds_exhaustive(kind, act_bits, in_bits, clip, in_step):
+    """For every integer acc in ±acc_bound: Σ_j [sign·acc >= T_j] == the float code of
+    QuantDense.post(acc)."""
+    rng = np.random.default_rng(act_bits * 100 + in_bits)
+    fan_in = 24
+    hand = HALF_STEP_ROWS if (clip, act_bits, in_step) == (3.0, 2, 0.5) else ()
+    block = kbit_block(rng, fan_in, 40, kind, act_bits, clip, hand)
+    step = None if in_step is None else torch.tensor(in_step)
+    thr, sign = fold_dense(block, step, in_bits=in_bits)
+    bound = numerics.acc_bound(fan_in, in_bits, kind)
+    acc = np.arange(-bound, bound + 1)
+    got = (sign[None, :, None] * acc[:, None, None] >= thr[None, :, :]).sum(axis=2)
+    with torch.no_grad():
+        a = torch.as_tensor(acc, dtype=torch.float32)[:, None].expand(-1, len(sign))
+        want = block.post(a.contiguous(), step).numpy().astype(np.int64)
+    levels = (1 << act_bits) - 1
+    assert set(np.unique(want).tolist()) == set(range(levels + 1))
+    bad = np.argwhere(want != got)
+    assert bad.size == 0, (f"acc {acc[bad[0, 0]]}, output {bad[0, 1]}: float code "
+                           f"{want[tuple(bad[0])]}, thresholds {thr[bad[0, 1]].tolist()} sign "
+                           f"{sign[bad[0, 1]]} give {got[tuple(bad[0])]}")
+    assert np.all(np.diff(thr, axis=1) >= 0)
+    lo, hi = numerics.threshold_bounds(fan_in, in_bits, kind)
+    assert thr.min() >= lo and thr.max() <= hi
+    if hand:  # the hand rows, worked out on paper (round half up at 0.5, 1.5, 2.5)
+        n = len(hand)
+        assert thr[-n:].tolist() == [[1, 3, 5], [2, 4, 6], [1, 3, 5],
+                                     [-bound, -bound, bound + 1],
+                                     [bound + 1] * 3, [-bound] * 3]
+        assert sign[-n:].tolist() == [1, 1, -1, 1, 1, 1]

@@ -1,5 +1,7 @@
 """Training: determinism for a seed, presets, metadata, progress, and the accuracy target."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,13 @@ def same_network(a, b):
             assert np.array_equal(la.threshold_sign, lb.threshold_sign), f"layer {i} signs differ"
 
 
+def ir_bytes(network):
+    """The IR file bytes without ``meta["train_seconds"]`` (wall time: the one field that may
+    differ between two runs of the same seed)."""
+    meta = {k: v for k, v in network.meta.items() if k != "train_seconds"}
+    return ir.to_bytes(network.replace(meta=meta))
+
+
 def test_same_seed_same_network():
     threads = torch.get_num_threads()
     rng_state = torch.random.get_rng_state()
@@ -28,6 +37,7 @@ def test_same_seed_same_network():
     assert torch.equal(torch.random.get_rng_state(), rng_state), "train must keep the global RNG"
     b = train(TINY, seed=3, progress=False)
     same_network(a.network, b.network)
+    assert ir_bytes(a.network) == ir_bytes(b.network)
     assert a.history == b.history
     assert (a.float_accuracy, a.integer_accuracy, a.agreement) == \
         (b.float_accuracy, b.integer_accuracy, b.agreement)
@@ -88,6 +98,53 @@ def test_preset_registry():
         presets.register(Preset(name="digits-bnn"))
     with pytest.raises(ValueError, match="must be positive"):
         Preset(name="bad", epochs=0)
+
+
+def short(name, epochs=4):
+    """A registered preset cut to a few epochs (the name stays, so meta["preset"] is checked)."""
+    return dataclasses.replace(presets.get_preset(name), epochs=epochs)
+
+
+@pytest.mark.parametrize("name", ["digits-tnn", "digits-sq"])
+def test_short_ternary_and_sq_runs(name):
+    """Four epochs: the exported kinds are right, float and integer predict identically, and a
+    second run with the same seed gives the same IR file."""
+    p = short(name)
+    a = train(p, seed=2, progress=False)
+    net, meta = a.network, a.network.meta
+    assert len(a.history) == p.epochs and meta["epochs"] == p.epochs
+    assert a.agreement == 1.0, f"{name}: float/integer agreement {a.agreement}"
+    kinds = [layer.weight_kind for layer in net.layers]
+    assert [layer.in_bits for layer in net.layers] == [5, 2, 2]
+    sq_meta = meta["sq"]
+    assert kinds == sq_meta["depth"]
+    assert len(sq_meta["history"]) == p.epochs
+    total = sum(layer.macs for layer in net.layers)
+    assert sq_meta["bits_per_weight"] == pytest.approx(net.weight_bits / total, rel=1e-12)
+    if name == "digits-tnn":
+        assert kinds == ["ternary"] * 3 and sq_meta["adaptive"] == [False] * 3
+        assert sq_meta["bits_per_weight"] == 2.0
+    else:
+        assert sq_meta["adaptive"] == [True] * 3
+        assert sq_meta["bits_per_weight"] <= p.sq.bit_budget
+        # the depths are decided by the freeze epoch (round(0.6·4) = 2) and the best epoch is
+        # one trained after that, with the depths it is exported with
+        assert a.best_epoch > 2 and meta["best_epoch"] == a.best_epoch
+        assert all(h["depth"] == kinds for h in sq_meta["history"][1:])
+        assert [h["depth"] for h in a.history[1:]] == [kinds] * (p.epochs - 1)
+    b = train(p, seed=2, progress=False)
+    assert ir_bytes(a.network) == ir_bytes(b.network), f"{name}: seed 2 twice, different IR"
+    assert a.history == b.history
+
+
+def test_sq_single_epoch():
+    """One epoch of Smart Quantization: the depths are decided after epoch 1 (freeze epoch
+    max(1, round(0.6)) = 1), so no epoch is trained after the decision; training must still
+    return a network exported with the depths it reports."""
+    r = train(short("digits-sq", epochs=1), seed=0, progress=False)
+    net = r.network
+    assert [layer.weight_kind for layer in net.layers] == net.meta["sq"]["depth"]
+    assert r.agreement == 1.0 and len(r.history) == 1
 
 
 @pytest.mark.slow

@@ -51,5 +51,5 @@ def test_offsets_give_the_dot_product():
     layer = random_net.random_dense(rng, in_features=12, out_features=6, in_bits=5)
     x = rng.integers(0, 32, size=(3, 12))
     s = np.where(layer.weights[None] == 1, x[:, None, :], 31 - x[:, None, :]).sum(axis=2)
-    acc = BinaryWeightDot.scale * s + BinaryWeightDot.offsets(layer)[None, :]
+    acc = BinaryWeightDot.scale_for(5) * s + BinaryWeightDot.offsets(layer)[None, :]
     assert (acc == golden.dense_acc(layer, x)).all()

@@ -3,12 +3,16 @@ its latency and cycles_per_vector against the simulated cycles."""
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from qnnfab import random_net
 from qnnfab.model import golden
 from qnnfab.rtl.folding import FoldingError
-from qnnfab.rtl.mvu import MatrixVectorUnit, weight_words
+from qnnfab.rtl.binary_weight_dot import BinaryWeightDot
+from qnnfab.rtl.mvu import MatrixVectorUnit, dot_unit_class, weight_code_bits, weight_words
+from qnnfab.rtl.ternary_dot import TernaryDot
+from qnnfab.rtl.xnor_popcount import XnorPopcount
 from qnnfab.sim.stream_io import stream_get, stream_put
 
 
@@ -57,24 +61,51 @@ def _check(layer, x, got, seed):
 
 
 CASES = [
-    # in, out, in_bits, out_bits, output layer, (pe, simd)
-    (8, 4, 1, 1, False, (1, 1)),
-    (8, 4, 1, 1, False, (4, 8)),
-    (16, 6, 1, 2, False, (3, 4)),
-    (12, 4, 5, 1, False, (2, 3)),
-    (12, 4, 5, 1, False, (4, 12)),
-    (16, 5, 1, 1, True, (5, 2)),
-    (10, 3, 4, 1, True, (1, 5)),
+    # weight kind, in, out, in_bits, out_bits (None: output layer), (pe, simd)
+    ("binary", 8, 4, 1, 1, (1, 1)),
+    ("binary", 8, 4, 1, 1, (4, 8)),
+    ("binary", 16, 6, 1, 2, (3, 4)),
+    ("binary", 12, 4, 5, 1, (2, 3)),
+    ("binary", 12, 4, 5, 1, (4, 12)),
+    ("binary", 12, 4, 2, 3, (4, 12)),
+    ("binary", 12, 6, 5, 2, (1, 1)),
+    ("binary", 16, 4, 2, 2, (2, 4)),
+    ("binary", 16, 5, 1, None, (5, 2)),
+    ("binary", 10, 3, 4, None, (1, 5)),
+    # Ternary: each in_bits with each out_bits once, over the three kinds of folding.
+    ("ternary", 12, 4, 1, 1, (4, 12)),
+    ("ternary", 12, 4, 1, 2, (1, 1)),
+    ("ternary", 16, 6, 1, 3, (3, 4)),
+    ("ternary", 16, 6, 2, 1, (3, 4)),
+    ("ternary", 12, 4, 2, 2, (4, 12)),
+    ("ternary", 8, 4, 2, 3, (1, 1)),
+    ("ternary", 8, 4, 5, 1, (1, 1)),
+    ("ternary", 12, 6, 5, 2, (2, 3)),
+    ("ternary", 10, 4, 5, 3, (4, 10)),
+    ("ternary", 12, 5, 1, None, (5, 3)),
+    ("ternary", 12, 4, 2, None, (1, 1)),
+    ("ternary", 10, 3, 5, None, (1, 10)),
 ]
 
 
-@pytest.mark.parametrize("n_in, n_out, in_bits, out_bits, output, fold", CASES)
-def test_mvu_matches_golden(n_in, n_out, in_bits, out_bits, output, fold):
-    seed = hash((n_in, n_out, in_bits, out_bits, output, fold)) % 10000
-    rng = np.random.default_rng(seed)
+def _layer(rng, kind, n_in, n_out, in_bits, out_bits):
     layer = random_net.random_dense(rng, in_features=n_in, out_features=n_out, in_bits=in_bits,
-                                    out_bits=out_bits, output=output)
+                                    out_bits=out_bits or 1, output=out_bits is None,
+                                    weight_kind=kind)
+    if out_bits is not None:
+        layer.threshold_sign[:2] = [-1, 1]         # both comparison directions, always
+    layer.validate()
+    return layer
+
+
+@pytest.mark.parametrize("kind, n_in, n_out, in_bits, out_bits, fold", CASES)
+def test_mvu_matches_golden(kind, n_in, n_out, in_bits, out_bits, fold):
+    seed = n_in * 1000 + n_out * 100 + in_bits * 10 + (out_bits or 0) + fold[0] * 7 + fold[1]
+    rng = np.random.default_rng(seed)
+    layer = _layer(rng, kind, n_in, n_out, in_bits, out_bits)
     x = rng.integers(0, 1 << in_bits, size=(12, n_in))
+    x[0] = (1 << in_bits) - 1                      # the extremes of the input range
+    x[1] = 0
     dut = MatrixVectorUnit(layer, fold)
     got, t_in, t_out = _run(dut, x, seed=seed)
     _check(layer, x, got, seed)
@@ -86,12 +117,24 @@ def test_mvu_matches_golden(n_in, n_out, in_bits, out_bits, output, fold):
     assert np.diff(t_out).tolist() == [dut.interval] * (len(x) - 1)
 
 
-@pytest.mark.parametrize("fold", [(1, 1), (2, 4), (4, 16)])
-def test_mvu_random_back_pressure(fold):
-    seed = 31 + fold[0]
+def test_mvu_cases_cover_every_ternary_combination():
+    """Every ternary (in_bits, out_bits) pair, and each kind of folding for ternary."""
+    tern = [c for c in CASES if c[0] == "ternary"]
+    assert {(c[3], c[4]) for c in tern if c[4]} == {(i, o) for i in (1, 2, 5) for o in (1, 2, 3)}
+    assert {c[3] for c in tern if c[4] is None} == {1, 2, 5}
+    folds = {"full" if c[5] == (c[2], c[1]) else "serial" if c[5] == (1, 1) else "mid"
+             for c in tern}
+    assert folds == {"full", "serial", "mid"}
+
+
+@pytest.mark.parametrize("kind, in_bits, fold", [("binary", 1, (1, 1)), ("binary", 1, (2, 4)),
+                                                 ("binary", 1, (4, 16)), ("ternary", 1, (2, 4)),
+                                                 ("ternary", 3, (4, 16))])
+def test_mvu_random_back_pressure(kind, in_bits, fold):
+    seed = 31 + fold[0] + in_bits
     rng = np.random.default_rng(seed)
-    layer = random_net.random_dense(rng, in_features=16, out_features=4, in_bits=1, out_bits=2)
-    x = rng.integers(0, 2, size=(16, 16))
+    layer = _layer(rng, kind, 16, 4, in_bits, 2)
+    x = rng.integers(0, 1 << in_bits, size=(16, 16))
     dut = MatrixVectorUnit(layer, fold)
     got, _, _ = _run(dut, x, seed=seed, ready_p=0.4, gap_p=0.3)
     _check(layer, x, got, seed)
@@ -108,6 +151,40 @@ def test_weight_words_layout():
                 for s in range(3):
                     bit = (words[nf * 2 + sf] >> (p * 3 + s)) & 1
                     assert bit == layer.weights[nf * 2 + p, sf * 3 + s]
+
+
+def test_weight_words_layout_ternary():
+    rng = np.random.default_rng(1)
+    layer = random_net.random_dense(rng, in_features=6, out_features=4, in_bits=2,
+                                    weight_kind="ternary")
+    assert weight_code_bits(layer) == 2
+    words = weight_words(layer, 2, 3)
+    assert len(words) == 4 and max(words) < 1 << (2 * 3 * 2)
+    for nf in range(2):
+        for sf in range(2):
+            for p in range(2):
+                for s in range(3):
+                    code = (words[nf * 2 + sf] >> ((p * 3 + s) * 2)) & 3
+                    assert code == layer.weights[nf * 2 + p, sf * 3 + s]
+
+
+def test_dot_unit_by_weight_kind():
+    rng = np.random.default_rng(2)
+    units = {}
+    for kind in ("binary", "ternary"):
+        for in_bits in (1, 4):
+            layer = random_net.random_dense(rng, in_features=4, out_features=2, in_bits=in_bits,
+                                            weight_kind=kind)
+            units[kind, in_bits] = dot_unit_class(layer)
+            mvu = MatrixVectorUnit(layer, (1, 2))
+            assert mvu.scale == (2 if in_bits == 1 else 1)
+            Fragment.get(mvu, None)                # elaborates: the built unit agrees
+    assert units == {("binary", 1): XnorPopcount, ("binary", 4): BinaryWeightDot,
+                     ("ternary", 1): TernaryDot, ("ternary", 4): TernaryDot}
+    layer.weight_kind = "quinary"
+    with pytest.raises(ValueError, match=r"no dot-product unit for weight kind 'quinary' "
+                                         r"\(known: binary, ternary\)"):
+        dot_unit_class(layer)
 
 
 def test_mvu_refuses_non_dividing_folding():

@@ -7,8 +7,10 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from qnnfab import random_net
+from qnnfab.model import golden
 from qnnfab.rtl.folding import FoldingError, LayerFolding, auto_folding
 from qnnfab.rtl.network import Network
+from qnnfab.sim.amaranth_sim import run_amaranth
 
 
 def _net(features=(64, 256, 256, 10), input_bits=5):
@@ -55,3 +57,50 @@ def test_explicit_folding_and_refusal():
 def test_bad_network_argument():
     with pytest.raises(TypeError, match="network must be a qnnfab.ir.Network, not 'x'"):
         Network("x")
+
+
+# --- a mixed network: ternary and binary layers, 1/2/3/5-bit activations -----------------------
+
+MIXED = dict(features=[16, 32, 32, 8, 10], input_bits=5, hidden_bits=[2, 1, 3],
+             weight_kind=["ternary", "binary", "ternary", "binary"])
+
+
+def _dot_latency(layer, simd):
+    """Registers of a pipelined dot unit: after each adder-tree level but the last, and at the
+    output; 1-bit inputs are summed in pairs first (``REGISTER_EVERY`` = 1)."""
+    leaves = (simd + 1) // 2 if layer.in_bits == 1 else simd
+    return max(1, (leaves - 1).bit_length())
+
+
+@pytest.mark.parametrize("folding", [None, [(4, 4), (2, 8), (2, 4), (5, 2)],
+                                     [(8, 16), (4, 32), (8, 32), (1, 1)]],
+                         ids=["auto", "mid", "extremes"])
+def test_mixed_network_bit_exact_and_timing(folding):
+    seed = 3 + (0 if folding is None else sum(p * s for p, s in folding))
+    rng = np.random.default_rng(seed)
+    net = random_net.random_network(rng, **MIXED)
+    assert [(ly.weight_kind, ly.in_bits, ly.out_bits) for ly in net.layers[:-1]] == [
+        ("ternary", 5, 2), ("binary", 2, 1), ("ternary", 1, 3)]
+    assert (net.layers[-1].weight_kind, net.layers[-1].in_bits) == ("binary", 3)
+    codes = random_net.random_inputs(rng, net, 16)
+    codes[0] = 31                                 # the extremes of the input range
+    codes[1] = 0
+    run = run_amaranth(net, codes, folding)
+    trace = golden.forward(net, codes)
+    for v, k in zip(*np.nonzero(run.scores != trace.scores)):
+        raise AssertionError(f"seed {seed}: vector {v} score {k}: expected "
+                             f"{trace.scores[v, k]}, got {run.scores[v, k]}")
+    for v in np.flatnonzero(run.classes != trace.classes):
+        raise AssertionError(f"seed {seed}: vector {v} class: expected {trace.classes[v]}, "
+                             f"got {run.classes[v]}")
+
+    dut = Network(net, folding)
+    cycles = [(ly.in_features // f.simd) * (ly.out_features // f.pe)
+              for ly, f in zip(net.layers, dut.folding)]
+    assert dut.layer_cycles == cycles
+    assert dut.layer_latencies == [c + 2 + _dot_latency(ly, f.simd)
+                                   for c, ly, f in zip(cycles, net.layers, dut.folding)]
+    # Back to back inputs: the first result after `latency`, then one per interval.
+    assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
+    assert dut.cycles_per_inference >= max(cycles)

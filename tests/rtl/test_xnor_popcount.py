@@ -44,7 +44,7 @@ def test_scale_and_offsets_give_the_signed_dot_product():
     layer = random_net.random_dense(rng, in_features=37, out_features=5, in_bits=1)
     x = rng.integers(0, 2, 37)
     pc = (x[None, :] == layer.weights).sum(axis=1)
-    acc = XnorPopcount.scale * pc + XnorPopcount.offsets(layer)
+    acc = XnorPopcount.scale_for(1) * pc + XnorPopcount.offsets(layer)
     assert acc.tolist() == golden.dense_acc(layer, x[None, :])[0].tolist()
 
 
@@ -53,3 +53,5 @@ def test_bad_parameters():
         XnorPopcount(pe=0, simd=4)
     with pytest.raises(TypeError):
         XnorPopcount(pe=1.5, simd=4)
+    with pytest.raises(ValueError, match=r"not in_bits=2 \(use BinaryWeightDot"):
+        XnorPopcount(pe=1, simd=4, in_bits=2)

@@ -233,6 +233,28 @@ def test_random_network_with_backpressure_in_verilator(cache):
     assert stalled.cycles > free.cycles
 
 
+def test_mixed_network_bit_exact_in_verilator(cache):
+    """Ternary and binary layers, every dot unit: ternary on 5-bit and ±1 inputs (and the output
+    layer), XNOR-popcount, binary weights on 2-bit inputs; free-running and with stalls."""
+    seed = 33
+    rng = np.random.default_rng(seed)
+    net = random_net.random_network(rng, features=[16, 8, 8, 8, 4], input_bits=5,
+                                    hidden_bits=[1, 2, 1],
+                                    weight_kind=["ternary", "binary", "binary", "ternary"])
+    from qnnfab.rtl.mvu import dot_unit_class
+    assert [dot_unit_class(layer).__name__ for layer in net.layers] == [
+        "TernaryDot", "XnorPopcount", "BinaryWeightDot", "TernaryDot"]
+    codes = random_net.random_inputs(rng, net, 48)
+    folding = [(2, 4), (2, 8), (8, 2), (1, 8)]
+    free = runner.simulate(net, codes, simulator="verilator", folding=folding, build_dir=cache)
+    stalled = runner.simulate(net, codes, simulator="verilator", folding=folding,
+                              build_dir=cache, ready_probability=0.5, valid_probability=0.7,
+                              seed=seed)
+    _check_network(net, codes, free, seed)
+    _check_network(net, codes, stalled, seed)
+    assert stalled.build_dir == free.build_dir and stalled.cycles > free.cycles
+
+
 def test_network_layouts_match_the_rtl_network():
     from qnnfab.rtl.network import Network
     rng = np.random.default_rng(3)
