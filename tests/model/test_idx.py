@@ -26,7 +26,7 @@ def idx_bytes(a, code=0x08):
 
 
 def write(path, raw, gz=False):
-    path.write_bytes(gzip.compress(raw) if gz else raw)
+    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
     return path
 
 
@@ -95,7 +95,7 @@ def test_read_idx_empty(tmp_path):
 
 
 GOOD = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
-GZ = gzip.compress(GOOD)
+GZ = gzip.compress(GOOD, mtime=0)  # no timestamp: the same test ids in every process
 
 
 @pytest.mark.parametrize("raw,gz,match", [
