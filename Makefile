@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
-.PHONY: setup demo test test-fast bench bench-quant clean
+.PHONY: setup demo test test-fast bench bench-quant bench-codebook clean
 
 setup: $(STAMP)
 
@@ -30,12 +30,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
-# `make bench` runs both benchmarks; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant
+# `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
+bench: bench-quant bench-codebook
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
 	$(PY) benchmarks/bench_quant.py $(if $(MNIST),--mnist $(MNIST))
+
+bench-codebook: setup
+	$(PY) benchmarks/bench_codebook.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -117,7 +117,8 @@ def hardware(preset, network, out, steps):
         hw.update({
             "lc": res["lut"]["used"], "lc_total": res["lut"]["total"],
             "ebr": res["bram"]["used"], "ebr_total": res["bram"]["total"],
-            "ff": res["ff"]["used"], "fmax_mhz": report["fmax_mhz"],
+            "ff": res["ff"]["used"], "dsp": res["dsp"]["used"], "dsp_total": res["dsp"]["total"],
+            "fmax_mhz": report["fmax_mhz"],
             "clock_mhz": report["clock_mhz"], "timing_met": report["timing_met"],
             "cycles_per_inference": report["cycles_per_inference"],
             "inferences_per_s": report["inferences_per_s"],

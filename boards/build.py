@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 
 from qnnfab import ir
+from qnnfab.rtl.codebook_dot import codebook_lane_cells
 from qnnfab.rtl.folding import check_folding
 
 from . import nextpnr_report
@@ -104,14 +105,23 @@ def estimate(network, folding=None):
     (one cell per multiplied input bit per lane, one per accumulator bit per PE, the input and
     output vector registers of each layer, the top's UART/FSM and I/O registers); without a
     folding, one lane per layer. It misses control and multiplexing, so a design can pass this
-    check and still not place; nextpnr's message then names the overfull cell type."""
+    check and still not place; nextpnr's message then names the overfull cell type.
+
+    A codebook layer's lanes decode an index and multiply (or shift) a level: each costs
+    :func:`qnnfab.rtl.codebook_dot.codebook_lane_cells` (measured Yosys/nextpnr counts of one
+    unit, e.g. ~35 cells for 2-bit and ~90 for 5-bit inputs with 3-bit indices into 8-bit
+    levels), not one cell per input bit."""
     pairs = _folding_pairs(network, folding) or [(1, 1)] * len(network.layers)
     lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
     last = network.layers[-1]
     lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
     for layer, (pe, simd) in zip(network.layers, pairs):
         pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
-        lc += pe * simd * layer.in_bits + pe * layer.acc_width
+        if layer.weight_kind == "codebook":
+            per_lane = codebook_lane_cells(layer.weight_levels, layer.in_bits)
+        else:
+            per_lane = layer.in_bits
+        lc += pe * simd * per_lane + pe * layer.acc_width
         # Each matrix-vector unit buffers its input vector and its output vector in registers.
         lc += layer.in_features * layer.in_bits + layer.out_features * layer.out_bits
     return {"weight_bits": int(network.weight_bits), "lc": int(lc)}

@@ -33,7 +33,7 @@ from qnnfab import ir, numerics
 from .layers import QuantMLP, batchnorm_eval
 from .quantizers import weight_codes
 
-__all__ = ["export", "fold_bn_sign", "fold_levels"]
+__all__ = ["export", "export_float", "fold_bn_sign", "fold_levels", "fold_dense"]
 
 
 def _check_bn(bn, where):
@@ -99,9 +99,9 @@ def fold_dense(block, in_step, *, in_bits, where="layer"):
     """``(thresholds, threshold_sign)`` of a :class:`~qnnfab.model.layers.QuantDense` in eval
     mode whose input has step ``in_step`` (None: the accumulator is used as is)."""
     lin = block.linear
-    if block.act_bits == 1 and in_step is None:
+    if block.act_bits == 1 and in_step is None and lin.w_scale is None:
         return fold_bn_sign(block.bn, in_features=lin.in_features, in_bits=in_bits,
-                            weight_kind=lin.kind, where=where)
+                            weight_kind=lin.levels, where=where)
     _check_bn(block.bn, where)
     if in_step is not None and not (torch.isfinite(in_step) and in_step > 0):
         raise ValueError(f"{where}: input step {float(in_step)} must be a positive number")
@@ -117,10 +117,22 @@ def fold_dense(block, in_step, *, in_bits, where="layer"):
 
         thresholds = fold_levels(codes, (1 << block.act_bits) - 1, sign,
                                  in_features=lin.in_features, in_bits=in_bits,
-                                 weight_kind=lin.kind)
+                                 weight_kind=lin.levels)
     finally:
         block.train(was_training)
     return thresholds, sign.numpy().astype(np.int64)
+
+
+def _ir_weights(lin, where):
+    """``(codes, codebook)`` of a quantized linear for the IR."""
+    if lin.kind == "float":
+        raise ValueError(f"{where}: float weights cannot be exported as integers; quantize "
+                         f"the network (qnnfab.model.ptq) or export it with export_float")
+    if lin.kind == "codebook":
+        levels = lin.code_levels.detach().cpu().numpy()
+        return (lin.code_indices.detach().cpu().numpy().astype(np.int64),
+                np.rint(levels).astype(np.int64))
+    return weight_codes(lin.weight_values(), lin.kind), None
 
 
 def export(model, *, meta, classes=None):
@@ -141,17 +153,56 @@ def export(model, *, meta, classes=None):
     in_bits, in_step = model.input_bits, None
     for i, block in enumerate(model.hidden):
         lin = block.linear
+        weights, codebook = _ir_weights(lin, f"layers[{i}]")
         thresholds, sign = fold_dense(block, in_step, in_bits=in_bits, where=f"layers[{i}]")
         layers.append(ir.DenseLayer(
             in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
-            weight_kind=lin.kind, weights=weight_codes(lin.weight_values(), lin.kind),
+            weight_kind=lin.kind, weights=weights, codebook=codebook,
             thresholds=thresholds, threshold_sign=sign, name=f"dense{i}"))
         in_bits, in_step = block.act_bits, block.step
     lin = model.head.linear
+    weights, codebook = _ir_weights(lin, f"layers[{len(model.hidden)}]")
     layers.append(ir.DenseLayer(
         in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
-        weight_kind=lin.kind, weights=weight_codes(lin.weight_values(), lin.kind),
+        weight_kind=lin.kind, weights=weights, codebook=codebook,
         name=f"dense{len(model.hidden)}"))
     network = ir.Network(input_features=model.features[0], input_bits=model.input_bits,
                          layers=layers, classes=list(classes or []), meta=dict(meta))
+    return network.validate()
+
+
+@torch.no_grad()
+def export_float(model, *, meta, classes=None):
+    """The float :class:`qnnfab.ir.Network` (``FloatDenseLayer``) of a :class:`QuantMLP` whose
+    layers all have float weights: weights, batch-norm statistics and activation clips as
+    they are, for post-training quantization (:mod:`qnnfab.model.ptq`)."""
+    if not isinstance(model, QuantMLP):
+        raise TypeError(f"model must be a qnnfab.model.layers.QuantMLP, not {model!r}")
+    kinds = [lin.kind for lin in model.quant_linears()]
+    if any(k != "float" for k in kinds):
+        raise ValueError(f"export_float needs float weights in every layer, got {kinds}")
+    layers = []
+    in_bits = model.input_bits
+    for i, block in enumerate(model.hidden):
+        lin, bn = block.linear, block.bn
+        _check_bn(bn, f"layers[{i}]")
+        layers.append(ir.FloatDenseLayer(
+            in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
+            weights=lin.weight.detach().numpy().astype(np.float32),
+            bn_mean=bn.running_mean.numpy().astype(np.float32),
+            bn_var=bn.running_var.numpy().astype(np.float32),
+            bn_weight=bn.weight.detach().numpy().astype(np.float32),
+            bn_bias=bn.bias.detach().numpy().astype(np.float32), bn_eps=float(bn.eps),
+            act_bits=block.act_bits,
+            clip=float(block.clip) if block.act_bits > 1 else None, name=f"dense{i}"))
+        in_bits = block.act_bits
+    lin = model.head.linear
+    layers.append(ir.FloatDenseLayer(
+        in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
+        weights=lin.weight.detach().numpy().astype(np.float32),
+        name=f"dense{len(model.hidden)}"))
+    meta = dict(meta)
+    meta["output_log_scale"] = float(model.head.log_scale)
+    network = ir.Network(input_features=model.features[0], input_bits=model.input_bits,
+                         layers=layers, classes=list(classes or []), meta=meta)
     return network.validate()

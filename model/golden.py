@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qnnfab import ir, numerics
+from qnnfab import ir
 
 __all__ = ["activation_values", "weight_values", "dense_acc", "threshold", "layer_forward",
            "forward", "Trace", "check_inputs"]
@@ -25,10 +25,7 @@ def activation_values(codes, bits):
 
 def weight_values(layer):
     """The signed integer weights of a layer, shape (out, in)."""
-    levels = numerics.WEIGHT_LEVELS.get(layer.weight_kind)
-    if levels is None:
-        raise ValueError(f"unknown weight kind {layer.weight_kind!r}")
-    return np.asarray(levels, dtype=np.int64)[layer.weights.astype(np.int64)]
+    return np.asarray(layer.weight_levels, dtype=np.int64)[layer.weights.astype(np.int64)]
 
 
 def dense_acc(layer, codes):
@@ -85,6 +82,7 @@ def forward(network, codes):
     """Run the integer network on a batch of input codes; returns a :class:`Trace`."""
     if not isinstance(network, ir.Network):
         raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    network.require_integer("the integer golden model")
     x = check_inputs(network, codes)
     acts, accs = [x], []
     for layer in network.layers:

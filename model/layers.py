@@ -24,6 +24,7 @@ The first layer takes integer input codes as floats (multi-bit unsigned values).
 import math
 import operator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,8 +34,9 @@ from .quantizers import binarize_weight, quantize_activation, sign_activation, t
 __all__ = ["QuantLinear", "QuantDense", "QuantOutput", "QuantMLP", "BinaryMLP", "batchnorm_eval",
            "WEIGHT_MODES", "CLIP_INIT"]
 
-#: What a :class:`QuantLinear`'s ``weight_kind`` may be.
-WEIGHT_MODES = ("binary", "ternary", "adaptive")
+#: What a :class:`QuantLinear`'s ``weight_kind`` may be (``"codebook"`` comes from
+#: :meth:`QuantLinear.set_codebook`, after training).
+WEIGHT_MODES = ("binary", "ternary", "adaptive", "float")
 
 #: Initial clipping level of k-bit activations (batch-normalized inputs).
 CLIP_INIT = 3.0
@@ -59,7 +61,9 @@ class QuantLinear(nn.Module):
     in_features, out_features : int
     weight_kind : str
         ``"binary"`` (``±1``: ``sign(w)``, ``sign(0) = +1``), ``"ternary"`` (``-1/0/+1``:
-        non-zero where ``|w| > α/2``) or ``"adaptive"`` (either; :meth:`set_kind` switches).
+        non-zero where ``|w| > α/2``), ``"adaptive"`` (either; :meth:`set_kind` switches) or
+        ``"float"`` (not quantized: for post-training quantization, which then makes the layer
+        a ``"codebook"`` one with :meth:`set_codebook`).
 
     Members
     -------
@@ -69,7 +73,8 @@ class QuantLinear(nn.Module):
         ``log α``: the scale of the levels ``{-α, (0,) +α}`` the Smart Quantization regularizer
         pulls the weights to; ``α/2`` is the ternary threshold.
     kind : str
-        The current depth, ``"binary"`` or ``"ternary"`` (a buffer, so checkpoints keep it).
+        ``"binary"`` or ``"ternary"`` (the current depth: a buffer, so checkpoints keep it),
+        ``"float"`` or ``"codebook"``.
     """
 
     def __init__(self, in_features, out_features, weight_kind="binary"):
@@ -87,11 +92,61 @@ class QuantLinear(nn.Module):
                          1 / math.sqrt(self.in_features))
         self.log_alpha = nn.Parameter(torch.zeros(()))
         self.register_buffer("ternary", torch.tensor(weight_kind == "ternary"))
-        self.fit_alpha_()
+        self.is_float = weight_kind == "float"
+        self.register_buffer("code_indices", None)
+        self.register_buffer("code_levels", None)
+        self.register_buffer("code_scale", None)
+        if not self.is_float:
+            self.fit_alpha_()
 
     @property
     def kind(self):
+        if self.code_levels is not None:
+            return "codebook"
+        if self.is_float:
+            return "float"
         return "ternary" if bool(self.ternary) else "binary"
+
+    @property
+    def levels(self):
+        """The integer value of each weight code: a kind name's table, or the codebook."""
+        from qnnfab import numerics
+        if self.kind == "codebook":
+            return tuple(int(v) for v in self.code_levels.tolist())
+        if self.kind == "float":
+            raise ValueError("float weights have no integer levels (quantize them first)")
+        return numerics.WEIGHT_LEVELS[self.kind]
+
+    @property
+    def w_scale(self):
+        """What one integer weight level is worth (codebook layers), else None."""
+        return self.code_scale
+
+    @torch.no_grad()
+    def set_codebook(self, indices, levels, scale):
+        """Quantize a float layer's weights to ``levels[indices] · scale``.
+
+        ``indices``: integer array (out, in) of codes; ``levels``: the integer levels
+        (``2**k`` of them); ``scale``: a positive float, the value of level 1. The forward pass
+        then computes the exact integer ``x @ levels[indices].T`` and the next step (batch-norm,
+        or the output scale) multiplies it by ``scale``.
+        """
+        if not self.is_float:
+            raise ValueError(f"only a float layer takes a codebook, this one is {self.kind}")
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        levels = np.asarray(levels)
+        if indices.shape != self.weight.shape:
+            raise ValueError(f"indices: expected shape {tuple(self.weight.shape)}, got "
+                             f"{tuple(indices.shape)}")
+        if not np.issubdtype(levels.dtype, np.integer):
+            raise ValueError(f"levels must be integers, got dtype {levels.dtype}")
+        if indices.min() < 0 or indices.max() >= len(levels):
+            raise ValueError(f"indices must lie in 0..{len(levels) - 1}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        self.code_indices = indices
+        self.code_levels = torch.as_tensor(levels, dtype=torch.float32)
+        self.code_scale = torch.tensor(float(scale), dtype=torch.float32)
 
     @property
     def alpha(self):
@@ -114,8 +169,14 @@ class QuantLinear(nn.Module):
         self.fit_alpha_()
 
     def weight_values(self):
-        """The quantized weights (``±1`` / ``0`` floats), differentiable through the STE."""
-        if self.kind == "ternary":
+        """The quantized weights (``±1`` / ``0`` floats, differentiable through the STE; the
+        integer levels of a codebook layer; the weights themselves for a float layer)."""
+        kind = self.kind
+        if kind == "codebook":
+            return self.code_levels[self.code_indices]
+        if kind == "float":
+            return self.weight
+        if kind == "ternary":
             return ternarize_weight(self.weight, self.alpha.detach() / 2)
         return binarize_weight(self.weight)
 
@@ -125,6 +186,8 @@ class QuantLinear(nn.Module):
     @torch.no_grad()
     def clip_(self):
         """Clip the latent weights to ``[-1, 1]`` (where the STE passes gradient)."""
+        if self.is_float:
+            return
         self.weight.clamp_(-1, 1)
         self.log_alpha.clamp_(math.log(1e-4), 0.0)
 
@@ -170,8 +233,12 @@ class QuantDense(nn.Module):
         return self.bn(acc) if self.training else batchnorm_eval(acc, self.bn)
 
     def post(self, acc, in_step=None):
-        """Scale, normalize and quantize accumulators: ``±1`` values or k-bit codes (floats)."""
-        y = self.normalize(acc if in_step is None else acc * in_step)
+        """Scale, normalize and quantize accumulators: ``±1`` values or k-bit codes (floats).
+
+        The accumulator is multiplied by the input step and the weight scale (codebook layers),
+        each when there is one, in that order."""
+        step = _product(in_step, self.linear.w_scale)
+        y = self.normalize(acc if step is None else acc * step)
         if self.act_bits == 1:
             return sign_activation(y)
         return quantize_activation(y, self.clip, self.act_bits)
@@ -206,9 +273,17 @@ class QuantOutput(nn.Module):
 
     def forward(self, x, in_step=None):
         acc = self.linear(x)
-        if in_step is not None:
-            acc = acc * in_step
+        step = _product(in_step, self.linear.w_scale)
+        if step is not None:
+            acc = acc * step
         return acc * self.scale
+
+
+def _product(a, b):
+    """``a · b`` where either may be None (missing factor)."""
+    if a is None:
+        return b
+    return a if b is None else a * b
 
 
 def _per_layer(value, n, what):

@@ -29,7 +29,8 @@ class Preset:
         Model family (``"mlp"``: :class:`qnnfab.model.layers.QuantMLP`).
     weights : str or tuple of str
         Weight kind of every layer or of each layer: ``"binary"``, ``"ternary"``, ``"adaptive"``
-        (Smart Quantization chooses; needs ``sq``).
+        (Smart Quantization chooses; needs ``sq``) or ``"float"`` (all layers: a float network
+        for ``qnnfab quantize``).
     act_bits : int or tuple of int
         Bits of the hidden activations (1: sign), for all hidden layers or each.
     sq : SQConfig or None
@@ -92,6 +93,12 @@ register(Preset(name="digits-tnn", hidden=(128, 128), weights="ternary", act_bit
 #: decides (at most 1.5 stored bits per weight on average).
 register(Preset(name="digits-sq", hidden=(128, 128), weights="adaptive", act_bits=2, epochs=60,
                 batch_size=64, lr=1e-2, label_smoothing=0.1, sq=SQConfig(bit_budget=1.5)))
+
+
+#: Float weights (2-bit activations) for post-training quantization: `qnnfab quantize` turns
+#: it into codebook weights (GA, k-means, fixed point, minifloat, powers of two).
+register(Preset(name="digits-mlp", hidden=(128, 128), weights="float", act_bits=2, epochs=60,
+                batch_size=64, lr=1e-2, label_smoothing=0.1))
 
 
 def get_preset(name):

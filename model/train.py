@@ -23,7 +23,7 @@ from torch import nn
 
 from . import golden
 from .data import load_dataset
-from .export import export
+from .export import export, export_float
 from .layers import QuantMLP
 from .presets import get_preset
 from .sq import SQController
@@ -40,9 +40,11 @@ class TrainResult:
     network : qnnfab.ir.Network
         The exported, validated network (``meta`` records preset, seed, data, accuracies, time).
     float_accuracy, integer_accuracy : float
-        Test-split accuracy of the float model (eval mode) and of the integer golden model.
+        Test-split accuracy of the float model (eval mode) and of the integer golden model
+        (None for a float-weight preset, which exports a float network to quantize later).
     agreement : float
-        Fraction of test images where the float and the integer predictions are the same.
+        Fraction of test images where the float and the integer predictions are the same
+        (None for a float-weight preset).
     history : list of dict
         Per epoch: ``epoch``, ``lr``, ``loss``, ``train_accuracy``, ``val_accuracy``.
     model : torch.nn.Module
@@ -128,13 +130,22 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None)
             "train_seconds": round(train_seconds, 3), "torch": torch.__version__}
     if sq_record is not None:
         meta["sq"] = sq_record
-    network = export(model, meta=meta, classes=list(ds.classes))
-    int_pred = golden.forward(network, ds.x_test).classes
-    float_acc = float(np.mean(float_pred == ds.y_test))
-    int_acc = float(np.mean(int_pred == ds.y_test))
-    agreement = float(np.mean(float_pred == int_pred))
-    network.meta["accuracy"] = {"float": float_acc, "integer": int_acc, "agreement": agreement,
-                                "split": "test", "n": int(len(ds.y_test))}
+    if all(lin.kind == "float" for lin in model.quant_linears()):
+        # Float weights: no integer model yet (``qnnfab quantize`` makes one).
+        network = export_float(model, meta=meta, classes=list(ds.classes))
+        float_acc = float(np.mean(float_pred == ds.y_test))
+        int_acc = agreement = None
+        network.meta["accuracy"] = {"float": float_acc, "split": "test",
+                                    "n": int(len(ds.y_test))}
+    else:
+        network = export(model, meta=meta, classes=list(ds.classes))
+        int_pred = golden.forward(network, ds.x_test).classes
+        float_acc = float(np.mean(float_pred == ds.y_test))
+        int_acc = float(np.mean(int_pred == ds.y_test))
+        agreement = float(np.mean(float_pred == int_pred))
+        network.meta["accuracy"] = {"float": float_acc, "integer": int_acc,
+                                    "agreement": agreement, "split": "test",
+                                    "n": int(len(ds.y_test))}
     network.validate()
     return TrainResult(network=network, float_accuracy=float_acc, integer_accuracy=int_acc,
                        agreement=agreement, history=history, model=model, dataset=ds,

@@ -44,9 +44,16 @@ def resolve_folding(args, network):
     return folding
 
 
-def _load(path):
+def _load(path, *, integer_for=None):
+    """Read an IR file; ``integer_for``: what needs quantized weights (refuses a float net)."""
     from qnnfab import ir
-    return ir.load(path)
+    network = ir.load(path)
+    if integer_for:
+        try:
+            network.require_integer(integer_for)
+        except ir.IRError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    return network
 
 
 def _prepare_out_dir(path):
@@ -75,8 +82,12 @@ def cmd_train(args):
     result = train(args.preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs,
                    data=args.data)
     ir.save(result.network, args.out)
-    print(f"float accuracy {result.float_accuracy:.2%}, integer accuracy "
-          f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
+    if result.integer_accuracy is None:
+        print(f"float accuracy {result.float_accuracy:.2%} (float weights: quantize next, "
+              f"`qnnfab quantize {args.out} --method ga --bits 3 --out FILE.qnn`)")
+    else:
+        print(f"float accuracy {result.float_accuracy:.2%}, integer accuracy "
+              f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
     print(f"wrote {args.out} ({result.network.summary()}; "
           f"{result.network.weight_bits / result.network.macs:.2f} weight bits/weight)")
     from qnnfab.flow import write_sq_plot
@@ -86,10 +97,34 @@ def cmd_train(args):
     return 0
 
 
+def cmd_quantize(args):
+    from qnnfab import ir
+    from qnnfab.model.ptq import quantize
+    network = _load(args.model)
+    _check_out_file(args.out)
+    result = quantize(network, args.method, args.bits, seed=args.seed,
+                      level_bits=args.level_bits, population=args.population,
+                      generations=args.generations, progress=not args.quiet)
+    ir.save(result.network, args.out)
+    net = result.network
+    unq = (network.meta.get("accuracy") or {}).get("float")
+    print(f"{args.method} {args.bits}-bit codebooks: validation accuracy "
+          f"{result.val_accuracy:.2%}, test accuracy (integer) {result.test_accuracy:.2%}"
+          + (f" (float weights {unq:.2%})" if isinstance(unq, float) else "")
+          + f", agreement {result.agreement:.2%}; {result.seconds:.1f} s")
+    print(f"wrote {args.out} ({net.summary()}; {net.weight_bits:,} weight bits)")
+    if result.history:
+        from qnnfab.model.ga import fitness_curve_svg
+        plot = os.path.splitext(args.out)[0] + ".ga.svg"
+        ir.atomic_write_bytes(plot, fitness_curve_svg(result.history).encode())
+        print(f"wrote {plot} (GA fitness per generation)")
+    return 0
+
+
 def cmd_verilog(args):
     from qnnfab import ir
     from qnnfab.rtl.verilog import to_verilog
-    network = _load(args.model)
+    network = _load(args.model, integer_for="verilog")
     folding = resolve_folding(args, network)
     _prepare_out_dir(args.out)
     path = os.path.join(args.out, f"{args.name}.v")
@@ -105,7 +140,7 @@ def cmd_verilog(args):
 
 def cmd_sim(args):
     from qnnfab.flow import simulate_and_compare
-    network = _load(args.model)
+    network = _load(args.model, integer_for="sim")
     comparison = simulate_and_compare(network, simulator=args.simulator, vectors=args.vectors,
                                       folding=resolve_folding(args, network), seed=args.seed,
                                       progress=not args.quiet)
@@ -118,7 +153,7 @@ def cmd_sim(args):
 
 def cmd_build(args):
     from qnnfab.flow import build_board
-    network = _load(args.model)
+    network = _load(args.model, integer_for="build")
     _prepare_out_dir(args.out)
     folding = resolve_folding(args, network)
     report = build_board(network, args.board, args.out, folding=folding,
@@ -144,7 +179,7 @@ def cmd_run(args):
     from qnnfab.boards.driver import infer
     from qnnfab.model import golden
     from qnnfab.vectors import test_vectors
-    network = _load(args.model)
+    network = _load(args.model, integer_for="run")
     vecs = test_vectors(network, args.vectors)
     ok = 0
     for k, codes in enumerate(vecs.codes):
@@ -235,6 +270,21 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     data_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("quantize", cmd_quantize, "quantize a float network's weights to per-layer "
+                                      "codebooks (post-training)")
+    p.add_argument("model", metavar="FLOAT.qnn", help="a float network (e.g. from "
+                                                      "`qnnfab train --preset digits-mlp`)")
+    p.add_argument("--method", choices=["ga", "kmeans", "fixed", "uniform", "minifloat", "pow2"],
+                   default="ga", help="how to choose the levels (default ga)")
+    p.add_argument("--bits", type=int, default=3, help="index bits per weight (default 3)")
+    p.add_argument("--level-bits", type=int, default=8,
+                   help="bits of each signed integer level (default 8)")
+    p.add_argument("--out", required=True, metavar="FILE.qnn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--population", type=int, default=24, help="GA population (default 24)")
+    p.add_argument("--generations", type=int, default=30, help="GA generations (default 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("verilog", cmd_verilog, "write the Verilog of a network")
     p.add_argument("model", metavar="FILE.qnn")

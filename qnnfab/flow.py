@@ -125,6 +125,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         model_path = os.path.join(out_dir, "network.qnn")
         ir.save(network, model_path)
         _log(f"    {network.summary()}")
+        network.require_integer(f"the flow's simulation and build (preset {preset})")
         plot = write_sq_plot(network, os.path.join(out_dir, "network.sq.svg"))
         if plot:
             _log(f"    Smart Quantization chose {', '.join(network.meta['sq']['depth'])} -> {plot}")

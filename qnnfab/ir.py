@@ -33,16 +33,21 @@ from . import numerics
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "WEIGHT_KINDS", "LAYER_KINDS",
-    "IRError", "DenseLayer", "Network", "save", "load", "atomic_write_bytes",
+    "IRError", "DenseLayer", "FloatDenseLayer", "Network", "save", "load", "atomic_write_bytes",
 ]
 
 FORMAT = "qnnfab-ir"
 FORMAT_VERSION = 1
-#: Weight kinds, in the order they were added (see :data:`qnnfab.numerics.WEIGHT_LEVELS`).
-WEIGHT_KINDS = tuple(numerics.WEIGHT_LEVELS)
+#: Weight kinds: the fixed ones of :data:`qnnfab.numerics.WEIGHT_LEVELS`, then ``codebook``
+#: (k-bit indices into the layer's own table of ``2**k`` signed integer levels).
+WEIGHT_KINDS = tuple(numerics.WEIGHT_LEVELS) + ("codebook",)
 MAX_ACTIVATION_BITS = 8
+#: Index bits of a codebook (``2**1 .. 2**MAX_CODEBOOK_BITS`` levels).
+MAX_CODEBOOK_BITS = 8
+#: Codebook levels are signed integers of at most this many bits.
+MAX_LEVEL_BITS = 16
 
-#: Allowed code range (inclusive) of each weight kind's stored weights.
+#: Allowed code range (inclusive) of each fixed weight kind's stored weights.
 WEIGHT_CODE_RANGE = {kind: (0, len(levels) - 1) for kind, levels in numerics.WEIGHT_LEVELS.items()}
 
 
@@ -90,11 +95,13 @@ class DenseLayer:
     weight_kind : str
         One of :data:`WEIGHT_KINDS`.
     weights : ndarray, shape (out_features, in_features), integer codes of the weight kind
-        (binary: 0 ↦ -1, 1 ↦ +1; ternary: 0 ↦ 0, 1 ↦ +1, 2 ↦ -1).
+        (binary: 0 ↦ -1, 1 ↦ +1; ternary: 0 ↦ 0, 1 ↦ +1, 2 ↦ -1; codebook: an index into
+        ``codebook``).
     thresholds : ndarray, shape (out_features, T), ascending per row; or None for the output layer.
     threshold_sign : ndarray, shape (out_features,), +1 or -1; the accumulator is multiplied by it
         before the comparison (-1 where batch-norm's scale was negative). None with no thresholds.
     name : str
+    codebook : ndarray, shape (2**k,), signed integer levels (codebook weights only, else None).
     """
     kind: ClassVar[str] = "dense"
 
@@ -106,6 +113,14 @@ class DenseLayer:
     thresholds: "np.ndarray | None" = None
     threshold_sign: "np.ndarray | None" = None
     name: str = ""
+    codebook: "np.ndarray | None" = None
+
+    @property
+    def weight_levels(self):
+        """The value of each weight code, a tuple of ints (the codebook for codebook layers)."""
+        if self.weight_kind == "codebook":
+            return tuple(int(v) for v in self.codebook)
+        return numerics.WEIGHT_LEVELS[self.weight_kind]
 
     @property
     def is_output(self):
@@ -125,11 +140,11 @@ class DenseLayer:
 
     @property
     def acc_width(self):
-        return numerics.acc_width(self.in_features, self.in_bits, self.weight_kind)
+        return numerics.acc_width(self.in_features, self.in_bits, self.weight_levels)
 
     @property
     def threshold_width(self):
-        return numerics.threshold_width(self.in_features, self.in_bits, self.weight_kind)
+        return numerics.threshold_width(self.in_features, self.in_bits, self.weight_levels)
 
     @property
     def macs(self):
@@ -138,7 +153,7 @@ class DenseLayer:
     @property
     def weight_bits(self):
         """Bits of weight memory the layer needs."""
-        return self.macs * numerics.weight_code_bits(self.weight_kind)
+        return self.macs * numerics.weight_code_bits(self.weight_levels)
 
     def validate(self, where="layer"):
         _check_int(f"{where}.in_features", self.in_features, lo=1)
@@ -147,7 +162,13 @@ class DenseLayer:
         if self.weight_kind not in WEIGHT_KINDS:
             raise IRError(f"{where}.weight_kind: expected one of {', '.join(WEIGHT_KINDS)}, "
                           f"got {self.weight_kind!r}")
-        lo, hi = WEIGHT_CODE_RANGE[self.weight_kind]
+        if self.weight_kind == "codebook":
+            self._validate_codebook(where)
+            lo, hi = 0, len(self.codebook) - 1
+        else:
+            if self.codebook is not None:
+                raise IRError(f"{where}.codebook: expected none for {self.weight_kind} weights")
+            lo, hi = WEIGHT_CODE_RANGE[self.weight_kind]
         _check_array(f"{where}.weights", self.weights,
                      shape=(self.out_features, self.in_features), lo=lo, hi=hi)
         if self.thresholds is None:
@@ -162,7 +183,7 @@ class DenseLayer:
         if not 1 <= n_thr <= (1 << MAX_ACTIVATION_BITS) - 1:
             raise IRError(f"{where}.thresholds: expected 1..{(1 << MAX_ACTIVATION_BITS) - 1} "
                           f"thresholds per output, got {n_thr}")
-        tlo, thi = numerics.threshold_bounds(self.in_features, self.in_bits, self.weight_kind)
+        tlo, thi = numerics.threshold_bounds(self.in_features, self.in_bits, self.weight_levels)
         _check_array(f"{where}.thresholds", self.thresholds,
                      shape=(self.out_features, n_thr), lo=tlo, hi=thi)
         if n_thr > 1 and np.any(np.diff(self.thresholds.astype(np.int64), axis=1) < 0):
@@ -177,6 +198,20 @@ class DenseLayer:
             raise IRError(f"{where}.threshold_sign: values must be +1 or -1, got 0 at index "
                           f"{int(np.argwhere(self.threshold_sign == 0)[0, 0])}")
 
+    def _validate_codebook(self, where):
+        cb = self.codebook
+        if cb is None:
+            raise IRError(f"{where}.codebook: missing (codebook weights need their levels)")
+        if not isinstance(cb, np.ndarray) or cb.ndim != 1:
+            raise IRError(f"{where}.codebook: expected a 1-D array of levels, got "
+                          f"{getattr(cb, 'shape', cb)!r}")
+        n = len(cb)
+        if n < 2 or n > (1 << MAX_CODEBOOK_BITS) or n & (n - 1):
+            raise IRError(f"{where}.codebook: expected 2**k levels (k = 1..{MAX_CODEBOOK_BITS}), "
+                          f"got {n}")
+        bound = (1 << (MAX_LEVEL_BITS - 1)) - 1
+        _check_array(f"{where}.codebook", cb, shape=(n,), lo=-bound, hi=bound)
+
     # -- file form -------------------------------------------------------------------------------
     def header(self):
         return {"kind": self.kind, "name": self.name, "in_features": int(self.in_features),
@@ -185,6 +220,8 @@ class DenseLayer:
 
     def arrays(self):
         out = {"weights": self.weights}
+        if self.codebook is not None:
+            out["codebook"] = self.codebook
         if self.thresholds is not None:
             out["thresholds"] = self.thresholds
             out["threshold_sign"] = self.threshold_sign
@@ -204,11 +241,148 @@ class DenseLayer:
         return cls(in_features=header["in_features"], out_features=header["out_features"],
                    in_bits=header["in_bits"], weight_kind=header["weight_kind"],
                    weights=arrays["weights"], thresholds=arrays.get("thresholds"),
-                   threshold_sign=arrays.get("threshold_sign"), name=header.get("name", ""))
+                   threshold_sign=arrays.get("threshold_sign"), name=header.get("name", ""),
+                   codebook=arrays.get("codebook"))
+
+
+def _check_float_array(where, array, shape):
+    if not isinstance(array, np.ndarray):
+        raise IRError(f"{where}: expected a numpy array, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise IRError(f"{where}: expected float32, got dtype {array.dtype}")
+    if array.shape != tuple(shape):
+        raise IRError(f"{where}: expected shape {tuple(shape)}, got {array.shape}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise IRError(f"{where}: values must be finite, got {array[idx]} at index {idx}")
+
+
+@dataclass(eq=False)
+class FloatDenseLayer:
+    """A fully connected layer whose weights are not quantized yet (float32): what
+    ``qnnfab train --preset digits-mlp`` writes and ``qnnfab quantize`` reads. No hardware and
+    no golden model run it; quantize it first.
+
+    A hidden layer computes ``y = bn(acc · step_in)`` with ``acc = x @ weights.T`` (``x`` the
+    integer input codes, ``step_in`` the previous layer's ``clip / (2**act_bits - 1)``, 1 for
+    the network's input and for ±1 activations) and emits ``act_bits``-bit codes
+    ``floor(min(relu(y), clip)·L/clip + 0.5)`` (``act_bits == 1``: ``y >= 0``, read as ±1).
+    The output layer (no batch-norm) emits ``acc``.
+
+    Attributes
+    ----------
+    in_features, out_features, in_bits : int
+    weights : float32 (out_features, in_features)
+    bn_mean, bn_var, bn_weight, bn_bias : float32 (out_features,), or None for the output layer
+    bn_eps : float
+    act_bits : int, bits of the outputs (hidden layers; 0 for the output layer)
+    clip : float, the activation clip (``act_bits >= 2``), else None
+    name : str
+    """
+    kind: ClassVar[str] = "float_dense"
+    weight_kind: ClassVar[str] = "float"
+    BN_FIELDS: ClassVar[tuple] = ("bn_mean", "bn_var", "bn_weight", "bn_bias")
+
+    in_features: int
+    out_features: int
+    in_bits: int
+    weights: np.ndarray
+    bn_mean: "np.ndarray | None" = None
+    bn_var: "np.ndarray | None" = None
+    bn_weight: "np.ndarray | None" = None
+    bn_bias: "np.ndarray | None" = None
+    bn_eps: float = 1e-5
+    act_bits: int = 0
+    clip: "float | None" = None
+    name: str = ""
+
+    @property
+    def is_output(self):
+        return self.bn_mean is None
+
+    @property
+    def out_bits(self):
+        return self.act_bits
+
+    @property
+    def macs(self):
+        return self.in_features * self.out_features
+
+    @property
+    def weight_bits(self):
+        return self.macs * 32
+
+    def validate(self, where="layer"):
+        _check_int(f"{where}.in_features", self.in_features, lo=1)
+        _check_int(f"{where}.out_features", self.out_features, lo=1)
+        _check_int(f"{where}.in_bits", self.in_bits, lo=1, hi=MAX_ACTIVATION_BITS)
+        _check_float_array(f"{where}.weights", self.weights,
+                           (self.out_features, self.in_features))
+        present = [getattr(self, f) is not None for f in self.BN_FIELDS]
+        if any(present) and not all(present):
+            missing = [f for f, p in zip(self.BN_FIELDS, present) if not p]
+            raise IRError(f"{where}.{missing[0]}: missing (a hidden layer needs all of "
+                          f"{', '.join(self.BN_FIELDS)})")
+        if self.is_output:
+            if self.act_bits != 0:
+                raise IRError(f"{where}.bn_mean: missing: a layer with {self.act_bits}-bit "
+                              f"activations needs batch-norm ({', '.join(self.BN_FIELDS)})")
+            if self.clip is not None:
+                raise IRError(f"{where}.clip: expected none for a layer without activation "
+                              f"(act_bits 0), got {self.clip}")
+            return
+        for f in self.BN_FIELDS:
+            _check_float_array(f"{where}.{f}", getattr(self, f), (self.out_features,))
+        if np.any(self.bn_var < 0):
+            raise IRError(f"{where}.bn_var: must be >= 0")
+        if not (isinstance(self.bn_eps, float) and self.bn_eps > 0):
+            raise IRError(f"{where}.bn_eps: expected a positive float, got {self.bn_eps!r}")
+        _check_int(f"{where}.act_bits", self.act_bits, lo=1, hi=MAX_ACTIVATION_BITS)
+        if self.act_bits > 1:
+            if not (isinstance(self.clip, float) and np.isfinite(self.clip) and self.clip > 0):
+                raise IRError(f"{where}.clip: expected a positive float for {self.act_bits}-bit "
+                              f"activations, got {self.clip!r}")
+        elif self.clip is not None:
+            raise IRError(f"{where}.clip: expected none for 1-bit activations")
+
+    def header(self):
+        h = {"kind": self.kind, "name": self.name, "in_features": int(self.in_features),
+             "out_features": int(self.out_features), "in_bits": int(self.in_bits),
+             "act_bits": int(self.act_bits)}
+        if not self.is_output:
+            h["bn_eps"] = float(self.bn_eps)
+        if self.clip is not None:
+            h["clip"] = float(self.clip)
+        return h
+
+    def arrays(self):
+        out = {"weights": self.weights}
+        if not self.is_output:
+            out.update({f: getattr(self, f) for f in self.BN_FIELDS})
+        return out
+
+    @classmethod
+    def from_file(cls, where, header, arrays):
+        known = {"kind", "name", "in_features", "out_features", "in_bits", "act_bits", "bn_eps",
+                 "clip"}
+        for key in ("in_features", "out_features", "in_bits", "act_bits"):
+            if key not in header:
+                raise IRError(f"{where}.{key}: missing")
+        unknown = set(header) - known
+        if unknown:
+            raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        if "weights" not in arrays:
+            raise IRError(f"{where}.weights: missing array")
+        return cls(in_features=header["in_features"], out_features=header["out_features"],
+                   in_bits=header["in_bits"], weights=arrays["weights"],
+                   act_bits=header["act_bits"], bn_eps=header.get("bn_eps", 1e-5),
+                   clip=header.get("clip"), name=header.get("name", ""),
+                   **{f: arrays.get(f) for f in cls.BN_FIELDS})
 
 
 #: Layer classes by the ``kind`` string stored in files.
-LAYER_KINDS = {DenseLayer.kind: DenseLayer}
+LAYER_KINDS = {DenseLayer.kind: DenseLayer, FloatDenseLayer.kind: FloatDenseLayer}
 
 
 @dataclass(eq=False)
@@ -242,6 +416,18 @@ class Network:
     def weight_bits(self):
         return sum(layer.weight_bits for layer in self.layers)
 
+    @property
+    def is_float(self):
+        """True for a network whose weights are not quantized yet (float layers)."""
+        return any(isinstance(layer, FloatDenseLayer) for layer in self.layers)
+
+    def require_integer(self, what="this"):
+        """Raise :class:`IRError` when the network has float weights: ``what`` needs integers."""
+        if self.is_float:
+            raise IRError(f"{what} needs quantized weights, and this network's weights are float "
+                          f"(from a float preset): quantize it first, e.g. `qnnfab quantize "
+                          f"FLOAT.qnn --method ga --bits 3 --out FILE.qnn`")
+
     def validate(self):
         """Raise :class:`IRError` naming the first field that is wrong; return self."""
         _check_int("input_features", self.input_features, lo=1)
@@ -253,6 +439,9 @@ class Network:
             where = f"layers[{i}]"
             if type(layer) not in LAYER_KINDS.values():
                 raise IRError(f"{where}: expected a layer object, got {type(layer).__name__}")
+            if isinstance(layer, FloatDenseLayer) != isinstance(self.layers[0], FloatDenseLayer):
+                raise IRError(f"{where}.kind: a network is either all float layers or all "
+                              f"quantized ones; got {layer.kind} after {self.layers[0].kind}")
             layer.validate(where)
             if layer.in_features != features:
                 raise IRError(f"{where}.in_features: expected {features} (the previous "
@@ -261,11 +450,13 @@ class Network:
                 raise IRError(f"{where}.in_bits: expected {bits} (the previous layer's "
                               f"output bits), got {layer.in_bits}")
             last = i == len(self.layers) - 1
+            act = "thresholds" if isinstance(layer, DenseLayer) else "bn_mean"
             if last and not layer.is_output:
-                raise IRError(f"{where}.thresholds: the last layer must emit raw scores "
-                              f"(no thresholds)")
+                raise IRError(f"{where}.{act}: the last layer must emit raw scores "
+                              f"(no {'thresholds' if act == 'thresholds' else 'activation'})")
             if not last and layer.is_output:
-                raise IRError(f"{where}.thresholds: a hidden layer needs thresholds")
+                raise IRError(f"{where}.{act}: a hidden layer needs "
+                              f"{'thresholds' if act == 'thresholds' else 'batch-norm'}")
             features, bits = layer.out_features, layer.out_bits
         if self.classes and len(self.classes) != self.n_outputs:
             raise IRError(f"classes: expected {self.n_outputs} names, got {len(self.classes)}")

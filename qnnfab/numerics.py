@@ -8,15 +8,19 @@ Encodings (see ``../shared/DESIGN.md``, "Numerics"):
 * an activation of ``bits == 1`` is one bit whose code 1 means +1 and code 0 means -1;
 * an activation of ``bits > 1`` is an unsigned integer ``0 .. 2**bits - 1``;
 * a binary weight is one bit whose code 1 means +1 and code 0 means -1;
-* a ternary weight is a 2-bit code: 0 means 0, 1 means +1, 2 means -1 (3 is not used).
+* a ternary weight is a 2-bit code: 0 means 0, 1 means +1, 2 means -1 (3 is not used);
+* a codebook weight is a k-bit index into the layer's own table of ``2**k`` signed integer
+  levels (``DenseLayer.codebook``).
 
 :data:`WEIGHT_LEVELS` holds, for each fixed weight kind, the value of each code (index = code);
 ``qnnfab.ir`` derives the allowed codes from it, ``qnnfab.model.golden`` the weight values.
+The functions below take a *weight* argument that is either a fixed kind's name or a layer's
+sequence of levels (``DenseLayer.weight_levels``), so a codebook layer uses the same rules.
 """
 
 __all__ = [
-    "WEIGHT_LEVELS", "weight_code_bits", "activation_range", "weight_magnitude", "acc_bound",
-    "acc_width", "threshold_bounds", "threshold_width", "signed_width",
+    "WEIGHT_LEVELS", "weight_levels", "weight_code_bits", "activation_range", "weight_magnitude",
+    "acc_bound", "acc_width", "threshold_bounds", "threshold_width", "signed_width",
 ]
 
 
@@ -27,11 +31,24 @@ WEIGHT_LEVELS = {
 }
 
 
-def weight_code_bits(weight_kind):
-    """Bits of one stored weight code of this kind (binary 1, ternary 2)."""
-    if weight_kind not in WEIGHT_LEVELS:
-        raise ValueError(f"unknown weight kind {weight_kind!r}")
-    return max(1, (len(WEIGHT_LEVELS[weight_kind]) - 1).bit_length())
+def weight_levels(weight):
+    """The levels of ``weight``: a fixed kind's name (:data:`WEIGHT_LEVELS`) or a sequence of
+    integer levels (a codebook), as a tuple of ints."""
+    if isinstance(weight, str):
+        if weight not in WEIGHT_LEVELS:
+            raise ValueError(f"unknown weight kind {weight!r}"
+                             + (" (codebook weights: pass the layer's levels)"
+                                if weight == "codebook" else ""))
+        return WEIGHT_LEVELS[weight]
+    levels = tuple(int(v) for v in weight)
+    if not levels:
+        raise ValueError("a codebook needs at least one level")
+    return levels
+
+
+def weight_code_bits(weight):
+    """Bits of one stored weight code (binary 1, ternary 2, a codebook of 2**k levels k)."""
+    return max(1, (len(weight_levels(weight)) - 1).bit_length())
 
 
 def signed_width(lo, hi):
@@ -55,35 +72,33 @@ def activation_range(bits):
     return (0, (1 << bits) - 1)
 
 
-def weight_magnitude(weight_kind):
-    """Largest ``|w|`` a weight of this kind can take."""
-    if weight_kind not in WEIGHT_LEVELS:
-        raise ValueError(f"unknown weight kind {weight_kind!r}")
-    return max(abs(v) for v in WEIGHT_LEVELS[weight_kind])
+def weight_magnitude(weight):
+    """Largest ``|w|`` a weight of this kind (or codebook) can take."""
+    return max(abs(v) for v in weight_levels(weight))
 
 
-def acc_bound(fan_in, in_bits, weight_kind):
+def acc_bound(fan_in, in_bits, weight):
     """Largest ``|acc|`` of a dot product: fan-in times the largest ``|w|·|a|``."""
     lo, hi = activation_range(in_bits)
-    return int(fan_in) * weight_magnitude(weight_kind) * max(abs(lo), abs(hi))
+    return int(fan_in) * weight_magnitude(weight) * max(abs(lo), abs(hi))
 
 
-def acc_width(fan_in, in_bits, weight_kind):
+def acc_width(fan_in, in_bits, weight):
     """Width of the signed accumulator: holds ``-acc_bound .. +acc_bound``, so never overflows."""
-    bound = acc_bound(fan_in, in_bits, weight_kind)
+    bound = acc_bound(fan_in, in_bits, weight)
     return signed_width(-bound, bound)
 
 
-def threshold_bounds(fan_in, in_bits, weight_kind):
+def threshold_bounds(fan_in, in_bits, weight):
     """Range a stored threshold is clamped to at export: ``-bound .. bound + 1``.
 
     ``-bound`` makes a comparison that is always true, ``bound + 1`` one that is never true,
     so every threshold outside this range can be clamped into it without changing any output.
     """
-    bound = acc_bound(fan_in, in_bits, weight_kind)
+    bound = acc_bound(fan_in, in_bits, weight)
     return (-bound, bound + 1)
 
 
-def threshold_width(fan_in, in_bits, weight_kind):
+def threshold_width(fan_in, in_bits, weight):
     """Width of the signed comparator that holds the accumulator and every threshold."""
-    return signed_width(*threshold_bounds(fan_in, in_bits, weight_kind))
+    return signed_width(*threshold_bounds(fan_in, in_bits, weight))

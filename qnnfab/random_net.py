@@ -4,28 +4,42 @@ import numpy as np
 
 from . import ir, numerics
 
-__all__ = ["random_dense", "random_network", "random_inputs"]
+__all__ = ["random_codebook", "random_dense", "random_network", "random_inputs"]
+
+
+def random_codebook(rng, bits=3, level_bits=6):
+    """``2**bits`` random signed integer levels of at most ``level_bits`` bits."""
+    top = (1 << (level_bits - 1)) - 1
+    return rng.integers(-top, top + 1, size=1 << bits, dtype=np.int64)
 
 
 def random_dense(rng, *, in_features, out_features, in_bits, out_bits=1, weight_kind="binary",
-                 output=False):
-    """A random dense layer; thresholds spread over the reachable accumulator range."""
-    lo, hi = ir.WEIGHT_CODE_RANGE[weight_kind]
+                 output=False, codebook=None):
+    """A random dense layer; thresholds spread over the reachable accumulator range.
+
+    ``weight_kind="codebook"`` takes ``codebook`` (levels; default :func:`random_codebook`)."""
+    if weight_kind == "codebook":
+        codebook = random_codebook(rng) if codebook is None else np.asarray(codebook, np.int64)
+        lo, hi = 0, len(codebook) - 1
+    else:
+        lo, hi = ir.WEIGHT_CODE_RANGE[weight_kind]
     weights = rng.integers(lo, hi + 1, size=(out_features, in_features), dtype=np.int64)
     layer = ir.DenseLayer(in_features=in_features, out_features=out_features, in_bits=in_bits,
-                          weight_kind=weight_kind, weights=weights)
+                          weight_kind=weight_kind, weights=weights, codebook=codebook)
     if output:
         return layer
     n_thr = (1 << out_bits) - 1
-    bound = numerics.acc_bound(in_features, in_bits, weight_kind)
+    levels = layer.weight_levels
+    bound = numerics.acc_bound(in_features, in_bits, levels)
     # Most thresholds near the middle of the range (where accumulators usually are), a few
     # at and beyond its ends so always-true/never-true comparisons get exercised too.
-    spread = max(1, int(np.sqrt(in_features)) * max(1, (1 << in_bits) - 1 if in_bits > 1 else 1))
+    spread = max(1, int(np.sqrt(in_features)) * max(1, (1 << in_bits) - 1 if in_bits > 1 else 1)
+                 * numerics.weight_magnitude(levels))
     centre = 0  # ±1 weights: accumulators centre on zero
     thr = rng.integers(centre - 2 * spread, centre + 2 * spread + 1, size=(out_features, n_thr))
     edge = rng.random(size=thr.shape) < 0.05
     thr = np.where(edge, rng.choice([-bound, bound + 1], size=thr.shape), thr)
-    tlo, thi = numerics.threshold_bounds(in_features, in_bits, weight_kind)
+    tlo, thi = numerics.threshold_bounds(in_features, in_bits, levels)
     layer.thresholds = np.sort(np.clip(thr, tlo, thi), axis=1).astype(np.int64)
     layer.threshold_sign = rng.choice([-1, 1], size=out_features).astype(np.int64)
     return layer

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from qnnfab import ir
 
+from .codebook_dot import codebook_lane_cells
+
 __all__ = ["LayerFolding", "FoldingError", "divisors", "layer_cycles", "check_folding",
-           "auto_folding", "network_cycles", "folding_cost"]
+           "auto_folding", "network_cycles", "folding_cost", "lane_cells"]
 
 
 class FoldingError(ValueError):
@@ -122,13 +124,24 @@ def check_folding(network, folding):
     return result
 
 
+def lane_cells(layer):
+    """Rough logic cells per lane (one weight × one input per cycle) of a layer's dot-product
+    unit, adder tree included: ~3 per input bit for binary and ternary weights; for codebook
+    weights :func:`~qnnfab.rtl.codebook_dot.codebook_lane_cells` (measured per-lane costs of
+    the decode and the product, e.g. ~35 for 2-bit and ~90 for 5-bit inputs with 3-bit
+    indices into 8-bit levels, ~25 / ~45 on the shift-add path)."""
+    if layer.weight_kind == "codebook":
+        return codebook_lane_cells(layer.weight_levels, layer.in_bits)
+    return 3 * layer.in_bits
+
+
 def folding_cost(layer, folding):
     """A rough logic-cell estimate of a layer's unit under ``folding``, used to choose among
-    foldings that meet the same cycle target: adder trees (~3 cells per lane-bit), the
+    foldings that meet the same cycle target: the lanes (:func:`lane_cells` each), the
     ``in/simd``-way input multiplexer (~1 cell per 3 inputs per bit), and per-PE accumulator
     and comparator (~2 cells per accumulator bit)."""
     sf = layer.in_features // folding.simd
-    trees = 3 * folding.lanes * layer.in_bits
+    trees = folding.lanes * lane_cells(layer)
     mux = folding.simd * layer.in_bits * (sf - 1) / 3
     per_pe = folding.pe * 2 * layer.acc_width
     return trees + mux + per_pe

@@ -10,16 +10,21 @@ Datapath (each arrow one register, all gated by one clock enable ``en``)::
       -> result shift register / output register (``o.payload``)
 
 The dot unit is chosen by weight kind and input bits in :func:`dot_unit_class`; each unit sums
-something cheap (a popcount, ``a XOR ~w``, ``(a XOR neg) AND nz``) whose affine map back to
-``Σ a·w`` (``acc = scale·S + offset``) is folded into the thresholds at elaboration. ``en`` is
+something cheap (a popcount, ``a XOR ~w``, ``(a XOR neg) AND nz``, ``(a XOR neg)·|level|``)
+whose affine map back to ``Σ a·w`` (``acc = scale·S + offset``) is folded into the thresholds
+at elaboration. A codebook layer's weight memory holds k-bit indices; its unit decodes them
+through the layer's level table, a constant beside the datapath. ``en`` is
 low only while the last group of a vector waits for the output register to be taken
 downstream, so a layer computes its next vector while the next layer still works on the
 previous one.
 
 Dot-unit protocol (:class:`~qnnfab.rtl.xnor_popcount.XnorPopcount`,
 :class:`~qnnfab.rtl.binary_weight_dot.BinaryWeightDot`,
-:class:`~qnnfab.rtl.ternary_dot.TernaryDot`), used here and by
-:class:`~qnnfab.rtl.network.Network` before any unit is built:
+:class:`~qnnfab.rtl.ternary_dot.TernaryDot`, :class:`~qnnfab.rtl.codebook_dot.CodebookDot`),
+used here and by :class:`~qnnfab.rtl.network.Network` before any unit is built. A unit whose
+hardware depends on more of the layer than its input bits (a codebook's levels) is returned by
+:func:`dot_unit_class` as a class bound to that (``CodebookDot.for_levels(levels)``), so the
+protocol stays the same for every kind:
 
 * ``cls(pe=, simd=, in_bits=, pipelined=)``, members ``x`` (``simd`` activations), ``w``
   (``pe·simd`` weight codes as packed by :func:`weight_words`), ``en`` (clock enable), ``o``
@@ -39,6 +44,7 @@ from qnnfab import ir, numerics
 
 from ._checks import quiet_on_error
 from .binary_weight_dot import BinaryWeightDot
+from .codebook_dot import CodebookDot
 from .folding import LayerFolding, check_folding
 from .ternary_dot import TernaryDot
 from .threshold import MultiThreshold
@@ -53,14 +59,20 @@ BLOCK_RAM_MIN_BITS = 2048
 
 def dot_unit_class(layer):
     """The dot-product unit class for a layer: the one place that maps (weight kind, input
-    bits) to hardware. A new weight kind adds a branch here (a unit with the protocol in the
-    module docstring) and its codes in ``qnnfab.numerics``."""
+    bits, levels) to hardware. A new weight kind adds a branch here (a unit with the protocol
+    in the module docstring) and its codes in ``qnnfab.numerics``.
+
+    binary: :class:`XnorPopcount` (1-bit inputs) or :class:`BinaryWeightDot`; ternary:
+    :class:`TernaryDot`; codebook: :class:`CodebookDot` bound to ``layer.weight_levels``
+    (``CodebookDot.for_levels``; its shift-add path when every level is 0 or ``±2**e``)."""
     if layer.weight_kind == "binary":
         return XnorPopcount if layer.in_bits == 1 else BinaryWeightDot
     if layer.weight_kind == "ternary":
         return TernaryDot
+    if layer.weight_kind == "codebook":
+        return CodebookDot.for_levels(layer.weight_levels)
     raise ValueError(f"no dot-product unit for weight kind {layer.weight_kind!r} "
-                     f"(known: binary, ternary)")
+                     f"(known: binary, ternary, codebook)")
 
 
 def dot_unit_for(layer, pe, simd, *, pipelined=True):
@@ -70,13 +82,13 @@ def dot_unit_for(layer, pe, simd, *, pipelined=True):
 
 def weight_code_bits(layer):
     """Bits of one weight code of ``layer`` in the weight ROM."""
-    return numerics.weight_code_bits(layer.weight_kind)
+    return numerics.weight_code_bits(layer.weight_levels)
 
 
 def weight_words(layer, pe, simd):
     """The weight ROM contents: word ``nf * SF + sf`` holds, for PE ``p`` and lane ``s``, the
     weight code of neuron ``nf*pe + p`` and input ``sf*simd + s`` at bits
-    ``(p*simd + s)*wbits``."""
+    ``(p*simd + s)*wbits`` (a codebook layer's code is its k-bit index)."""
     wbits = weight_code_bits(layer)
     sf_n = layer.in_features // simd
     nf_n = layer.out_features // pe

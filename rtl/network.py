@@ -48,6 +48,7 @@ class Network(wiring.Component):
         if not isinstance(network, ir.Network):
             raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
         network.validate()
+        network.require_integer("hardware")
         self.network = network
         if folding is None:
             folding = auto_folding(network)

@@ -9,7 +9,7 @@ import pytest
 
 from qnnfab import cli, ir, random_net
 
-COMMANDS = ["train", "verilog", "sim", "build", "flow", "run", "boards"]
+COMMANDS = ["train", "quantize", "verilog", "sim", "build", "flow", "run", "boards"]
 
 
 def run_cli(*args, cwd=None):
@@ -280,3 +280,110 @@ def test_train_unknown_data_set_is_one_line(tmp_path, capsys):
     assert cli.main(["train", "--data", "cifar", "--out", str(tmp_path / "x.qnn")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("qnnfab: error: unknown data set 'cifar'") and "\n" not in err
+
+
+# --- float networks and `qnnfab quantize` ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def float_qnn(tmp_path_factory):
+    """``train --preset digits-mlp --epochs 2``: a float network file, and what train printed."""
+    import contextlib
+    import io
+
+    path = tmp_path_factory.mktemp("float") / "float.qnn"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["train", "--preset", "digits-mlp", "--epochs", "2", "--out", str(path),
+                         "--quiet"]) == 0
+    return path, out.getvalue()
+
+
+def test_train_float_preset_says_quantize_next(float_qnn):
+    path, out = float_qnn
+    net = ir.load(path)
+    assert net.is_float and net.summary().endswith("(float)")
+    first = out.splitlines()[0]
+    assert first.startswith("float accuracy ") and "integer" not in first
+    assert f"`qnnfab quantize {path} --method ga --bits 3 --out FILE.qnn`" in first
+
+
+def test_quantize_method_choices_are_ptq_methods():
+    from qnnfab.model import ptq
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command" or a.choices and
+               "quantize" in a.choices)
+    method = next(a for a in sub.choices["quantize"]._actions if a.dest == "method")
+    assert tuple(method.choices) == ptq.METHODS
+
+
+@pytest.mark.parametrize("method,extra", [("kmeans", []),
+                                          ("ga", ["--population", "6", "--generations", "2"])])
+def test_quantize_end_to_end(float_qnn, tmp_path, capsys, method, extra):
+    path, _ = float_qnn
+    out = tmp_path / "q.qnn"
+    assert cli.main(["quantize", str(path), "--method", method, "--bits", "2", "--out", str(out),
+                     "--quiet", *extra]) == 0
+    stdout = capsys.readouterr().out
+    net = ir.load(out)
+    assert not net.is_float
+    assert [layer.weight_kind for layer in net.layers] == ["codebook"] * len(net.layers)
+    assert all(len(layer.codebook) == 4 for layer in net.layers)
+    assert net.meta["quantized"]["method"] == method and net.meta["quantized"]["bits"] == 2
+    assert f"{method} 2-bit codebooks: validation accuracy" in stdout
+    assert "agreement 100.00%" in stdout
+    assert f"wrote {out} ({net.summary()}; {net.weight_bits:,} weight bits)" in stdout
+    svg = tmp_path / "q.ga.svg"
+    if method == "ga":
+        assert svg.read_text().startswith("<svg")
+        assert f"wrote {svg} (GA fitness per generation)" in stdout
+        assert len(net.meta["quantized"]["history"]) == 2
+    else:
+        assert not svg.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        sorted(["q.qnn"] + (["q.ga.svg"] if method == "ga" else []))
+
+
+@pytest.mark.parametrize("argv", [
+    ["sim", "{f}", "--quiet"],
+    ["verilog", "{f}", "--out", "{d}/v"],
+    ["build", "{f}", "--board", "icebreaker", "--out", "{d}/b"],
+    ["run", "{f}", "--port", "/dev/null"],
+])
+def test_float_network_is_refused_in_one_line(float_qnn, tmp_path, capsys, argv):
+    path, _ = float_qnn
+    argv = [a.format(f=path, d=tmp_path) for a in argv]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"qnnfab: error: {path}: {argv[0]} needs quantized weights, and this "
+                   f"network's weights are float (from a float preset): quantize it first, e.g. "
+                   f"`qnnfab quantize FLOAT.qnn --method ga --bits 3 --out FILE.qnn`\n")
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bits", "9"], "qnnfab: error: bits must be 1..8, not 9\n"),
+    (["--level-bits", "1"], "qnnfab: error: level bits must be 2..16, not 1\n"),
+])
+def test_quantize_bad_arguments_are_one_line(float_qnn, tmp_path, capsys, argv, message):
+    path, _ = float_qnn
+    out = tmp_path / "q.qnn"
+    assert cli.main(["quantize", str(path), "--out", str(out), "--quiet", *argv]) == 2
+    assert capsys.readouterr().err == message
+    assert not out.exists()
+
+
+def test_quantize_refuses_an_integer_network(small_qnn, tmp_path, capsys):
+    out = tmp_path / "q.qnn"
+    assert cli.main(["quantize", str(small_qnn), "--method", "kmeans", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qnnfab: error: quantize needs a float network") and \
+        err.count("\n") == 1 and "already quantized" in err
+    assert not out.exists()
+
+
+def test_quantize_missing_output_folder(float_qnn, tmp_path, capsys):
+    path, _ = float_qnn
+    out = tmp_path / "nope" / "q.qnn"
+    assert cli.main(["quantize", str(path), "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"qnnfab: error: {out}: folder {out.parent} does not " \
+                                      f"exist\n"

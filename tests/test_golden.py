@@ -3,12 +3,24 @@
 import numpy as np
 import pytest
 
-from qnnfab import random_net
+from qnnfab import ir, random_net
 from qnnfab.model import golden
 
 
-def loop_forward(network, x):
-    """Straight from DESIGN.md: values, dot products, multi-thresholds, argmax (first wins)."""
+def loop_weight(layer, o, i):
+    """The value of one weight, read off DESIGN.md's encodings (not from qnnfab.numerics)."""
+    code = int(layer.weights[o, i])
+    if layer.weight_kind == "binary":
+        return 1 if code else -1
+    if layer.weight_kind == "ternary":
+        return {0: 0, 1: 1, 2: -1}[code]
+    assert layer.weight_kind == "codebook"
+    return int(layer.codebook[code])
+
+
+def loop_forward(network, x, accs_out=None):
+    """Straight from DESIGN.md: values, dot products, multi-thresholds, argmax (first wins).
+    Each layer's accumulators are appended to ``accs_out`` when given."""
     codes = [int(c) for c in x]
     for layer in network.layers:
         vals = [2 * c - 1 if layer.in_bits == 1 else c for c in codes]
@@ -16,9 +28,10 @@ def loop_forward(network, x):
         for o in range(layer.out_features):
             acc = 0
             for i in range(layer.in_features):
-                w = 1 if layer.weights[o, i] else -1
-                acc += w * vals[i]
+                acc += loop_weight(layer, o, i) * vals[i]
             accs.append(acc)
+        if accs_out is not None:
+            accs_out.append(accs)
         if layer.is_output:
             best = 0
             for o, a in enumerate(accs):
@@ -59,3 +72,63 @@ def test_inputs_out_of_range_are_refused():
         golden.forward(net, np.array([[0, 1, 4, 2]]))
     with pytest.raises(ValueError, match=r"expected shape \(batch, 4\), got \(1, 5\)"):
         golden.forward(net, np.zeros((1, 5), dtype=np.int64))
+
+
+def codebook_network(rng, features, input_bits, hidden_bits, kinds, cb_bits, level_bits):
+    """A random network whose layers have weight ``kinds``; codebook layers get a random
+    codebook of ``cb_bits`` index bits and ``level_bits``-bit levels."""
+    layers, bits = [], input_bits
+    for n, (n_in, n_out) in enumerate(zip(features[:-1], features[1:])):
+        last = n == len(features) - 2
+        book = None
+        while kinds[n] == "codebook" and (book is None or len(set(book.tolist())) == 1):
+            book = random_net.random_codebook(rng, cb_bits, level_bits)  # not all equal
+        layers.append(random_net.random_dense(
+            rng, in_features=n_in, out_features=n_out, in_bits=bits,
+            out_bits=1 if last else hidden_bits, weight_kind=kinds[n], codebook=book,
+            output=last))
+        bits = hidden_bits
+    return ir.Network(input_features=features[0], input_bits=input_bits,
+                      layers=layers).validate()
+
+
+CODEBOOK_CASES = [  # features, input bits, hidden bits, kinds, codebook bits, level bits
+    ([16, 8, 4], 1, 1, ["codebook", "codebook"], 1, 3),
+    ([12, 10, 6, 3], 5, 2, ["codebook", "binary", "codebook"], 3, 8),
+    ([9, 7, 5], 8, 3, ["ternary", "codebook"], 8, 16),
+    ([20, 6, 5], 3, 1, ["codebook", "codebook"], 2, 5),
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("case", range(len(CODEBOOK_CASES)))
+def test_codebook_accumulators_match_loops(case, seed):
+    features, input_bits, hidden_bits, kinds, cb_bits, level_bits = CODEBOOK_CASES[case]
+    rng = np.random.default_rng(100 * case + seed)
+    net = codebook_network(rng, features, input_bits, hidden_bits, kinds, cb_bits, level_bits)
+    xs = random_net.random_inputs(rng, net, 10)
+    xs[0] = (1 << input_bits) - 1  # largest activations: the widest accumulators
+    trace = golden.forward(net, xs)
+    for k, x in enumerate(xs):
+        accs = []
+        cls, scores = loop_forward(net, x, accs)
+        for n, want in enumerate(accs):
+            got = trace.accs[n][k].tolist()
+            assert got == want, f"case {case} seed {seed} vector {k} layer {n}: expected " \
+                                f"{want}, got {got}"
+            bound = (1 << (net.layers[n].acc_width - 1)) - 1
+            assert max(abs(a) for a in want) <= bound, "the accumulator width holds it"
+        assert int(trace.classes[k]) == cls, f"case {case} seed {seed} vector {k}"
+    # the first layer's accumulators differ between vectors (else the test would mean little)
+    assert len({tuple(a) for a in trace.accs[0].tolist()}) > 1
+
+
+def test_float_network_is_refused():
+    rng = np.random.default_rng(0)
+    layer = ir.FloatDenseLayer(in_features=4, out_features=3, in_bits=2,
+                               weights=rng.normal(size=(3, 4)).astype(np.float32))
+    net = ir.Network(input_features=4, input_bits=2, layers=[layer]).validate()
+    with pytest.raises(ir.IRError, match=r"^the integer golden model needs quantized weights, "
+                                         r"and this network's weights are float .* quantize "
+                                         r"it first"):
+        golden.forward(net, np.zeros((1, 4), dtype=np.int64))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from qnnfab import ir, numerics
+from qnnfab import ir, numerics, random_net
 from qnnfab.model import golden
-from qnnfab.model.export import export, fold_bn_sign, fold_dense
+from qnnfab.model.export import export, export_float, fold_bn_sign, fold_dense
 from qnnfab.model.layers import BinaryMLP, QuantDense, QuantMLP, batchnorm_eval
 from qnnfab.model.presets import Preset
 from qnnfab.model.train import train
@@ -326,7 +326,8 @@ def kbit_block(rng, in_features, out_features, kind, act_bits, clip, hand_rows=(
         block.bn.running_var.copy_(torch.tensor(rows[:, 1]))
         block.bn.weight.copy_(torch.tensor(rows[:, 2]))
         block.bn.bias.copy_(torch.tensor(rows[:, 3]))
-        block.clip.fill_(clip)
+        if act_bits > 1:
+            block.clip.fill_(clip)
     return block
 
 
@@ -379,3 +380,101 @@ def test_kbit_thresholds_exhaustive(kind, act_bits, in_bits, clip, in_step):
                                      [-bound, -bound, bound + 1],
                                      [bound + 1] * 3, [-bound] * 3]
         assert sign[-n:].tolist() == [1, 1, -1, 1, 1, 1]
+
+
+# -- codebook weights (post-training quantization) -------------------------------------------------
+
+@pytest.mark.parametrize("act_bits, in_bits, clip, in_step, scale", [
+    (2, 2, 3.0, 0.5, 0.037),
+    (3, 5, 2.7, None, 1 / 3),
+    (1, 5, None, None, 0.25),
+    (1, 2, None, 0.4, 0.0123),
+])
+def test_codebook_thresholds_exhaustive(act_bits, in_bits, clip, in_step, scale):
+    """A codebook layer's accumulator is scaled by input step × weight scale before
+    batch-norm: for every integer acc in ±acc_bound(levels) the thresholds give the float code."""
+    rng = np.random.default_rng(act_bits * 10 + in_bits)
+    fan_in = 24
+    block = kbit_block(rng, fan_in, 40, "float", act_bits, clip)
+    levels = np.array([-13, -6, -2, 0, 1, 3, 7, 15])
+    block.linear.set_codebook(rng.integers(0, 8, size=(40, fan_in)), levels, scale)
+    assert block.linear.kind == "codebook" and block.linear.levels == tuple(levels.tolist())
+    step = None if in_step is None else torch.tensor(in_step)
+    thr, sign = fold_dense(block, step, in_bits=in_bits)
+    bound = numerics.acc_bound(fan_in, in_bits, levels)
+    acc = np.arange(-bound, bound + 1)
+    got = (sign[None, :, None] * acc[:, None, None] >= thr[None, :, :]).sum(axis=2)
+    with torch.no_grad():
+        a = torch.as_tensor(acc, dtype=torch.float32)[:, None].expand(-1, len(sign))
+        want = block.output_codes(block.post(a.contiguous(), step)).numpy()
+    assert set(np.unique(want).tolist()) == set(range(1 << act_bits))
+    bad = np.argwhere(want != got)
+    assert bad.size == 0, (f"acc {acc[bad[0, 0]]}, output {bad[0, 1]}: float code "
+                           f"{want[tuple(bad[0])]}, thresholds {thr[bad[0, 1]].tolist()} sign "
+                           f"{sign[bad[0, 1]]} give {got[tuple(bad[0])]}")
+    lo, hi = numerics.threshold_bounds(fan_in, in_bits, levels)
+    assert thr.min() >= lo and thr.max() <= hi
+    # the scale matters: without it (or with another) some thresholds would differ
+    block.linear.set_codebook(block.linear.code_indices, levels, scale * 1.5)
+    assert not np.array_equal(fold_dense(block, step, in_bits=in_bits)[0], thr)
+
+
+def random_codebook_model(seed, features, act_bits, cb_bits, level_bits, input_bits=5, n=400):
+    """An untrained QuantMLP whose float layers were given random codebooks and scales, batch-norm
+    statistics set layer by layer from the previous layers' outputs; eval mode."""
+    torch.manual_seed(seed)
+    model = QuantMLP(list(features), input_bits=input_bits, weight_kinds="float",
+                     act_bits=act_bits).eval()
+    rng = np.random.default_rng(seed)
+    for lin in model.quant_linears():
+        levels = random_net.random_codebook(rng, cb_bits, level_bits)
+        indices = rng.integers(0, len(levels), size=tuple(lin.weight.shape))
+        lin.set_codebook(indices, levels, float(rng.uniform(0.005, 0.3)))
+    x = torch.as_tensor(rng.integers(0, 1 << input_bits, size=(n, features[0])),
+                        dtype=torch.float32)
+    step = None
+    with torch.no_grad():
+        for block in model.hidden:
+            if block.act_bits > 1:
+                block.clip.fill_(float(rng.uniform(0.5, 4.0)))
+            acc = block.accumulate(x) * block.linear.w_scale
+            randomize_bn(block.bn, acc if step is None else acc * step, rng)
+            x, step = block(x, step)
+    return model, rng
+
+
+CODEBOOK_MODELS = [  # features, act_bits per hidden layer, codebook bits, level bits
+    ((64, 40, 24, 10), (2, 1), 3, 8),
+    ((64, 32, 24, 10), (3, 2), 2, 5),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CODEBOOK_MODELS)))
+def test_codebook_export_matches_float_model_layer_by_layer(case):
+    features, bits, cb_bits, level_bits = CODEBOOK_MODELS[case]
+    model, rng = random_codebook_model(case, features, bits, cb_bits, level_bits)
+    net = export(model, meta={"case": case})
+    assert [layer.weight_kind for layer in net.layers] == ["codebook"] * (len(features) - 1)
+    for i, (layer, lin) in enumerate(zip(net.layers, model.quant_linears(), strict=True)):
+        assert np.array_equal(layer.weights, lin.code_indices.numpy()), i
+        assert layer.codebook.dtype == np.int64 and \
+            layer.codebook.tolist() == list(lin.levels), i
+    codes = rng.integers(0, 32, size=(300, features[0]))
+    acts, scores = model.trace(torch.as_tensor(codes, dtype=torch.float32))
+    trace = golden.forward(net, codes)
+    for i, act in enumerate(acts):
+        want, got = act.numpy(), trace.acts[i + 1]
+        assert set(np.unique(want).tolist()) == set(range(1 << bits[i])), (case, i)
+        bad = np.argwhere(want != got)
+        assert bad.size == 0, (f"case {case}: layer {i} sample {bad[0, 0]} output {bad[0, 1]}: "
+                               f"float {want[tuple(bad[0])]}, golden {got[tuple(bad[0])]}")
+    assert np.array_equal(scores.numpy().astype(np.int64), trace.scores), case
+    assert np.array_equal(model(torch.as_tensor(codes, dtype=torch.float32)).argmax(1).numpy(),
+                          trace.classes), case
+
+
+def test_export_float_rejects_quantized_layers():
+    model = random_model(1, features=(6, 5, 3))
+    with pytest.raises(ValueError, match=r"export_float needs float weights in every layer, got "
+                                         r"\['binary', 'binary'\]"):
+        export_float(model, meta={})
