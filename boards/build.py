@@ -101,29 +101,50 @@ def _folding_pairs(network, folding):
 
 
 def estimate(network, folding=None):
-    """Crude resource needs: ``{"weight_bits", "lc"}``. ``lc`` is a lower-bound style count
-    (one cell per multiplied input bit per lane, one per accumulator bit per PE, the input and
-    output vector registers of each layer, the top's UART/FSM and I/O registers); without a
-    folding, one lane per layer. It misses control and multiplexing, so a design can pass this
-    check and still not place; nextpnr's message then names the overfull cell type.
+    """Crude resource needs: ``{"weight_bits", "lc"}``; without a folding, one lane per layer.
 
-    A codebook layer's lanes decode an index and multiply (or shift) a level: each costs
-    :func:`qnnfab.rtl.codebook_dot.codebook_lane_cells` (measured Yosys/nextpnr counts of one
-    unit, e.g. ~35 cells for 2-bit and ~90 for 5-bit inputs with 3-bit indices into 8-bit
-    levels), not one cell per input bit."""
+    ``lc`` counts, in logic cells:
+
+    * the top: its UART/FSM (:data:`TOP_OVERHEAD_LC`), input vector register and response
+      byte multiplexer;
+    * per layer, its lanes: one cell per input bit for binary and ternary weights (a lower
+      bound: their trees cost about three), for codebook weights
+      :func:`qnnfab.rtl.codebook_dot.codebook_lane_cells` (Yosys/nextpnr counts of one unit:
+      a lane decodes an index and multiplies or shifts a level, e.g. ~35 cells for 2-bit and
+      ~90 for 5-bit inputs with 3-bit indices into 8-bit levels);
+    * per PE, the accumulator and the threshold comparators, ``acc_width`` cells each;
+    * the input-slice multiplexer and register when ``simd < in_features``: ``in/simd`` cells
+      per slice bit (an ``n``-way multiplexer takes about ``n - 1`` LUT4s);
+    * the output vector (raw ``acc_width``-bit scores for the last layer), twice when
+      ``out/pe > 1``: the result shift register and the output register, flip-flops that
+      pack with no LUT (the next layer reads the latter and keeps no copy);
+    * the argmax: its ``n_out``-way score multiplexer, comparator and registers,
+      ``(n_out + 2)·acc_width``.
+
+    Checked against ``nextpnr-ice40 --pack-only`` on the board top: the 64x5b-128x2b-128x2b-10
+    network with 3-bit codebooks packs to 4622 / 5867 cells at 16 / 32 lanes with 8-bit levels
+    (estimate 4579 / 5871), 4216 / 5245 with 6-bit levels (4113 / 5101), 4420 / 5584 at
+    32 / 64 lanes with ±2**e levels (4275 / 5495). Binary and ternary networks come out lower
+    (the default network: 4230 cells, estimate 2892). A design can pass this check and still
+    not place; nextpnr's message then names the overfull cell type."""
     pairs = _folding_pairs(network, folding) or [(1, 1)] * len(network.layers)
     lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
     last = network.layers[-1]
     lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
+    lc += (last.out_features + 2) * last.acc_width                      # argmax
     for layer, (pe, simd) in zip(network.layers, pairs):
         pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
         if layer.weight_kind == "codebook":
             per_lane = codebook_lane_cells(layer.weight_levels, layer.in_bits)
         else:
             per_lane = layer.in_bits
-        lc += pe * simd * per_lane + pe * layer.acc_width
-        # Each matrix-vector unit buffers its input vector and its output vector in registers.
-        lc += layer.in_features * layer.in_bits + layer.out_features * layer.out_bits
+        n_thr = 0 if layer.is_output else layer.thresholds.shape[1]
+        lc += pe * simd * per_lane + pe * layer.acc_width * (1 + n_thr)
+        sf = layer.in_features // simd
+        if sf > 1:
+            lc += simd * layer.in_bits * sf
+        out_width = layer.acc_width if layer.is_output else layer.out_bits
+        lc += layer.out_features * out_width * (2 if layer.out_features > pe else 1)
     return {"weight_bits": int(network.weight_bits), "lc": int(lc)}
 
 

@@ -6,9 +6,10 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from qnnfab import random_net
+from qnnfab import ir, random_net
 from qnnfab.model import golden
 from qnnfab.rtl.folding import FoldingError, LayerFolding, auto_folding
+from qnnfab.rtl.mvu import dot_unit_class
 from qnnfab.rtl.network import Network
 from qnnfab.sim.amaranth_sim import run_amaranth
 
@@ -104,3 +105,62 @@ def test_mixed_network_bit_exact_and_timing(folding):
     assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
     assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
     assert dut.cycles_per_inference >= max(cycles)
+
+
+# --- codebook layers (general and shift-add) among ternary and binary ones ----------------------
+
+def _codebook_mixed_net(rng):
+    """16 (5-bit) -> codebook multiply (k = 3) -> 2-bit -> codebook shift-add -> 1-bit ->
+    binary -> 3-bit -> ternary -> 2-bit -> codebook output (k = 2, 8-bit levels)."""
+    spec = [  # in, out, in_bits, out_bits (None: output), kind, codebook
+        (16, 8, 5, 2, "codebook", (-127, 127, 33, -5, 90, 0, 7, -12)),
+        (8, 8, 2, 1, "codebook", (0, 4, -4, 8, -16, 2, -2, 64)),
+        (8, 8, 1, 3, "binary", None),
+        (8, 8, 3, 2, "ternary", None),
+        (8, 4, 2, None, "codebook", (-127, 127, 1, -1)),
+    ]
+    layers = [random_net.random_dense(rng, in_features=n_in, out_features=n_out, in_bits=bits,
+                                      out_bits=out or 1, output=out is None, weight_kind=kind,
+                                      codebook=None if cb is None else np.asarray(cb))
+              for n_in, n_out, bits, out, kind, cb in spec]
+    return ir.Network(input_features=16, input_bits=5, layers=layers).validate()
+
+
+def _codebook_dot_latency(layer, simd):
+    """A pipelined codebook unit registers its leaves (more than one), every adder-tree level
+    but the last, and its output; the general path sums ``in_bits`` partial products per lane,
+    the shift-add and 1-bit paths one value."""
+    levels = layer.weight_levels
+    shift = all(v == 0 or (abs(v) & (abs(v) - 1)) == 0 for v in levels)
+    leaves = simd * (layer.in_bits if layer.in_bits > 1 and not shift else 1)
+    depth = (leaves - 1).bit_length()
+    return 1 + (leaves > 1) + max(0, depth - 1)
+
+
+@pytest.mark.parametrize("folding", [None, [(2, 4), (4, 2), (8, 8), (1, 1), (4, 8)]],
+                         ids=["auto", "mixed"])
+def test_codebook_network_bit_exact_and_timing(folding):
+    seed = 17 + (0 if folding is None else 1)
+    rng = np.random.default_rng(seed)
+    net = _codebook_mixed_net(rng)
+    assert [dot_unit_class(ly).path_for(ly.in_bits) for ly in (net.layers[0], net.layers[1])] \
+        == ["multiply", "shift"]
+    assert dot_unit_class(net.layers[4]).path_for(2) == "multiply"
+    codes = random_net.random_inputs(rng, net, 12)
+    codes[0] = 31                                 # the extremes of the input range
+    codes[1] = 0
+    run = run_amaranth(net, codes, folding)
+    trace = golden.forward(net, codes)
+    for v, k in zip(*np.nonzero(run.scores != trace.scores)):
+        raise AssertionError(f"seed {seed}: vector {v} score {k}: expected "
+                             f"{trace.scores[v, k]}, got {run.scores[v, k]}")
+    assert (run.classes == trace.classes).all(), (seed, run.classes, trace.classes)
+
+    dut = Network(net, folding)
+    cycles = [(ly.in_features // f.simd) * (ly.out_features // f.pe)
+              for ly, f in zip(net.layers, dut.folding)]
+    dots = [_codebook_dot_latency(ly, f.simd) if ly.weight_kind == "codebook"
+            else _dot_latency(ly, f.simd) for ly, f in zip(net.layers, dut.folding)]
+    assert dut.layer_latencies == [c + 2 + d for c, d in zip(cycles, dots)]
+    assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}

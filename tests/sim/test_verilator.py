@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from qnnfab import random_net
+from qnnfab import ir, random_net
 from qnnfab.model import golden
 from qnnfab.sim import runner, verilator_env
 
@@ -233,19 +233,43 @@ def test_random_network_with_backpressure_in_verilator(cache):
     assert stalled.cycles > free.cycles
 
 
+def _mixed_network(rng):
+    """Every dot unit: ternary on 5-bit inputs, XNOR-popcount, binary weights on 2-bit inputs,
+    codebook on ±1 inputs (select), a shift-add codebook (levels 0, ±2**e) on 3-bit inputs, a
+    general codebook (partial products) on 2-bit inputs, ternary on ±1 inputs as the output."""
+    spec = [  # in, out, in_bits, out_bits (None: output), kind, codebook
+        (16, 8, 5, 1, "ternary", None),
+        (8, 8, 1, 2, "binary", None),
+        (8, 8, 2, 1, "binary", None),
+        (8, 8, 1, 3, "codebook", (-127, 127, 33, -5, 90, 0, 7, -12)),
+        (8, 8, 3, 2, "codebook", (0, 4, -4, 8, -16, 2, -2, 64)),
+        (8, 8, 2, 1, "codebook", (-100, 3, 57, -21)),
+        (8, 4, 1, None, "ternary", None),
+    ]
+    layers = [random_net.random_dense(rng, in_features=n_in, out_features=n_out, in_bits=bits,
+                                      out_bits=out or 1, output=out is None, weight_kind=kind,
+                                      codebook=None if cb is None else np.asarray(cb))
+              for n_in, n_out, bits, out, kind, cb in spec]
+    return ir.Network(input_features=16, input_bits=5, layers=layers).validate()
+
+
 def test_mixed_network_bit_exact_in_verilator(cache):
-    """Ternary and binary layers, every dot unit: ternary on 5-bit and ±1 inputs (and the output
-    layer), XNOR-popcount, binary weights on 2-bit inputs; free-running and with stalls."""
+    """Ternary, binary and codebook layers, every dot unit and codebook path (one Verilator
+    build); free-running and with stalls."""
     seed = 33
     rng = np.random.default_rng(seed)
-    net = random_net.random_network(rng, features=[16, 8, 8, 8, 4], input_bits=5,
-                                    hidden_bits=[1, 2, 1],
-                                    weight_kind=["ternary", "binary", "binary", "ternary"])
+    net = _mixed_network(rng)
     from qnnfab.rtl.mvu import dot_unit_class
-    assert [dot_unit_class(layer).__name__ for layer in net.layers] == [
-        "TernaryDot", "XnorPopcount", "BinaryWeightDot", "TernaryDot"]
+    units = [dot_unit_class(layer) for layer in net.layers]
+    assert [u.__name__ for u in units] == [
+        "TernaryDot", "XnorPopcount", "BinaryWeightDot", "CodebookDot", "CodebookDot",
+        "CodebookDot", "TernaryDot"]
+    assert [u.path_for(ly.in_bits) for u, ly in zip(units[3:6], net.layers[3:6])] == [
+        "select", "shift", "multiply"]
     codes = random_net.random_inputs(rng, net, 48)
-    folding = [(2, 4), (2, 8), (8, 2), (1, 8)]
+    codes[0] = 31                                 # the extremes of the input range
+    codes[1] = 0
+    folding = [(2, 4), (2, 8), (8, 2), (4, 2), (2, 4), (8, 8), (1, 8)]
     free = runner.simulate(net, codes, simulator="verilator", folding=folding, build_dir=cache)
     stalled = runner.simulate(net, codes, simulator="verilator", folding=folding,
                               build_dir=cache, ready_probability=0.5, valid_probability=0.7,
