@@ -12,7 +12,7 @@ from amaranth.hdl import Elaboratable, Module, Signal
 
 from qnnfab import ir, random_net
 from qnnfab.boards.build import estimate, tool_path
-from qnnfab.boards.registry import board_folding, get_board
+from qnnfab.boards.registry import LC_HEADROOM, board_folding, get_board
 from qnnfab.rtl.codebook_dot import CodebookDot, codebook_lane_cells
 from qnnfab.rtl.folding import auto_folding, folding_cost, lane_cells
 
@@ -37,17 +37,19 @@ def _codebook_net(seed=0, level_bits=8, pow2=False):
 @pytest.mark.parametrize("level_bits, pow2", [(8, False), (6, False), (8, True)])
 def test_board_folding_fits_a_codebook_network_on_the_up5k(level_bits, pow2):
     """Measured with nextpnr's packer (see ``estimate``): with 8-bit levels 32 lanes need
-    5867 cells of 5280 and 16 lanes 4622; ±2**e levels 5584 at 64 lanes, 4420 at 32. The
-    estimate tracks those within a few per cent, so the budget is halved far enough."""
+    5867 cells of 5280 and 16 lanes 4622; ±2**e levels 5584 at 64 lanes, 4420 at 32; 6-bit
+    levels at 32 lanes packed to 5245 (99 %) and did not place in 12 minutes. The estimate
+    tracks those within a few per cent, and the budget is halved until it fits
+    ``LC_HEADROOM`` of the cells."""
     net = _codebook_net(level_bits=level_bits, pow2=pow2)
-    lut = get_board("icebreaker").lut
+    budget = LC_HEADROOM * get_board("icebreaker").lut
     folding = board_folding(net, "icebreaker")
     lanes = max(f.pe * f.simd for f in folding)
     assert folding == auto_folding(net, max_lanes=lanes)
-    assert estimate(net, folding)["lc"] <= lut < estimate(net, auto_folding(
+    assert estimate(net, folding)["lc"] <= budget < estimate(net, auto_folding(
         net, max_lanes=2 * lanes))["lc"]
-    if level_bits == 8 and not pow2:
-        assert lanes == 16
+    if not pow2:
+        assert lanes == 16      # 8-bit and 6-bit levels alike (6-bit at 32: 97 % estimated)
     if pow2:
         assert lanes == 32      # the shift-add lanes are cheaper: twice as many fit
 
