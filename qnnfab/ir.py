@@ -83,6 +83,18 @@ def _check_array(where, array, *, shape, lo, hi):
                           f"at index {tuple(int(i) for i in bad)}")
 
 
+def _check_fields(where, header, arrays, *, required, optional):
+    """A layer's header has every ``required`` field and nothing unknown, and a weights array."""
+    for key in required:
+        if key not in header:
+            raise IRError(f"{where}.{key}: missing")
+    unknown = set(header) - {"kind", "name", *required, *optional}
+    if unknown:
+        raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "weights" not in arrays:
+        raise IRError(f"{where}.weights: missing array")
+
+
 @dataclass(eq=False)
 class DenseLayer:
     """A fully connected layer.
@@ -229,15 +241,8 @@ class DenseLayer:
 
     @classmethod
     def from_file(cls, where, header, arrays):
-        known = {"kind", "name", "in_features", "out_features", "in_bits", "weight_kind"}
-        for key in ("in_features", "out_features", "in_bits", "weight_kind"):
-            if key not in header:
-                raise IRError(f"{where}.{key}: missing")
-        unknown = set(header) - known
-        if unknown:
-            raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        if "weights" not in arrays:
-            raise IRError(f"{where}.weights: missing array")
+        _check_fields(where, header, arrays, required=("in_features", "out_features", "in_bits",
+                                                        "weight_kind"), optional=())
         return cls(in_features=header["in_features"], out_features=header["out_features"],
                    in_bits=header["in_bits"], weight_kind=header["weight_kind"],
                    weights=arrays["weights"], thresholds=arrays.get("thresholds"),
@@ -364,16 +369,8 @@ class FloatDenseLayer:
 
     @classmethod
     def from_file(cls, where, header, arrays):
-        known = {"kind", "name", "in_features", "out_features", "in_bits", "act_bits", "bn_eps",
-                 "clip"}
-        for key in ("in_features", "out_features", "in_bits", "act_bits"):
-            if key not in header:
-                raise IRError(f"{where}.{key}: missing")
-        unknown = set(header) - known
-        if unknown:
-            raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        if "weights" not in arrays:
-            raise IRError(f"{where}.weights: missing array")
+        _check_fields(where, header, arrays, required=("in_features", "out_features", "in_bits",
+                                                        "act_bits"), optional=("bn_eps", "clip"))
         return cls(in_features=header["in_features"], out_features=header["out_features"],
                    in_bits=header["in_bits"], weights=arrays["weights"],
                    act_bits=header["act_bits"], bn_eps=header.get("bn_eps", 1e-5),

@@ -7,7 +7,6 @@ bits of the neuron: a constant, folded into the thresholds (or added to the scor
 one adder tree of ``a XOR ~b``; no subtraction, no second tree.
 """
 
-import operator
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import quiet_on_error
+from ._checks import dot_unit_shape, quiet_on_error
 from .xnor_popcount import adder_tree, register_levels
 
 __all__ = ["BinaryWeightDot"]
@@ -50,11 +49,7 @@ class BinaryWeightDot(wiring.Component):
 
     @quiet_on_error
     def __init__(self, *, pe, simd, in_bits, pipelined=True):
-        self.pe = operator.index(pe)
-        self.simd = operator.index(simd)
-        self.in_bits = operator.index(in_bits)
-        if self.pe < 1 or self.simd < 1:
-            raise ValueError(f"pe and simd must be >= 1, not pe={self.pe} simd={self.simd}")
+        self.pe, self.simd, self.in_bits = dot_unit_shape(pe, simd, in_bits)
         if self.in_bits < 2:
             raise ValueError(f"BinaryWeightDot takes unsigned activations of >= 2 bits, not "
                              f"in_bits={self.in_bits} (use XnorPopcount for 1-bit ±1 inputs)")

@@ -48,7 +48,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import quiet_on_error
+from ._checks import dot_unit_shape, quiet_on_error
 from .xnor_popcount import adder_tree, register_levels, tree_depth
 
 __all__ = ["CodebookDot", "CodebookTable", "codebook_table", "codebook_lane_cells"]
@@ -220,11 +220,7 @@ class CodebookDot(wiring.Component):
 
     @quiet_on_error
     def __init__(self, *, pe, simd, in_bits, levels=None, pipelined=True):
-        self.pe = operator.index(pe)
-        self.simd = operator.index(simd)
-        self.in_bits = operator.index(in_bits)
-        if self.pe < 1 or self.simd < 1:
-            raise ValueError(f"pe and simd must be >= 1, not pe={self.pe} simd={self.simd}")
+        self.pe, self.simd, self.in_bits = dot_unit_shape(pe, simd, in_bits)
         if self.in_bits < 1:
             raise ValueError(f"in_bits must be >= 1, not {self.in_bits}")
         if levels is not None and type(self).levels is not None \

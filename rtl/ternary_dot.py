@@ -15,7 +15,6 @@ leaf ``a' = (a XOR neg·amax) AND nz``: ``a`` where ``w = +1``, ``amax - a`` whe
 the thresholds or added to the scores (:meth:`TernaryDot.offsets`).
 """
 
-import operator
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from amaranth.utils import ceil_log2
 
 from qnnfab import numerics
 
-from ._checks import quiet_on_error
+from ._checks import dot_unit_shape, quiet_on_error
 from .xnor_popcount import adder_tree, popcount, register_levels
 
 __all__ = ["TernaryDot", "TERNARY_CODE_BITS"]
@@ -70,11 +69,7 @@ class TernaryDot(wiring.Component):
 
     @quiet_on_error
     def __init__(self, *, pe, simd, in_bits, pipelined=True):
-        self.pe = operator.index(pe)
-        self.simd = operator.index(simd)
-        self.in_bits = operator.index(in_bits)
-        if self.pe < 1 or self.simd < 1:
-            raise ValueError(f"pe and simd must be >= 1, not pe={self.pe} simd={self.simd}")
+        self.pe, self.simd, self.in_bits = dot_unit_shape(pe, simd, in_bits)
         if self.in_bits < 1:
             raise ValueError(f"in_bits must be >= 1, not {self.in_bits}")
         self.pipelined = bool(pipelined)

@@ -7,7 +7,6 @@ the matrix-vector unit accumulates popcounts over the folded inputs; the affine 
 thresholds.
 """
 
-import operator
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import quiet_on_error
+from ._checks import dot_unit_shape, quiet_on_error
 
 __all__ = ["XnorPopcount", "adder_tree", "popcount", "tree_depth", "register_levels",
            "REGISTER_EVERY"]
@@ -119,11 +118,7 @@ class XnorPopcount(wiring.Component):
 
     @quiet_on_error
     def __init__(self, *, pe, simd, in_bits=1, pipelined=True):
-        self.pe = operator.index(pe)
-        self.simd = operator.index(simd)
-        self.in_bits = operator.index(in_bits)
-        if self.pe < 1 or self.simd < 1:
-            raise ValueError(f"pe and simd must be >= 1, not pe={self.pe} simd={self.simd}")
+        self.pe, self.simd, self.in_bits = dot_unit_shape(pe, simd, in_bits)
         if self.in_bits != 1:
             raise ValueError(f"XnorPopcount takes 1-bit ±1 activations, not in_bits="
                              f"{self.in_bits} (use BinaryWeightDot for unsigned inputs)")

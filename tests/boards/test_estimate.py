@@ -8,7 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from qnnfab import ir, random_net
 from qnnfab.boards.build import estimate, tool_path
@@ -70,15 +72,14 @@ def test_estimate_counts_codebook_lanes():
     assert folding_cost(layer, auto_folding(net)[0]) > folding_cost(tern, auto_folding(net)[0])
 
 
-class _Ports(Elaboratable):
-    """The unit behind plain ports (Yosys 0.70's abc9 trips over a component's own ports as
-    the top: ``Assert count_id(wire->name) == 0``)."""
+class _Ports(wiring.Component):
+    """The unit behind plain ports (Yosys 0.70's abc9 trips over a component's own structured
+    ports as the top: ``Assert count_id(wire->name) == 0``)."""
 
     def __init__(self, dut):
         self.dut = dut
-        self.x = Signal(len(dut.x.as_value()))
-        self.w = Signal(len(dut.w))
-        self.o = Signal(len(dut.o.as_value()))
+        super().__init__({"x": In(len(dut.x.as_value())), "w": In(len(dut.w)),
+                          "o": Out(len(dut.o.as_value()))})
 
     def elaborate(self, platform):
         m = Module()
@@ -90,8 +91,7 @@ class _Ports(Elaboratable):
 
 def _packed_cells(dut, tmp_path):
     top = _Ports(dut)
-    (tmp_path / "dot.il").write_text(rtlil.convert(top, name="top",
-                                                   ports=[top.x, top.w, top.o]))
+    (tmp_path / "dot.il").write_text(rtlil.convert(top, name="top"))
     subprocess.run([tool_path("yosys"), "-q", "-p",
                     "read_rtlil dot.il; synth_ice40 -top top -json dot.json"],
                    cwd=tmp_path, check=True, capture_output=True)
