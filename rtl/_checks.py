@@ -1,18 +1,8 @@
 """Helpers shared by the qnnfab.rtl components."""
 
 import functools
-import operator
 
-__all__ = ["quiet_on_error", "dot_unit_shape"]
-
-
-def dot_unit_shape(pe, simd, in_bits):
-    """``(pe, simd, in_bits)`` of a dot-product unit as ints; ValueError unless ``pe`` and
-    ``simd`` are >= 1 (each unit checks its own ``in_bits`` rule)."""
-    pe, simd, in_bits = operator.index(pe), operator.index(simd), operator.index(in_bits)
-    if pe < 1 or simd < 1:
-        raise ValueError(f"pe and simd must be >= 1, not pe={pe} simd={simd}")
-    return pe, simd, in_bits
+__all__ = ["quiet_on_error"]
 
 
 def quiet_on_error(init):

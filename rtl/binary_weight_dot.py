@@ -11,17 +11,18 @@ one adder tree of ``a XOR ~b``; no subtraction, no second tree.
 import numpy as np
 
 from amaranth.hdl import Module, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import dot_unit_shape, quiet_on_error
+from ._checks import quiet_on_error
+from .dot_unit import DotUnit, dot_unit_shape
 from .xnor_popcount import adder_tree, register_levels
 
 __all__ = ["BinaryWeightDot"]
 
 
-class BinaryWeightDot(wiring.Component):
+class BinaryWeightDot(DotUnit):
     """``PE`` dot products of ``SIMD`` unsigned ``in_bits``-bit activations with binary weights.
 
     Parameters
@@ -61,26 +62,12 @@ class BinaryWeightDot(wiring.Component):
             "o": Out(data.ArrayLayout(self.partial_shape, self.pe)),
         })
 
-    @property
-    def latency(self):
-        """Cycles from ``x``/``w`` to ``o``."""
-        return self.pipeline_latency(self.simd, self.pipelined, self.in_bits)
-
     @staticmethod
     def pipeline_latency(simd, pipelined=True, in_bits=2):
         """Latency of a unit of ``simd`` lanes, without building one."""
         if not pipelined:
             return 0
         return 1 + len(register_levels(simd))
-
-    @property
-    def partial_shape(self):
-        return self.sum_shape(self.simd, self.in_bits)
-
-    @property
-    def scale(self):
-        """``acc = scale·S + offset``."""
-        return self.scale_for(self.in_bits)
 
     @staticmethod
     def scale_for(in_bits):

@@ -44,11 +44,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import dot_unit_shape, quiet_on_error
+from ._checks import quiet_on_error
+from .dot_unit import DotUnit, dot_unit_shape
 from .xnor_popcount import adder_tree, register_levels, tree_depth
 
 __all__ = ["CodebookDot", "CodebookTable", "codebook_table", "codebook_lane_cells"]
@@ -164,7 +165,7 @@ def codebook_lane_cells(levels, in_bits):
     return in_bits * (2 * mb + k) + (mb + 1 if k > 3 else 0)
 
 
-class CodebookDot(wiring.Component):
+class CodebookDot(DotUnit):
     """``PE`` dot products of ``SIMD`` activations with codebook weights (k-bit indices into
     a table of ``2**k`` signed integer levels).
 

@@ -19,13 +19,14 @@ the thresholds or added to the scores (:meth:`TernaryDot.offsets`).
 import numpy as np
 
 from amaranth.hdl import Cat, Module, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from qnnfab import numerics
 
-from ._checks import dot_unit_shape, quiet_on_error
+from ._checks import quiet_on_error
+from .dot_unit import DotUnit, dot_unit_shape
 from .xnor_popcount import adder_tree, popcount, register_levels
 
 __all__ = ["TernaryDot", "TERNARY_CODE_BITS"]
@@ -40,7 +41,7 @@ if tuple(sorted(_CODES, key=_CODES.get)) != numerics.WEIGHT_LEVELS["ternary"]:
                       f"{numerics.WEIGHT_LEVELS['ternary']}")
 
 
-class TernaryDot(wiring.Component):
+class TernaryDot(DotUnit):
     """``PE`` dot products of ``SIMD`` activations (any ``in_bits``) with ternary weights.
 
     Parameters
@@ -80,11 +81,6 @@ class TernaryDot(wiring.Component):
             "o": Out(data.ArrayLayout(self.partial_shape, self.pe)),
         })
 
-    @property
-    def latency(self):
-        """Cycles from ``x``/``w`` to ``o``."""
-        return self.pipeline_latency(self.simd, self.pipelined, self.in_bits)
-
     @staticmethod
     def _leaves(simd, in_bits):
         # One-bit leaves are summed in pairs first (as in a popcount).
@@ -97,15 +93,6 @@ class TernaryDot(wiring.Component):
         if not pipelined:
             return 0
         return 1 + len(register_levels(cls._leaves(simd, in_bits)))
-
-    @property
-    def partial_shape(self):
-        return self.sum_shape(self.simd, self.in_bits)
-
-    @property
-    def scale(self):
-        """``acc = scale·S + offset``."""
-        return self.scale_for(self.in_bits)
 
     @staticmethod
     def scale_for(in_bits):

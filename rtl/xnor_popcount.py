@@ -11,11 +11,12 @@ thresholds.
 import numpy as np
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ._checks import dot_unit_shape, quiet_on_error
+from ._checks import quiet_on_error
+from .dot_unit import DotUnit, dot_unit_shape
 
 __all__ = ["XnorPopcount", "adder_tree", "popcount", "tree_depth", "register_levels",
            "REGISTER_EVERY"]
@@ -85,7 +86,7 @@ def popcount(m, bits, *, register=None, en=None, name="popcount"):
     return adder_tree(m, pairs, register=register, en=en, name=name)
 
 
-class XnorPopcount(wiring.Component):
+class XnorPopcount(DotUnit):
     """``PE`` XNOR-popcount dot products of one ``SIMD``-bit activation word with ``PE``
     ``SIMD``-bit weight words.
 
@@ -130,26 +131,12 @@ class XnorPopcount(wiring.Component):
             "o": Out(data.ArrayLayout(self.partial_shape, self.pe)),
         })
 
-    @property
-    def latency(self):
-        """Cycles from ``x``/``w`` to ``o``."""
-        return self.pipeline_latency(self.simd, self.pipelined)
-
     @staticmethod
     def pipeline_latency(simd, pipelined=True, in_bits=1):
         """Latency of a unit of ``simd`` lanes, without building one."""
         if not pipelined:
             return 0
         return 1 + len(register_levels((simd + 1) // 2))
-
-    @property
-    def partial_shape(self):
-        return unsigned(ceil_log2(self.simd + 1))
-
-    @property
-    def scale(self):
-        """``acc = scale·S + offset``."""
-        return self.scale_for(self.in_bits)
 
     @staticmethod
     def scale_for(in_bits=1):
