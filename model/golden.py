@@ -13,7 +13,8 @@ import numpy as np
 
 from qnnfab import ir
 
-__all__ = ["activation_values", "weight_values", "dense_acc", "threshold", "layer_forward",
+__all__ = ["activation_values", "weight_values", "dense_acc", "conv_acc", "max_pool", "threshold",
+           "layer_forward",
            "forward", "Trace", "check_inputs"]
 
 
@@ -41,8 +42,42 @@ def threshold(layer, acc):
     return (s * acc[:, :, None] >= t).sum(axis=2).astype(np.int64)
 
 
+def conv_acc(layer, codes):
+    """Accumulators of a conv layer, shape (batch, out_height·out_width·out_channels) in
+    ``(y, x, o)`` order, int64. Positions outside the image hold activation code 0."""
+    h, w, c = layer.in_shape
+    k, p = layer.kernel_size, layer.padding
+    x = np.asarray(codes, dtype=np.int64).reshape(-1, h, w, c)
+    x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))  # code 0
+    a = activation_values(x, layer.in_bits)
+    ho, wo = layer.out_height, layer.out_width
+    # windows[b, y, x, c, ky, kx] = a[b, y+ky, x+kx, c]
+    windows = np.empty((a.shape[0], ho, wo, c, k, k), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            windows[..., ky, kx] = a[:, ky:ky + ho, kx:kx + wo, :]
+    wv = np.asarray(layer.weight_levels, dtype=np.int64)[np.asarray(layer.weights, np.int64)]
+    acc = windows.reshape(-1, c * k * k) @ wv.reshape(layer.out_channels, -1).T
+    return acc.reshape(a.shape[0], ho * wo * layer.out_channels)
+
+
+def max_pool(layer, codes):
+    """Max-pooling of codes over ``size × size`` blocks, shape (batch, out_size)."""
+    h, w, c = layer.in_shape
+    s = layer.size
+    x = np.asarray(codes, dtype=np.int64).reshape(-1, h // s, s, w // s, s, c)
+    return x.max(axis=(2, 4)).reshape(x.shape[0], -1)
+
+
 def layer_forward(layer, codes):
-    """``(acc, out)`` of one layer; ``out`` is None for the output layer."""
+    """``(acc, out)`` of one layer; ``out`` is None for the output layer; ``acc`` is None for
+    a pool layer. A conv layer's accumulators and codes are flattened in ``(y, x, o)`` order."""
+    if isinstance(layer, ir.PoolLayer):
+        return None, max_pool(layer, codes)
+    if isinstance(layer, ir.ConvLayer):
+        acc = conv_acc(layer, codes)
+        out = threshold(layer, acc.reshape(-1, layer.out_channels))
+        return acc, out.reshape(acc.shape)
     acc = dense_acc(layer, codes)
     return acc, (None if layer.is_output else threshold(layer, acc))
 
@@ -52,8 +87,8 @@ class Trace:
     """Everything the golden model computed for a batch.
 
     ``acts[i]`` are the codes entering layer ``i`` (``acts[0]`` the inputs), ``accs[i]`` its
-    accumulators; ``scores`` the last layer's accumulators, ``classes`` their argmax (first
-    index on ties).
+    accumulators (None for a pool layer); ``scores`` the last layer's accumulators,
+    ``classes`` their argmax (first index on ties).
     """
     acts: list
     accs: list

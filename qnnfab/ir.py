@@ -33,7 +33,8 @@ from . import numerics
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "WEIGHT_KINDS", "LAYER_KINDS",
-    "IRError", "DenseLayer", "FloatDenseLayer", "Network", "save", "load", "atomic_write_bytes",
+    "IRError", "DenseLayer", "FloatDenseLayer", "ConvLayer", "PoolLayer", "KernelCodebook",
+    "SPATIAL_KINDS", "Network", "save", "load", "atomic_write_bytes",
 ]
 
 FORMAT = "qnnfab-ir"
@@ -133,6 +134,15 @@ class DenseLayer:
         if self.weight_kind == "codebook":
             return tuple(int(v) for v in self.codebook)
         return numerics.WEIGHT_LEVELS[self.weight_kind]
+
+    @property
+    def in_size(self):
+        """Codes in one input vector (``in_features``)."""
+        return self.in_features
+
+    @property
+    def out_size(self):
+        return self.out_features
 
     @property
     def is_output(self):
@@ -303,6 +313,15 @@ class FloatDenseLayer:
     name: str = ""
 
     @property
+    def in_size(self):
+        """Codes in one input vector (``in_features``)."""
+        return self.in_features
+
+    @property
+    def out_size(self):
+        return self.out_features
+
+    @property
     def is_output(self):
         return self.bn_mean is None
 
@@ -378,8 +397,373 @@ class FloatDenseLayer:
                    **{f: arrays.get(f) for f in cls.BN_FIELDS})
 
 
+@dataclass(eq=False)
+class KernelCodebook:
+    """The kernels of a conv layer as indices into a table of representative kernels.
+
+    Attributes
+    ----------
+    index : ndarray (out_channels, in_channels) of ints ``0 .. K-1``
+    kernels : ndarray (K, k, k) of weight codes of the layer's weight kind
+    sign : ndarray (out_channels, in_channels) of +1 / -1, or None (no per-kernel sign)
+
+    The layer's kernel ``(o, c)`` is ``kernels[index[o, c]]``, with every code replaced by the
+    code of the negated level where ``sign[o, c] == -1``
+    (:func:`qnnfab.numerics.negated_codes`).
+    """
+    index: np.ndarray
+    kernels: np.ndarray
+    sign: "np.ndarray | None" = None
+
+    @property
+    def size(self):
+        """K, the number of representative kernels."""
+        return int(self.kernels.shape[0])
+
+    @property
+    def index_bits(self):
+        return (self.size - 1).bit_length()
+
+    def decode(self, levels):
+        """The weight codes (out, in, k, k) these indices (and signs) stand for."""
+        codes = np.asarray(self.kernels, dtype=np.int64)[np.asarray(self.index, dtype=np.int64)]
+        if self.sign is not None:
+            neg = np.array([-1 if n is None else n for n in numerics.negated_codes(levels)],
+                           dtype=np.int64)
+            codes = np.where(np.asarray(self.sign)[:, :, None, None] < 0, neg[codes], codes)
+        return codes
+
+    def validate(self, where, layer):
+        cout, cin, k = layer.out_channels, layer.in_channels, layer.kernel_size
+        kernels = self.kernels
+        if not isinstance(kernels, np.ndarray) or kernels.ndim != 3 or kernels.shape[0] < 1:
+            raise IRError(f"{where}.kernels: expected an array (K, {k}, {k}) with K >= 1, got "
+                          f"{getattr(kernels, 'shape', kernels)!r}")
+        n_codes = len(layer.weight_levels)
+        _check_array(f"{where}.kernels", kernels, shape=(kernels.shape[0], k, k),
+                     lo=0, hi=n_codes - 1)
+        _check_array(f"{where}.index", self.index, shape=(cout, cin), lo=0,
+                     hi=kernels.shape[0] - 1)
+        if self.sign is not None:
+            _check_array(f"{where}.sign", self.sign, shape=(cout, cin), lo=-1, hi=1)
+            if np.any(self.sign == 0):
+                bad = tuple(int(i) for i in np.argwhere(self.sign == 0)[0])
+                raise IRError(f"{where}.sign: values must be +1 or -1, got 0 at index {bad}")
+            neg = numerics.negated_codes(layer.weight_levels)
+            used = np.unique(kernels[self.index[self.sign < 0]]) if np.any(self.sign < 0) else []
+            for code in used:
+                if neg[int(code)] is None:
+                    raise IRError(f"{where}.sign: kernels negated by a sign use level "
+                                  f"{layer.weight_levels[int(code)]}, whose negation is not in "
+                                  f"the layer's codebook")
+
+
+def _spatial_size(shape):
+    h, w, c = shape
+    return h * w * c
+
+
+@dataclass(eq=False)
+class ConvLayer:
+    """A 2D convolution (stride 1) followed by a multi-threshold activation.
+
+    Images are flattened in ``(y, x, c)`` order (flat index ``(y*W + x)*C + c``). Output
+    ``(y, x, o)`` is ``Σ_{c,ky,kx} a[y+ky-p, x+kx-p, c]·w[o, c, ky, kx]``, where a position
+    outside the image holds activation *code* 0 (value 0 for k-bit activations, -1 for 1-bit
+    ones), then ``Σ_t [sign_o·acc >= T_o,t]`` as in :class:`DenseLayer`.
+
+    Attributes
+    ----------
+    in_channels, out_channels : int
+    height, width : int, the input image's size
+    kernel_size : int, odd, 1..7
+    padding : int, 0..kernel_size // 2
+    in_bits, weight_kind, codebook, thresholds, threshold_sign, name : as :class:`DenseLayer`
+    weights : ndarray (out_channels, in_channels, k, k) of weight codes; may be None when
+        ``kernel_codebook`` is given (then derived from it)
+    kernel_codebook : :class:`KernelCodebook` or None
+
+    A conv layer is never the output layer. :meth:`dense_view` is the matrix applied to each
+    window: ``in_features = in_channels·k·k`` inputs in ``(c, ky, kx)`` order.
+    """
+    kind: ClassVar[str] = "conv"
+    MAX_KERNEL: ClassVar[int] = 7
+
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel_size: int
+    padding: int
+    in_bits: int
+    weight_kind: str
+    weights: "np.ndarray | None"
+    thresholds: "np.ndarray | None" = None
+    threshold_sign: "np.ndarray | None" = None
+    name: str = ""
+    codebook: "np.ndarray | None" = None
+    kernel_codebook: "KernelCodebook | None" = None
+
+    def __post_init__(self):
+        if self.weights is None and self.kernel_codebook is not None:
+            try:
+                self.weights = self.kernel_codebook.decode(self.weight_levels)
+            except Exception:  # noqa: BLE001 -- validate() names the field that is wrong
+                pass
+
+    weight_levels = DenseLayer.weight_levels
+    is_output = False
+    n_thresholds = DenseLayer.n_thresholds
+
+    @property
+    def out_height(self):
+        return self.height + 2 * self.padding - self.kernel_size + 1
+
+    @property
+    def out_width(self):
+        return self.width + 2 * self.padding - self.kernel_size + 1
+
+    @property
+    def in_shape(self):
+        return (self.height, self.width, self.in_channels)
+
+    @property
+    def out_shape(self):
+        return (self.out_height, self.out_width, self.out_channels)
+
+    @property
+    def in_size(self):
+        return _spatial_size(self.in_shape)
+
+    @property
+    def out_size(self):
+        return _spatial_size(self.out_shape)
+
+    @property
+    def positions(self):
+        """Output positions (windows) per image."""
+        return self.out_height * self.out_width
+
+    @property
+    def in_features(self):
+        """Fan-in of one output: ``in_channels·k·k``."""
+        return self.in_channels * self.kernel_size ** 2
+
+    @property
+    def out_features(self):
+        return self.out_channels
+
+    @property
+    def out_bits(self):
+        return max(1, self.n_thresholds.bit_length())
+
+    @property
+    def acc_width(self):
+        return numerics.acc_width(self.in_features, self.in_bits, self.weight_levels)
+
+    @property
+    def threshold_width(self):
+        return numerics.threshold_width(self.in_features, self.in_bits, self.weight_levels)
+
+    @property
+    def kernels(self):
+        """Kernels (``out_channels·in_channels``)."""
+        return self.out_channels * self.in_channels
+
+    @property
+    def macs(self):
+        return self.positions * self.out_channels * self.in_features
+
+    @property
+    def weight_bits(self):
+        """Bits of weight memory: every kernel at the code width, or with a kernel codebook
+        one index (and sign bit) per kernel plus the table of representatives."""
+        code_bits = numerics.weight_code_bits(self.weight_levels)
+        kc = self.kernel_codebook
+        if kc is None:
+            return self.kernels * self.kernel_size ** 2 * code_bits
+        per_kernel = kc.index_bits + (kc.sign is not None)
+        return self.kernels * per_kernel + kc.size * self.kernel_size ** 2 * code_bits
+
+    def dense_view(self):
+        """The :class:`DenseLayer` applied to each window (inputs in ``(c, ky, kx)`` order)."""
+        return DenseLayer(
+            in_features=self.in_features, out_features=self.out_channels, in_bits=self.in_bits,
+            weight_kind=self.weight_kind,
+            weights=np.asarray(self.weights).reshape(self.out_channels, self.in_features),
+            thresholds=self.thresholds, threshold_sign=self.threshold_sign, name=self.name,
+            codebook=self.codebook)
+
+    def validate(self, where="layer"):
+        for f in ("in_channels", "out_channels", "height", "width"):
+            _check_int(f"{where}.{f}", getattr(self, f), lo=1)
+        k = _check_int(f"{where}.kernel_size", self.kernel_size, lo=1, hi=self.MAX_KERNEL)
+        if k % 2 == 0:
+            raise IRError(f"{where}.kernel_size: expected an odd size, got {k}")
+        _check_int(f"{where}.padding", self.padding, lo=0, hi=k // 2)
+        if self.out_height < 1 or self.out_width < 1:
+            raise IRError(f"{where}.kernel_size: a {k}x{k} kernel with padding {self.padding} "
+                          f"does not fit a {self.height}x{self.width} image")
+        if self.thresholds is None:
+            raise IRError(f"{where}.thresholds: missing (a conv layer needs thresholds; the "
+                          f"output layer must be dense)")
+        if self.weight_kind not in WEIGHT_KINDS:
+            raise IRError(f"{where}.weight_kind: expected one of {', '.join(WEIGHT_KINDS)}, "
+                          f"got {self.weight_kind!r}")
+        if self.weight_kind == "codebook":
+            DenseLayer._validate_codebook(self, where)
+        if self.kernel_codebook is not None:
+            if not isinstance(self.kernel_codebook, KernelCodebook):
+                raise IRError(f"{where}.kernel_codebook: expected a KernelCodebook, got "
+                              f"{type(self.kernel_codebook).__name__}")
+            self.kernel_codebook.validate(where, self)
+        w = self.weights
+        shape = (self.out_channels, self.in_channels, k, k)
+        if not isinstance(w, np.ndarray) or w.shape != shape:
+            raise IRError(f"{where}.weights: expected shape {shape}, got "
+                          f"{getattr(w, 'shape', type(w).__name__)}")
+        self.dense_view().validate(where)
+        if self.kernel_codebook is not None:
+            decoded = self.kernel_codebook.decode(self.weight_levels)
+            if not np.array_equal(decoded, w):
+                o, c = (int(i) for i in np.argwhere((decoded != w).any(axis=(2, 3)))[0])
+                raise IRError(f"{where}.weights: kernel ({o}, {c}) differs from its kernel "
+                              f"codebook entry {int(self.kernel_codebook.index[o, c])}")
+
+    def header(self):
+        h = {"kind": self.kind, "name": self.name, "in_bits": int(self.in_bits),
+             "weight_kind": self.weight_kind}
+        for f in ("in_channels", "out_channels", "height", "width", "kernel_size", "padding"):
+            h[f] = int(getattr(self, f))
+        return h
+
+    def arrays(self):
+        out = {"thresholds": self.thresholds, "threshold_sign": self.threshold_sign}
+        if self.codebook is not None:
+            out["codebook"] = self.codebook
+        kc = self.kernel_codebook
+        if kc is None:
+            out["weights"] = self.weights
+        else:  # the weights follow from the kernel codebook
+            out["kernel_index"] = kc.index
+            out["kernel_table"] = kc.kernels
+            if kc.sign is not None:
+                out["kernel_sign"] = kc.sign
+        return out
+
+    @classmethod
+    def from_file(cls, where, header, arrays):
+        required = ("in_channels", "out_channels", "height", "width", "kernel_size", "padding",
+                    "in_bits", "weight_kind")
+        if "kernel_index" in arrays or "kernel_table" in arrays:
+            for name in ("kernel_index", "kernel_table"):
+                if name not in arrays:
+                    raise IRError(f"{where}.{name}: missing array (a kernel codebook needs "
+                                  f"kernel_index and kernel_table)")
+            kc = KernelCodebook(index=arrays["kernel_index"], kernels=arrays["kernel_table"],
+                                sign=arrays.get("kernel_sign"))
+            arrays = {**arrays, "weights": None}
+        else:
+            kc = None
+        _check_fields(where, header, arrays, required=required, optional=())
+        kw = {f: header[f] for f in required}
+        layer = cls(**kw, weights=arrays["weights"], thresholds=arrays.get("thresholds"),
+                    threshold_sign=arrays.get("threshold_sign"), name=header.get("name", ""),
+                    codebook=arrays.get("codebook"), kernel_codebook=kc)
+        if kc is not None and layer.weights is None:
+            kc.validate(where, layer)  # decode failed: say why
+        return layer
+
+
+@dataclass(eq=False)
+class PoolLayer:
+    """Max-pooling over ``size × size`` blocks (stride ``size``) of an image of codes.
+
+    Attributes
+    ----------
+    channels, height, width : int, the input image (``height`` and ``width`` divisible by
+        ``size``)
+    size : int, 2..8
+    bits : int, bits of the codes (in and out)
+    name : str
+
+    Output ``(y, x, c)`` is the largest code of the block (for 1-bit codes, their OR).
+    """
+    kind: ClassVar[str] = "maxpool"
+    weight_kind: ClassVar[str] = "none"
+    is_output: ClassVar[bool] = False
+
+    channels: int
+    height: int
+    width: int
+    size: int
+    bits: int
+    name: str = ""
+
+    @property
+    def in_bits(self):
+        return self.bits
+
+    @property
+    def out_bits(self):
+        return self.bits
+
+    @property
+    def in_shape(self):
+        return (self.height, self.width, self.channels)
+
+    @property
+    def out_shape(self):
+        return (self.height // self.size, self.width // self.size, self.channels)
+
+    @property
+    def in_size(self):
+        return _spatial_size(self.in_shape)
+
+    @property
+    def out_size(self):
+        return _spatial_size(self.out_shape)
+
+    macs = 0
+    weight_bits = 0
+
+    def validate(self, where="layer"):
+        for f in ("channels", "height", "width"):
+            _check_int(f"{where}.{f}", getattr(self, f), lo=1)
+        size = _check_int(f"{where}.size", self.size, lo=2, hi=8)
+        _check_int(f"{where}.bits", self.bits, lo=1, hi=MAX_ACTIVATION_BITS)
+        for f in ("height", "width"):
+            if getattr(self, f) % size:
+                raise IRError(f"{where}.{f}: {getattr(self, f)} is not divisible by the pool "
+                              f"size {size}")
+
+    def header(self):
+        return {"kind": self.kind, "name": self.name,
+                **{f: int(getattr(self, f)) for f in ("channels", "height", "width", "size",
+                                                      "bits")}}
+
+    def arrays(self):
+        return {}
+
+    @classmethod
+    def from_file(cls, where, header, arrays):
+        required = ("channels", "height", "width", "size", "bits")
+        for key in required:
+            if key not in header:
+                raise IRError(f"{where}.{key}: missing")
+        unknown = set(header) - {"kind", "name", *required}
+        if unknown:
+            raise IRError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        if arrays:
+            raise IRError(f"{where}: unexpected array(s) {', '.join(sorted(arrays))}")
+        return cls(**{f: header[f] for f in required}, name=header.get("name", ""))
+
+
+#: Layers working on images (``in_shape``/``out_shape``); they come before the dense layers.
+SPATIAL_KINDS = (ConvLayer, PoolLayer)
+
 #: Layer classes by the ``kind`` string stored in files.
-LAYER_KINDS = {DenseLayer.kind: DenseLayer, FloatDenseLayer.kind: FloatDenseLayer}
+LAYER_KINDS = {cls.kind: cls for cls in (DenseLayer, FloatDenseLayer, ConvLayer, PoolLayer)}
 
 
 @dataclass(eq=False)
@@ -400,6 +784,18 @@ class Network:
     layers: list
     classes: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self):
+        """``(H, W, C)`` of the input image when the first layer is a conv or pool layer,
+        else None (a plain vector)."""
+        first = self.layers[0]
+        return first.in_shape if isinstance(first, SPATIAL_KINDS) else None
+
+    @property
+    def spatial_layers(self):
+        """The conv and pool layers (they come first)."""
+        return [layer for layer in self.layers if isinstance(layer, SPATIAL_KINDS)]
 
     @property
     def n_outputs(self):
@@ -432,6 +828,7 @@ class Network:
         if not isinstance(self.layers, list) or not self.layers:
             raise IRError("layers: expected at least one layer")
         features, bits = self.input_features, self.input_bits
+        shape = None  # (H, W, C) after a spatial layer
         for i, layer in enumerate(self.layers):
             where = f"layers[{i}]"
             if type(layer) not in LAYER_KINDS.values():
@@ -440,21 +837,40 @@ class Network:
                 raise IRError(f"{where}.kind: a network is either all float layers or all "
                               f"quantized ones; got {layer.kind} after {self.layers[0].kind}")
             layer.validate(where)
-            if layer.in_features != features:
+            spatial = isinstance(layer, SPATIAL_KINDS)
+            if spatial:
+                if i and not isinstance(self.layers[i - 1], SPATIAL_KINDS):
+                    raise IRError(f"{where}.kind: {layer.kind} layers must come before the "
+                                  f"dense layers (got one after {self.layers[i - 1].kind})")
+                if shape is None and layer.in_size != features:
+                    h, w, c = layer.in_shape
+                    raise IRError(f"{where}: a {h}x{w}x{c} input image has {layer.in_size} "
+                                  f"codes, but the network input has {features}")
+                if shape is not None and layer.in_shape != shape:
+                    raise IRError(f"{where}: expected an input image of {shape[0]}x{shape[1]}"
+                                  f"x{shape[2]} (the previous layer's output), got "
+                                  f"{'x'.join(map(str, layer.in_shape))}")
+            elif layer.in_features != features:
                 raise IRError(f"{where}.in_features: expected {features} (the previous "
-                              f"layer's outputs), got {layer.in_features}")
+                              f"layer's outputs"
+                              + (f", a {shape[0]}x{shape[1]}x{shape[2]} image flattened"
+                                 if shape is not None else "")
+                              + f"), got {layer.in_features}")
             if layer.in_bits != bits:
-                raise IRError(f"{where}.in_bits: expected {bits} (the previous layer's "
-                              f"output bits), got {layer.in_bits}")
+                raise IRError(f"{where}.{'bits' if isinstance(layer, PoolLayer) else 'in_bits'}: "
+                              f"expected {bits} (the previous layer's output bits), got "
+                              f"{layer.in_bits}")
             last = i == len(self.layers) - 1
-            act = "thresholds" if isinstance(layer, DenseLayer) else "bn_mean"
+            act = "thresholds" if not isinstance(layer, FloatDenseLayer) else "bn_mean"
             if last and not layer.is_output:
-                raise IRError(f"{where}.{act}: the last layer must emit raw scores "
-                              f"(no {'thresholds' if act == 'thresholds' else 'activation'})")
+                raise IRError(f"{where}.{act if not spatial else 'kind'}: the last layer must "
+                              f"emit raw scores ({'a dense layer with ' if spatial else ''}no "
+                              f"{'thresholds' if act == 'thresholds' else 'activation'})")
             if not last and layer.is_output:
                 raise IRError(f"{where}.{act}: a hidden layer needs "
                               f"{'thresholds' if act == 'thresholds' else 'batch-norm'}")
-            features, bits = layer.out_features, layer.out_bits
+            features, bits = layer.out_size, layer.out_bits
+            shape = layer.out_shape if spatial else None
         if self.classes and len(self.classes) != self.n_outputs:
             raise IRError(f"classes: expected {self.n_outputs} names, got {len(self.classes)}")
         try:
@@ -465,7 +881,19 @@ class Network:
 
     def summary(self):
         parts = [f"{self.input_features}x{self.input_bits}b"]
+        first = self.layers[0]
+        if isinstance(first, SPATIAL_KINDS):
+            parts = ["x".join(map(str, first.in_shape)) + f"x{self.input_bits}b"]
         for layer in self.layers:
+            if isinstance(layer, PoolLayer):
+                parts.append(f"maxpool{layer.size}")
+                continue
+            if isinstance(layer, ConvLayer):
+                size = "x".join(map(str, layer.out_shape))
+                kc = layer.kernel_codebook
+                kind = layer.weight_kind + (f", {kc.size} kernels" if kc is not None else "")
+                parts.append(f"conv{layer.kernel_size} {size}x{layer.out_bits}b({kind})")
+                continue
             parts.append(f"{layer.out_features}"
                          + ("" if layer.is_output else f"x{layer.out_bits}b")
                          + f"({layer.weight_kind})")

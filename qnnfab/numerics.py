@@ -21,6 +21,7 @@ sequence of levels (``DenseLayer.weight_levels``), so a codebook layer uses the 
 __all__ = [
     "WEIGHT_LEVELS", "weight_levels", "weight_code_bits", "activation_range", "weight_magnitude",
     "acc_bound", "acc_width", "threshold_bounds", "threshold_width", "signed_width",
+    "negated_codes",
 ]
 
 
@@ -102,3 +103,11 @@ def threshold_bounds(fan_in, in_bits, weight):
 def threshold_width(fan_in, in_bits, weight):
     """Width of the signed comparator that holds the accumulator and every threshold."""
     return signed_width(*threshold_bounds(fan_in, in_bits, weight))
+
+
+def negated_codes(weight):
+    """For each code of ``weight``, the code whose level is its negation, or None where the
+    levels have no negation (a codebook that is not symmetric). Binary: ``(1, 0)``; ternary:
+    ``(0, 2, 1)``. Used by kernel codebooks with a per-kernel sign."""
+    levels = weight_levels(weight)
+    return tuple(levels.index(-v) if -v in levels else None for v in levels)

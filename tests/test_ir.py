@@ -136,7 +136,7 @@ HEADER_CASES = [
     (set_(["layers", 1, "in_bits"], 2), "layers[1].in_bits: expected 1 (the previous layer's"),
     (set_(["layers", 1, "in_features"], 8), "layers[1].weights: expected shape (7, 8), got (7, 9)"),
     (set_(["layers", 0, "kind"], "conv9"),
-     "layers[0].kind: expected one of dense, float_dense, got 'conv9'"),
+     "layers[0].kind: expected one of dense, float_dense, conv, maxpool, got 'conv9'"),
     (set_(["layers", 0, "weight_kind"], "quaternary"),
      "layers[0].weight_kind: expected one of binary, ternary"),
     (set_(["layers", 0, "colour"], "red"), "layers[0]: unknown field(s) colour"),
@@ -544,7 +544,7 @@ FLOAT_HEADER_CASES = [
                                            "-1e-05"),
     (set_(["layers", 0, "weight_kind"], "float"), "layers[0]: unknown field(s) weight_kind"),
     (set_(["layers", 0, "kind"], "float"),
-     "layers[0].kind: expected one of dense, float_dense, got 'float'"),
+     "layers[0].kind: expected one of dense, float_dense, conv, maxpool, got 'float'"),
     (_to_dense_layer(2), "layers[2].kind: a network is either all float layers or all quantized "
                          "ones; got dense after float_dense"),
 ]
