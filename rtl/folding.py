@@ -17,7 +17,8 @@ from qnnfab import ir
 
 from .codebook_dot import codebook_lane_cells
 
-__all__ = ["LayerFolding", "FoldingError", "divisors", "layer_cycles", "check_folding",
+__all__ = ["LayerFolding", "FoldingError", "divisors", "layer_cycles", "kernel_simd_step",
+           "simd_choices", "check_folding",
            "auto_folding", "network_cycles", "folding_cost", "lane_cells"]
 
 
@@ -69,8 +70,28 @@ class LayerFolding:
 
 
 def layer_cycles(layer, folding):
-    """Cycles one vector takes in a layer folded by ``folding``: ``(in/simd)·(out/pe)``."""
-    return (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
+    """Compute cycles one input takes in a layer folded by ``folding``: ``(in/simd)·(out/pe)``
+    for a dense layer, that per window times the windows (``positions``) for a conv layer
+    (``in`` being ``in_channels·k²``), one per input pixel for a max-pool layer."""
+    if isinstance(layer, ir.PoolLayer):
+        return layer.height * layer.width
+    per_vector = (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
+    return per_vector * getattr(layer, "positions", 1)
+
+
+def kernel_simd_step(layer):
+    """SIMD must be a multiple of this: ``kernel_size²`` for a conv layer with a kernel
+    codebook (a slice reads whole kernels), else 1."""
+    if isinstance(layer, ir.ConvLayer) and layer.kernel_codebook is not None:
+        return layer.kernel_size ** 2
+    return 1
+
+
+def simd_choices(layer):
+    """The SIMD values a layer allows: divisors of ``in_features`` (multiples of
+    :func:`kernel_simd_step`)."""
+    step = kernel_simd_step(layer)
+    return [d for d in divisors(layer.in_features) if d % step == 0]
 
 
 def network_cycles(network, folding):
@@ -111,6 +132,14 @@ def check_folding(network, folding):
     result = []
     for i, (layer, item) in enumerate(zip(network.layers, folding)):
         where = f"layers[{i}]"
+        if isinstance(layer, ir.PoolLayer):
+            # A max-pool unit takes one pixel per cycle: nothing to fold.
+            f = None if item is None else _as_layer_folding(where, item)
+            if f is not None and (f.pe, f.simd) != (1, 1):
+                raise FoldingError(f"{where}: a maxpool layer has no folding (use None or "
+                                   f"(1, 1)), got {item!r}")
+            result.append(LayerFolding(1, 1))
+            continue
         f = _as_layer_folding(where, item)
         if layer.out_features % f.pe:
             raise FoldingError(
@@ -120,6 +149,12 @@ def check_folding(network, folding):
             raise FoldingError(
                 f"{where}: SIMD={f.simd} does not divide in_features={layer.in_features} "
                 f"(choose one of {', '.join(map(str, divisors(layer.in_features)))})")
+        step = kernel_simd_step(layer)
+        if f.simd % step:
+            raise FoldingError(
+                f"{where}: SIMD={f.simd} must read whole {layer.kernel_size}x"
+                f"{layer.kernel_size} kernels of the kernel codebook (choose one of "
+                f"{', '.join(map(str, simd_choices(layer)))})")
         result.append(f)
     return result
 
@@ -150,10 +185,13 @@ def folding_cost(layer, folding):
 def _best_folding(layer, target, max_simd):
     """The cheapest folding (:func:`folding_cost`) that meets ``target`` cycles, or the
     fastest one when none does."""
+    if isinstance(layer, ir.PoolLayer):
+        return LayerFolding(1, 1)
     best = None
+    choices = simd_choices(layer)
     for pe in divisors(layer.out_features):
-        for simd in divisors(layer.in_features):
-            if simd > max_simd and simd != min(divisors(layer.in_features)):
+        for simd in choices:
+            if simd > max_simd and simd != choices[0]:
                 continue
             f = LayerFolding(pe, simd)
             cycles = layer_cycles(layer, f)
@@ -188,7 +226,8 @@ def auto_folding(network, *, target_cycles=None, max_lanes=256, max_simd=256):
         max_lanes = operator.index(max_lanes)
         if max_lanes < 1:
             raise ValueError(f"max_lanes must be >= 1, not {max_lanes}")
-        target_cycles = max(-(-layer.macs // max_lanes) for layer in network.layers)
+        target_cycles = max(-(-layer.macs // max_lanes) for layer in network.layers
+                            if not isinstance(layer, ir.PoolLayer))
     target_cycles = operator.index(target_cycles)
     if target_cycles < 1:
         raise ValueError(f"target_cycles must be >= 1, not {target_cycles}")

@@ -46,6 +46,7 @@ from ._checks import quiet_on_error
 from .binary_weight_dot import BinaryWeightDot
 from .codebook_dot import CodebookDot
 from .folding import LayerFolding, check_folding
+from .kernel_memory import KernelCodebookMemory
 from .ternary_dot import TernaryDot
 from .threshold import MultiThreshold
 from .xnor_popcount import XnorPopcount
@@ -110,7 +111,11 @@ class MatrixVectorUnit(wiring.Component):
 
     Parameters
     ----------
-    layer : ir.DenseLayer
+    layer : ir.DenseLayer or ir.ConvLayer
+        A conv layer is computed one window per vector (its :meth:`~qnnfab.ir.ConvLayer.dense_view`,
+        inputs in ``(c, ky, kx)`` order); with a kernel codebook its weights come from a
+        :class:`~qnnfab.rtl.kernel_memory.KernelCodebookMemory` (``simd`` a multiple of
+        ``kernel_size²``).
     folding : LayerFolding or (pe, simd)
     pipelined : bool
         Pipeline registers in the dot unit (one or two more cycles of latency, shorter paths).
@@ -135,14 +140,22 @@ class MatrixVectorUnit(wiring.Component):
 
     @quiet_on_error
     def __init__(self, layer, folding, *, pipelined=True):
+        self.conv = None
+        if isinstance(layer, ir.ConvLayer):
+            # One window per vector: the matrix applied to each window.
+            self.conv, layer = layer, layer.dense_view()
         if not isinstance(layer, ir.DenseLayer):
-            raise TypeError(f"layer must be a qnnfab.ir.DenseLayer, not {layer!r}")
+            raise TypeError(f"layer must be a qnnfab.ir.DenseLayer or ConvLayer, not {layer!r}")
         if not isinstance(folding, LayerFolding):
             folding = LayerFolding(*folding)
         net = ir.Network(input_features=layer.in_features, input_bits=layer.in_bits,
                          layers=[layer])
         # check_folding names the layer "layers[0]"; callers re-raise with their own index.
         check_folding(net, [folding])
+        self.kernel_memory = None
+        if self.conv is not None and self.conv.kernel_codebook is not None:
+            # Raises ValueError when SIMD does not cover whole kernels.
+            self.kernel_memory = KernelCodebookMemory(self.conv, folding.pe, folding.simd)
         self.layer = layer
         self.folding = folding
         self.pe, self.simd = folding.pe, folding.simd
@@ -189,6 +202,8 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def weight_memory_bits(self):
+        if self.kernel_memory is not None:
+            return self.kernel_memory.index_memory_bits
         return self.layer.weights.size * weight_code_bits(self.layer)
 
     def elaborate(self, platform):
@@ -237,7 +252,11 @@ class MatrixVectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [a_valid.eq(issue), a_first.eq(sf == 0), a_last.eq(sf == sf_n - 1),
                          a_final.eq(last_cnt)]
-        if n == 1:
+        if self.kernel_memory is not None:
+            m.submodules.weights = kmem = self.kernel_memory
+            m.d.comb += [kmem.addr.eq(cnt), kmem.en.eq(en)]
+            w_word = kmem.data
+        elif n == 1:
             w_word = Const(weight_words(layer, pe, simd)[0], word_width)
         else:
             attrs = {}

@@ -10,7 +10,7 @@ from qnnfab.model import golden
 
 from .payload import network_layouts, pack_inputs, unpack_outputs
 
-__all__ = ["AmaranthRun", "run_amaranth"]
+__all__ = ["AmaranthRun", "run_amaranth", "measure_timing"]
 
 
 @dataclass
@@ -99,3 +99,21 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     cycles = (out_cycles[-1] + 1) if out_cycles else 0
     return AmaranthRun(classes=classes, scores=scores, cycles=cycles, in_cycles=in_cycles,
                        out_cycles=out_cycles)
+
+
+def measure_timing(network, folding=None, *, n=4, seed=0):
+    """Latency and steady-state interval of ``network``'s hardware, measured by simulating
+    ``n`` random inputs offered back to back (eager source and sink).
+
+    Returns ``{"latency": cycles from the first input offered to the first output,
+    "cycles_per_inference": the largest gap between consecutive outputs}`` -- for a CNN the
+    figures a report needs, since :class:`~qnnfab.rtl.network.Network` only bounds them."""
+    from qnnfab import random_net
+
+    if n < 2:
+        raise ValueError(f"measure_timing: n must be >= 2 (an interval needs two outputs), not {n}")
+    codes = random_net.random_inputs(np.random.default_rng(seed), network, n)
+    run = run_amaranth(network, codes, folding)
+    gaps = np.diff(run.out_cycles)
+    return {"latency": int(run.out_cycles[0] - run.in_cycles[0]),
+            "cycles_per_inference": int(gaps.max())}

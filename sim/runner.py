@@ -394,7 +394,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 def _stall_limit(network, ready_probability, valid_probability):
     # No output for longer than a fully serial network could take (one MAC per cycle per
     # layer, all layers in a row), with a wide margin, means the hardware is stuck.
-    serial = sum(layer.in_features * layer.out_features for layer in network.layers)
+    serial = sum(max(layer.macs, layer.in_size) for layer in network.layers)
     return int((4 * serial + 10_000) / min(ready_probability, valid_probability))
 
 

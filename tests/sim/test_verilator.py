@@ -295,3 +295,18 @@ def test_default_shape_network_bit_exact_in_verilator(cache):
     codes = random_net.random_inputs(rng, net, 64)
     result = runner.simulate(net, codes, simulator="verilator", build_dir=cache)
     _check_network(net, codes, result, seed)
+
+
+def test_cnn_bit_exact_in_verilator(cache):
+    """A CNN with every spatial block: serializer, conv units (line buffers, code-0 padding,
+    a kernel codebook with signs), max-pool, flatten, dense, argmax; with back-pressure."""
+    seed = 41
+    rng = np.random.default_rng(seed)
+    net = random_net.random_cnn(rng, height=8, width=8, channels=[1, 8, 8], input_bits=5,
+                                pool=(0, 1), kernels=6, sign=True, dense=(16,), n_outputs=10)
+    codes = random_net.random_inputs(rng, net, 48)
+    free = runner.simulate(net, codes, simulator="verilator", build_dir=cache)
+    stalled = runner.simulate(net, codes, simulator="verilator", build_dir=cache,
+                              ready_probability=0.3, valid_probability=0.6, seed=seed)
+    _check_network(net, codes, free, seed)
+    _check_network(net, codes, stalled, seed)
