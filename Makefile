@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
-.PHONY: setup demo test test-fast bench bench-quant bench-codebook clean
+.PHONY: setup demo test test-fast bench bench-quant bench-codebook bench-cluster clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,7 @@ test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant bench-codebook
+bench: bench-quant bench-codebook bench-cluster
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
@@ -39,6 +39,9 @@ bench-quant: setup
 
 bench-codebook: setup
 	$(PY) benchmarks/bench_codebook.py
+
+bench-cluster: setup
+	$(PY) benchmarks/bench_cluster.py
 
 clean:
 	rm -rf build .pytest_cache

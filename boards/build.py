@@ -132,10 +132,20 @@ def estimate(network, folding=None):
     last = network.layers[-1]
     lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
     lc += (last.out_features + 2) * last.acc_width                      # argmax
+    prev = None
     for layer, (pe, simd) in zip(network.layers, pairs):
+        if isinstance(layer, ir.SPATIAL_KINDS):
+            lc += _spatial_cells(layer, pe, simd)
+        elif isinstance(prev, ir.SPATIAL_KINDS):
+            lc += layer.in_features * layer.in_bits  # the flatten's register
+        prev = layer
+        if isinstance(layer, ir.PoolLayer):
+            continue
         pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
         if layer.weight_kind == "codebook":
             per_lane = codebook_lane_cells(layer.weight_levels, layer.in_bits)
+        elif isinstance(layer, ir.ConvLayer):
+            per_lane = 3 * layer.in_bits  # measured on digits-cnn sized conv units (~3)
         else:
             per_lane = layer.in_bits
         n_thr = 0 if layer.is_output else layer.thresholds.shape[1]
@@ -145,7 +155,28 @@ def estimate(network, folding=None):
             lc += simd * layer.in_bits * sf
         out_width = layer.acc_width if layer.is_output else layer.out_bits
         lc += layer.out_features * out_width * (2 if layer.out_features > pe else 1)
+    if network.input_shape is not None:
+        h, w, c = network.input_shape
+        lc += h * w * c * network.input_bits + c * network.input_bits  # pixel serializer
     return {"weight_bits": int(network.weight_bits), "lc": int(lc)}
+
+
+def _spatial_cells(layer, pe, simd):
+    """Cells of a CNN layer's pixel-stream hardware beside its MVU: a conv unit's window
+    registers (``C_in·k²·bits`` flip-flops) and kernel-codebook decoders (a LUT per code bit
+    per lane, twice with signs); a max-pool unit's row buffer, running maximum, comparators
+    and output register."""
+    if isinstance(layer, ir.PoolLayer):
+        pixel = layer.channels * layer.bits
+        cells = pixel * (2 * (layer.width // layer.size) + 5)
+    else:
+        k2 = layer.kernel_size ** 2
+        cells = layer.in_channels * k2 * layer.in_bits
+        kc = layer.kernel_codebook
+        if kc is not None:
+            wbits = (len(layer.weight_levels) - 1).bit_length()
+            cells += pe * simd * wbits * (2 if kc.sign is not None else 1)
+    return cells
 
 
 def check_fit(network, board, folding=None):
@@ -342,7 +373,14 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         yosys_log = f.read()
     cells = nextpnr_report.parse_yosys_cells(yosys_log)
     fmax = pnr.fmax_mhz
-    cycles = int(top.cycles_per_inference)
+    cycles, latency = int(top.cycles_per_inference), top.latency
+    timing_source = "formula"
+    if network.input_shape is not None:
+        # A CNN's stages hand pixels over in bursts: its interval is measured, not modelled.
+        from qnnfab.sim.amaranth_sim import measure_timing
+        measured = measure_timing(network, top.folding, n=3)
+        cycles, latency = measured["cycles_per_inference"], measured["latency"]
+        timing_source = "amaranth simulation (3 inputs back to back)"
     fmt = top.frame
 
     tools = {"yosys": nextpnr_report.parse_yosys_version(yosys_log)}
@@ -365,7 +403,8 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         "pll": pll,
         "timing_met": fmax is not None and fmax >= clock_mhz,
         "cycles_per_inference": cycles,
-        "latency_cycles": _jsonable(top.latency),
+        "latency_cycles": _jsonable(latency),
+        "timing_source": timing_source,
         "inferences_per_s": clock_mhz * 1e6 / cycles,
         "inferences_per_s_at_fmax": (fmax * 1e6 / cycles) if fmax else None,
         "folding": _jsonable(top.folding if top.folding is not None else folding),

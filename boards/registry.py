@@ -175,9 +175,18 @@ def bram_blocks_for(network, folding, board):
     board = get_board(board)
     block_bits = board.bram_bits // board.bram_blocks
     total = 0
+    from qnnfab import ir, numerics
+
     for layer, f in zip(network.layers, folding):
+        if isinstance(layer, ir.PoolLayer):
+            continue
         pe, simd = (f.pe, f.simd) if hasattr(f, "pe") else f
-        per_weight = layer.weight_bits // layer.macs
-        width = -(-pe * simd * per_weight // board.bram_port_bits)
+        kc = getattr(layer, "kernel_codebook", None)
+        if kc is not None:  # indices (and sign bits) of whole kernels
+            slot = kc.index_bits + (kc.sign is not None)
+            per_cycle = pe * simd // layer.kernel_size ** 2 * slot
+        else:
+            per_cycle = pe * simd * numerics.weight_code_bits(layer.weight_levels)
+        width = -(-per_cycle // board.bram_port_bits)
         total += max(width, -(-layer.weight_bits // block_bits))
     return total

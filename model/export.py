@@ -23,6 +23,13 @@ step, batch-norm, clipping, rounding — the model's own float32 function) is ``
 scale ``α`` of the weights are inside that function, so they are folded into the thresholds
 too. Weights become IR codes of each layer's own kind (binary or ternary; an adaptive layer
 exports the kind it ended with).
+
+A :class:`~qnnfab.model.conv.QuantCNN` exports each conv block as an ``ir.ConvLayer`` (the same
+per-channel threshold search over its window accumulators; weights ``(C_out, C_in, k, k)``
+codes; an ``ir.KernelCodebook`` when its kernels come from a clustered table,
+:mod:`qnnfab.model.kernel_finetune`), followed by an ``ir.PoolLayer`` when it pools. The first
+dense layer's columns are permuted from torch's ``(c, y, x)`` flatten order to the IR's
+``(y, x, c)``.
 """
 
 import numpy as np
@@ -30,10 +37,12 @@ import torch
 
 from qnnfab import ir, numerics
 
+from .conv import QuantCNN
 from .layers import QuantMLP, batchnorm_eval
 from .quantizers import weight_codes
 
-__all__ = ["export", "export_float", "fold_bn_sign", "fold_levels", "fold_dense"]
+__all__ = ["export", "export_float", "fold_bn_sign", "fold_levels", "fold_dense",
+           "flatten_permutation"]
 
 
 def _check_bn(bn, where):
@@ -135,8 +144,76 @@ def _ir_weights(lin, where):
     return weight_codes(lin.weight_values(), lin.kind), None
 
 
+def flatten_permutation(channels, height, width):
+    """``perm`` with ``ir_column[j] = torch_column[perm[j]]``: the IR flattens an image
+    ``(y, x, c)``, torch ``(c, y, x)``."""
+    return np.arange(channels * height * width).reshape(channels, height, width) \
+        .transpose(1, 2, 0).reshape(-1)
+
+
+def _kernel_codebook(conv, tables, where):
+    """The ``ir.KernelCodebook`` of a conv whose kernels come from a clustered table (its
+    ``kernel_source`` has ``kernel_codebook()``), else None. Layers drawing on one table get
+    one ``kernels`` array (``tables``: id of the table -> its array)."""
+    source = conv.kernel_source
+    make = getattr(source, "kernel_codebook", None)
+    if make is None:
+        return None
+    kc = make()
+    table = getattr(source, "table", source)
+    shared = tables.setdefault(id(table), kc.kernels)
+    if shared is not kc.kernels:
+        if not np.array_equal(shared, kc.kernels):
+            raise ValueError(f"{where}: a shared kernel table exported two different ways")
+        kc = ir.KernelCodebook(index=kc.index, kernels=shared, sign=kc.sign)
+    return kc
+
+
+def _export_cnn(model, *, meta, classes):
+    layers, tables = [], {}
+    in_bits, in_step = model.input_bits, None
+    h, w, _ = model.input_shape
+    for i, block in enumerate(model.convs):
+        conv, where = block.conv, f"convs[{i}]"
+        codes, codebook = _ir_weights(conv, where)
+        k = conv.kernel_size
+        thresholds, sign = fold_dense(block, in_step, in_bits=in_bits, where=where)
+        layers.append(ir.ConvLayer(
+            in_channels=conv.in_channels, out_channels=conv.out_channels, height=h, width=w,
+            kernel_size=k, padding=conv.padding, in_bits=in_bits, weight_kind=conv.kind,
+            weights=codes.reshape(conv.out_channels, conv.in_channels, k, k),
+            thresholds=thresholds, threshold_sign=sign, codebook=codebook,
+            kernel_codebook=_kernel_codebook(conv, tables, where), name=f"conv{i}"))
+        h, w = conv.output_size(h, w)
+        if block.pooled:
+            layers.append(ir.PoolLayer(channels=conv.out_channels, height=h, width=w,
+                                       size=block.pool, bits=block.act_bits, name=f"pool{i}"))
+            h, w = h // block.pool, w // block.pool
+        in_bits, in_step = block.act_bits, block.step
+    perm = flatten_permutation(*model.flat_shape)
+    blocks = [*model.hidden, model.head]
+    for j, block in enumerate(blocks):
+        lin, where = block.linear, f"dense[{j}]"
+        weights, codebook = _ir_weights(lin, where)
+        if j == 0:
+            weights = weights[:, perm]
+        thresholds = sign = None
+        if block is not model.head:
+            thresholds, sign = fold_dense(block, in_step, in_bits=in_bits, where=where)
+        layers.append(ir.DenseLayer(
+            in_features=lin.in_features, out_features=lin.out_features, in_bits=in_bits,
+            weight_kind=lin.kind, weights=weights, codebook=codebook, thresholds=thresholds,
+            threshold_sign=sign, name=f"dense{j}"))
+        if block is not model.head:
+            in_bits, in_step = block.act_bits, block.step
+    network = ir.Network(input_features=model.input_features, input_bits=model.input_bits,
+                         layers=layers, classes=list(classes or []), meta=dict(meta))
+    return network.validate()
+
+
 def export(model, *, meta, classes=None):
-    """The :class:`qnnfab.ir.Network` of a trained :class:`~qnnfab.model.layers.QuantMLP`.
+    """The :class:`qnnfab.ir.Network` of a trained :class:`~qnnfab.model.layers.QuantMLP` or
+    :class:`~qnnfab.model.conv.QuantCNN`.
 
     Weights become IR codes of each layer's kind ``(out, in)``; each hidden layer's scaling,
     batch-norm and activation become ``2**act_bits - 1`` integer thresholds per output
@@ -144,11 +221,13 @@ def export(model, *, meta, classes=None):
     input step do not change the argmax and are dropped). ``meta`` (a JSON-serializable dict)
     is copied into ``network.meta``. Returns the network, validated.
     """
-    if not isinstance(model, QuantMLP):
-        raise TypeError(f"model must be a qnnfab.model.layers.QuantMLP (e.g. BinaryMLP), "
-                        f"not {model!r}")
+    if not isinstance(model, (QuantMLP, QuantCNN)):
+        raise TypeError(f"model must be a qnnfab.model.layers.QuantMLP (e.g. BinaryMLP) or a "
+                        f"qnnfab.model.conv.QuantCNN, not {model!r}")
     if not isinstance(meta, dict):
         raise TypeError(f"meta must be a dict, not {meta!r}")
+    if isinstance(model, QuantCNN):
+        return _export_cnn(model, meta=meta, classes=classes)
     layers = []
     in_bits, in_step = model.input_bits, None
     for i, block in enumerate(model.hidden):

@@ -1,15 +1,48 @@
 """Training presets: a named network shape, data set and optimizer settings.
 
 :data:`PRESETS` maps a name to a :class:`Preset`; :func:`get_preset` looks one up and raises a
-``ValueError`` listing the known names otherwise. Later presets (``digits-tnn``, ``digits-sq``,
-``digits-cnn``) register here.
+``ValueError`` listing the known names otherwise.
 """
 
+import dataclasses
+import operator
 from dataclasses import dataclass
 
 from .sq import SQConfig
 
-__all__ = ["Preset", "PRESETS", "get_preset", "register"]
+__all__ = ["ConvSpec", "Preset", "PRESETS", "get_preset", "register", "preset_to_dict",
+           "preset_from_dict"]
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One convolution block of a ``"cnn"`` preset (:class:`qnnfab.model.conv.QuantConvBlock`).
+
+    Attributes
+    ----------
+    channels : int
+        Output channels.
+    pool : int
+        Max-pool size and stride after the activation (0: none).
+    kernel_size : int
+        Odd, 1..7 (stride 1).
+    padding : int
+        ``0 .. kernel_size // 2``; padded positions hold activation code 0.
+    """
+    channels: int
+    pool: int = 2
+    kernel_size: int = 3
+    padding: int = 1
+
+    def __post_init__(self):
+        for name in ("channels", "pool", "kernel_size", "padding"):
+            operator.index(getattr(self, name))
+        if self.channels < 1 or self.pool < 0:
+            raise ValueError(f"ConvSpec: channels must be >= 1 and pool >= 0, got {self}")
+        if not (1 <= self.kernel_size <= 7 and self.kernel_size % 2) \
+                or not 0 <= self.padding <= self.kernel_size // 2:
+            raise ValueError(f"ConvSpec: kernel_size must be odd 1..7 and padding "
+                             f"0..kernel_size//2, got {self}")
 
 
 @dataclass(frozen=True)
@@ -24,15 +57,22 @@ class Preset:
     split_seed : int
         The data split seed (fixed, so runs with different training seeds share a test split).
     hidden : tuple of int
-        Hidden layer widths; inputs and outputs come from the data set.
+        Hidden (dense) layer widths; inputs and outputs come from the data set.
     model : str
-        Model family (``"mlp"``: :class:`qnnfab.model.layers.QuantMLP`).
+        Model family (``"mlp"``: :class:`qnnfab.model.layers.QuantMLP`; ``"cnn"``:
+        :class:`qnnfab.model.conv.QuantCNN`, the ``conv`` blocks then the ``hidden`` layers).
+    conv : tuple of ConvSpec
+        The convolution blocks of a ``"cnn"`` preset.
+    input_shape : tuple (H, W, C) or None
+        The image shape of a ``"cnn"`` preset's inputs; None: a square one-channel image of
+        the data set's features (8×8×1 digits, 28×28×1 MNIST).
     weights : str or tuple of str
-        Weight kind of every layer or of each layer: ``"binary"``, ``"ternary"``, ``"adaptive"``
-        (Smart Quantization chooses; needs ``sq``) or ``"float"`` (all layers: a float network
-        for ``qnnfab quantize``).
+        Weight kind of every layer or of each layer (convolutions first): ``"binary"``,
+        ``"ternary"``, ``"adaptive"`` (Smart Quantization chooses; needs ``sq``) or ``"float"``
+        (all layers: a float network for ``qnnfab quantize``).
     act_bits : int or tuple of int
-        Bits of the hidden activations (1: sign), for all hidden layers or each.
+        Bits of the hidden activations (1: sign), for all hidden layers (conv blocks included)
+        or each.
     sq : SQConfig or None
         Smart Quantization settings (the regularizer and the switching rule); None: plain QAT.
     epochs, batch_size : int
@@ -45,6 +85,8 @@ class Preset:
     split_seed: int = 0
     hidden: tuple = (256, 256)
     model: str = "mlp"
+    conv: tuple = ()
+    input_shape: "tuple | None" = None
     weights: "str | tuple" = "binary"
     act_bits: "int | tuple" = 1
     sq: "SQConfig | None" = None
@@ -59,6 +101,14 @@ class Preset:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"preset {self.name!r}: epochs, batch_size and lr must be positive")
+        if self.model not in ("mlp", "cnn"):
+            raise ValueError(f"preset {self.name!r}: unknown model family {self.model!r}; "
+                             f"known: mlp, cnn")
+        if (self.model == "cnn") != bool(self.conv):
+            raise ValueError(f"preset {self.name!r}: a cnn preset needs conv blocks and an mlp "
+                             f"preset has none (model={self.model!r}, conv={self.conv!r})")
+        if not all(isinstance(c, ConvSpec) for c in self.conv):
+            raise ValueError(f"preset {self.name!r}: conv must hold ConvSpec objects")
         kinds = (self.weights,) if isinstance(self.weights, str) else tuple(self.weights)
         if "adaptive" in kinds and self.sq is None:
             raise ValueError(f"preset {self.name!r}: adaptive layers need Smart Quantization "
@@ -99,6 +149,35 @@ register(Preset(name="digits-sq", hidden=(128, 128), weights="adaptive", act_bit
 #: it into codebook weights (GA, k-means, fixed point, minifloat, powers of two).
 register(Preset(name="digits-mlp", hidden=(128, 128), weights="float", act_bits=2, epochs=60,
                 batch_size=64, lr=1e-2, label_smoothing=0.1))
+
+
+#: A small CNN on the 8x8 digits: conv 1->16 + pool (4x4x16), conv 16->32 + pool (2x2x32),
+#: dense 128->10; ternary weights (the Smart Quantization regularizer pulls them to the levels),
+#: 2-bit activations: 6,032 weights (12.1 kbit), 84,224 MACs per image. lr 5e-3 and 80 epochs
+#: were chosen on validation accuracy (mean best-epoch val over seeds 3-6: 98.75 % vs 98.06 %
+#: at lr 1e-2 and 60 epochs; lr 3e-3, 120 epochs, dropout 0.2 and a 64-wide hidden layer were
+#: no better; 24/48 channels reached 99.03 % with twice the weight bits; no pool after the
+#: first conv 99.03 % with 3.6x the MACs).
+register(Preset(name="digits-cnn", model="cnn", conv=(ConvSpec(16), ConvSpec(32)), hidden=(),
+                weights="ternary", act_bits=2, epochs=80, batch_size=64, lr=5e-3,
+                label_smoothing=0.1, sq=SQConfig()))
+
+
+def preset_to_dict(preset):
+    """A preset as plain data (dicts, lists, numbers, strings; for checkpoints)."""
+    return dataclasses.asdict(get_preset(preset))
+
+
+def preset_from_dict(fields):
+    """The :class:`Preset` :func:`preset_to_dict` gave these fields for."""
+    fields = dict(fields)
+    if fields.get("sq") is not None:
+        fields["sq"] = SQConfig(**fields["sq"])
+    fields["conv"] = tuple(ConvSpec(**c) for c in fields.get("conv", ()))
+    for name in ("hidden", "input_shape", "weights", "act_bits"):
+        if isinstance(fields.get(name), list):
+            fields[name] = tuple(fields[name])
+    return Preset(**fields)
 
 
 def get_preset(name):

@@ -12,7 +12,10 @@ thread count is restored).
 
 import copy
 import dataclasses
+import hashlib
+import io
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,14 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from qnnfab import ir
+
 from . import golden
+from .conv import QuantCNN
 from .data import load_dataset
 from .export import export, export_float
 from .layers import QuantMLP
-from .presets import get_preset
+from .presets import get_preset, preset_from_dict, preset_to_dict
 from .sq import SQController
 
-__all__ = ["TrainResult", "train", "build_model", "predict"]
+__all__ = ["TrainResult", "train", "build_model", "input_shape", "predict", "Checkpoint",
+           "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+#: What :func:`save_checkpoint` writes in its ``format`` field.
+CHECKPOINT_FORMAT = "qnnfab-checkpoint"
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -53,6 +64,9 @@ class TrainResult:
     seconds : float
         Wall time of the whole call (training, export, integer check).
     best_epoch : int
+    preset : qnnfab.model.presets.Preset
+    seed : int
+        What :func:`save_checkpoint` records besides the weights.
     """
     network: object
     float_accuracy: float
@@ -63,13 +77,38 @@ class TrainResult:
     dataset: object = None
     seconds: float = 0.0
     best_epoch: int = 0
+    preset: object = None
+    seed: int = None
+
+
+def input_shape(preset, dataset):
+    """``(H, W, C)`` of a cnn preset's input images: the preset's ``input_shape``, or a square
+    one-channel image of the data set's features."""
+    if preset.input_shape is not None:
+        h, w, c = preset.input_shape
+        if h * w * c != dataset.n_features:
+            raise ValueError(f"preset {preset.name!r}: input_shape {preset.input_shape} holds "
+                             f"{h * w * c} values, the data set has {dataset.n_features} "
+                             f"features")
+        return (h, w, c)
+    side = math.isqrt(dataset.n_features)
+    if side * side != dataset.n_features:
+        raise ValueError(f"preset {preset.name!r}: {dataset.n_features} input features are not "
+                         f"a square image; give the preset an input_shape (H, W, C)")
+    return (side, side, 1)
 
 
 def build_model(preset, dataset):
     """The untrained float model of ``preset`` for ``dataset``."""
+    preset = get_preset(preset)
+    if preset.model == "cnn":
+        return QuantCNN(input_shape(preset, dataset), preset.conv, preset.hidden,
+                        dataset.n_classes, input_bits=dataset.input_bits,
+                        weight_kinds=preset.weights, act_bits=preset.act_bits,
+                        dropout=preset.dropout)
     if preset.model != "mlp":
         raise ValueError(f"preset {preset.name!r}: unknown model family {preset.model!r}; "
-                         f"known: mlp")
+                         f"known: mlp, cnn")
     return QuantMLP([dataset.n_features, *preset.hidden, dataset.n_classes],
                     input_bits=dataset.input_bits, weight_kinds=preset.weights,
                     act_bits=preset.act_bits, dropout=preset.dropout)
@@ -149,30 +188,56 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None)
     network.validate()
     return TrainResult(network=network, float_accuracy=float_acc, integer_accuracy=int_acc,
                        agreement=agreement, history=history, model=model, dataset=ds,
-                       seconds=time.monotonic() - started, best_epoch=best_epoch)
+                       seconds=time.monotonic() - started, best_epoch=best_epoch, preset=p,
+                       seed=seed)
 
 
 def _fit(p, ds, *, seed, epochs, progress):
-    from tqdm import tqdm
-
     model = build_model(p, ds)
     controller = SQController(model.quant_linears(), p.sq, epochs) if p.sq is not None else None
+    history, best_epoch = _optimize(model, ds, p, model.parameters(), seed=seed, epochs=epochs,
+                                    progress=progress, desc=f"train {p.name}",
+                                    controller=controller)
+    sq_record = None
+    if controller is not None:
+        sq_record = {"depth": [lin.kind for lin in model.quant_linears()],
+                     "adaptive": [lin.adaptive for lin in model.quant_linears()],
+                     "bits_per_weight": controller.bits_per_weight(),
+                     "config": dataclasses.asdict(p.sq), "history": controller.history}
+    return model, history, best_epoch, sq_record
+
+
+def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, controller=None,
+              constrain=None, holder=None):
+    """Train ``model`` (its ``params``) on ``ds`` for ``epochs`` with preset ``p``'s optimizer
+    settings (``lr`` overrides its peak learning rate): Adam, cosine decay, the model's
+    ``constrain_()`` (and ``constrain()`` if given) after each step. Loads the best validation
+    epoch's weights into ``model`` (eval mode; ``holder``'s state dict, when given, is what is
+    kept and restored, e.g. a module holding the model and further trained tensors) and returns
+    ``(history, best_epoch)``.
+    ``progress``: a bool (a tqdm bar on stderr) or a callable taking each epoch's history
+    entry."""
+    from tqdm import tqdm
+
+    lr = p.lr if lr is None else lr
     x = torch.as_tensor(ds.x_train, dtype=torch.float32)
     y = torch.as_tensor(ds.y_train)
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
     total = max(1, epochs * steps_per_epoch)
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: p.lr_min_factor + (1 - p.lr_min_factor)
         * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
     gen = torch.Generator().manual_seed(seed)
 
+    holder = model if holder is None else holder
     history, best, best_key, best_epoch = [], None, None, 0
     step = 0
-    bar = tqdm(range(1, epochs + 1), desc=f"train {p.name}", unit="epoch", file=sys.stderr,
-               disable=not progress, leave=False)
+    callback = progress if callable(progress) else None
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr,
+               disable=callback is not None or not progress, leave=False)
     for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=gen)
@@ -191,6 +256,8 @@ def _fit(p, ds, *, seed, epochs, progress):
             sched.step()
             step += 1
             model.constrain_()
+            if constrain is not None:
+                constrain()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
             seen += len(idx)
@@ -207,17 +274,112 @@ def _fit(p, ds, *, seed, epochs, progress):
             history[-1]["depth"] = controller.history[-1]["depth"]
         key = (val_acc, -val_loss)
         if candidate and (best_key is None or key >= best_key):
-            best_key, best, best_epoch = key, copy.deepcopy(model.state_dict()), epoch
+            best_key, best, best_epoch = key, copy.deepcopy(holder.state_dict()), epoch
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
+        if callback is not None:
+            callback(dict(history[-1]))
     bar.close()
     if best is None:  # the depths were decided at the last epoch: keep that model
-        best, best_epoch = copy.deepcopy(model.state_dict()), epochs
-    model.load_state_dict(best)
+        best, best_epoch = copy.deepcopy(holder.state_dict()), epochs
+    holder.load_state_dict(best)
     model.eval()
-    sq_record = None
-    if controller is not None:
-        sq_record = {"depth": [lin.kind for lin in model.quant_linears()],
-                     "adaptive": [lin.adaptive for lin in model.quant_linears()],
-                     "bits_per_weight": controller.bits_per_weight(),
-                     "config": dataclasses.asdict(p.sq), "history": controller.history}
-    return model, history, best_epoch, sq_record
+    return history, best_epoch
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A trained float model as :func:`save_checkpoint` wrote it.
+
+    Attributes
+    ----------
+    preset : qnnfab.model.presets.Preset
+        The preset it was trained from (stored field by field, so unregistered presets load).
+    seed : int
+    data : str
+        The data set's name (:func:`qnnfab.model.data.load_dataset` loads it again).
+    split_seed : int
+    ir_sha256 : str
+        sha256 (hex) of the exported network's file bytes, ``ir.to_bytes(network)``.
+    state_dict : dict
+        The model's weights (the selected epoch's).
+    """
+    preset: object
+    seed: int
+    data: str
+    split_seed: int
+    ir_sha256: str
+    state_dict: dict
+
+    def load_dataset(self, data=None):
+        """The data set it was trained on (or ``data``, a name), split as it was."""
+        return load_dataset(self.data if data is None else data, seed=self.split_seed)
+
+    def build_model(self, dataset):
+        """The float model with the checkpoint's weights, eval mode."""
+        from .layers import QuantLinear
+        model = build_model(self.preset, dataset)
+        for name, module in model.named_modules():
+            if isinstance(module, QuantLinear) and f"{name}.code_levels" in self.state_dict:
+                for buf in ("code_indices", "code_levels", "code_scale"):
+                    setattr(module, buf, self.state_dict[f"{name}.{buf}"].clone())
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def matches(self, network):
+        """True when ``network``'s file bytes are the ones this checkpoint was saved with."""
+        return hashlib.sha256(ir.to_bytes(network)).hexdigest() == self.ir_sha256
+
+
+def save_checkpoint(path, result):
+    """Write the float model of a :class:`TrainResult` to ``path`` (atomically).
+
+    ``torch.save`` of a dict: ``format``, ``version``, ``preset`` (name), ``preset_fields``,
+    ``seed``, ``data`` (``{"name", "split_seed"}``), ``ir_sha256`` (of
+    ``ir.to_bytes(result.network)``) and ``state_dict``. Returns that sha256 (hex)."""
+    if not isinstance(result, TrainResult):
+        raise TypeError(f"result must be a TrainResult from train(), not {result!r}")
+    if result.model is None or result.preset is None or result.dataset is None \
+            or result.seed is None:
+        raise ValueError("result: a checkpoint needs the model, preset, seed and data set "
+                         "that train() records; this result lacks some")
+    digest = hashlib.sha256(ir.to_bytes(result.network)).hexdigest()
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "preset": result.preset.name, "preset_fields": preset_to_dict(result.preset),
+               "seed": int(result.seed),
+               "data": {"name": result.dataset.name, "split_seed": int(result.dataset.seed)},
+               "ir_sha256": digest,
+               "state_dict": {k: v.detach().cpu().clone()
+                              for k, v in result.model.state_dict().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    ir.atomic_write_bytes(path, buf.getvalue())
+    return digest
+
+
+def load_checkpoint(path):
+    """The :class:`Checkpoint` in ``path`` (written by :func:`save_checkpoint`); ValueError
+    naming what is wrong with a file that is not one."""
+    path = os.fspath(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for a bad file
+        raise ValueError(f"{path}: not a qnnfab checkpoint ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a qnnfab checkpoint (format field "
+                         f"{payload.get('format') if isinstance(payload, dict) else None!r})")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {payload.get('version')!r}, this qnnfab "
+                         f"reads version {CHECKPOINT_VERSION}")
+    try:
+        preset = preset_from_dict(payload["preset_fields"])
+        return Checkpoint(preset=preset, seed=int(payload["seed"]),
+                          data=str(payload["data"]["name"]),
+                          split_seed=int(payload["data"]["split_seed"]),
+                          ir_sha256=str(payload["ir_sha256"]),
+                          state_dict=dict(payload["state_dict"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: checkpoint field missing or malformed ({exc})") from None

@@ -17,11 +17,15 @@ class UserError(Exception):
 
 
 def parse_folding(text):
-    """``"8:16,16:32,2:64"`` → ``[(8, 16), (16, 32), (2, 64)]`` (PE:SIMD per layer)."""
+    """``"8:16,16:32,2:64"`` → ``[(8, 16), (16, 32), (2, 64)]`` (PE:SIMD per layer; ``-`` for a
+    max-pool layer, which has no folding)."""
     if text is None:
         return None
     folding = []
     for i, part in enumerate(text.split(",")):
+        if part.strip() == "-":  # a max-pool layer: nothing to fold
+            folding.append(None)
+            continue
         try:
             pe, simd = (int(v) for v in part.split(":"))
         except ValueError:
@@ -90,6 +94,12 @@ def cmd_train(args):
               f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
     print(f"wrote {args.out} ({result.network.summary()}; "
           f"{result.network.weight_bits / result.network.macs:.2f} weight bits/weight)")
+    if result.network.input_shape is not None:
+        from qnnfab.flow import checkpoint_path
+        from qnnfab.model.train import save_checkpoint
+        ckpt = checkpoint_path(args.out)
+        save_checkpoint(ckpt, result)
+        print(f"wrote {ckpt} (the float model, for `qnnfab cluster --finetune`)")
     from qnnfab.flow import write_sq_plot
     plot = write_sq_plot(result.network, os.path.splitext(args.out)[0] + ".sq.svg")
     if plot:
@@ -118,6 +128,31 @@ def cmd_quantize(args):
         plot = os.path.splitext(args.out)[0] + ".ga.svg"
         ir.atomic_write_bytes(plot, fitness_curve_svg(result.history).encode())
         print(f"wrote {plot} (GA fitness per generation)")
+    return 0
+
+
+def cmd_cluster(args):
+    from qnnfab import ir
+    from qnnfab.flow import cluster_kernels
+    _check_out_file(args.out)
+    network, info = cluster_kernels(args.model, args.kernels, sign=args.scale,
+                                    per_layer=args.per_layer, finetune=args.finetune,
+                                    seed=args.seed, progress=not args.quiet)
+    ir.save(network, args.out)
+    total = info["stats"]["total"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{v:.2%}"
+    print(f"{total['K']} representative kernels for {total['kernels']} kernels "
+          f"(reduction {total['reduction']:.1%}); weight memory of the conv layers "
+          f"{total['bits_before']:,} -> {total['bits_after']:,} bits "
+          f"({total['bits_before'] / max(1, total['bits_after']):.2f}x smaller)")
+    print(f"test accuracy (integer): {pct(info['test_before'])} before, "
+          + (f"{pct(info['test_clustered'])} clustered, " if "test_clustered" in info else "")
+          + f"{pct(info['test_after'])} after"
+          + (f" {info['finetune']} epochs of fine-tuning" if info["finetune"] else
+             " (no fine-tuning)"))
+    print(f"wrote {args.out} ({network.summary()})")
     return 0
 
 
@@ -270,6 +305,24 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     data_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("cluster", cmd_cluster, "replace a CNN's conv kernels by a small codebook of "
+                                    "representative kernels (k-means)")
+    p.add_argument("model", metavar="FILE.qnn", help="a CNN (e.g. from `qnnfab train --preset "
+                                                     "digits-cnn`)")
+    p.add_argument("--kernels", type=int, required=True, metavar="K",
+                   help="representative kernels (network-wide, or per layer with --per-layer)")
+    p.add_argument("--scale", action="store_true",
+                   help="a sign per kernel (kernel = ±representative): one more bit per "
+                        "kernel, about half the representatives needed")
+    p.add_argument("--per-layer", action="store_true",
+                   help="a codebook per conv layer instead of one for the network")
+    p.add_argument("--finetune", type=int, default=None, metavar="EPOCHS",
+                   help="fine-tune the representatives after assignment (default: 10 epochs "
+                        "when FILE.pt from `qnnfab train` is beside FILE.qnn, else 0)")
+    p.add_argument("--out", required=True, metavar="CLUSTERED.qnn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
 
     p = add("quantize", cmd_quantize, "quantize a float network's weights to per-layer "
                                       "codebooks (post-training)")

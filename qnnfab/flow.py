@@ -13,7 +13,7 @@ import numpy as np
 from . import ir
 
 __all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text",
-           "write_sq_plot"]
+           "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy"]
 
 
 def _log(msg):
@@ -89,6 +89,64 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
             _log(f"    {name} ...")
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                  progress=on_step, extra=extra or {})
+
+
+def checkpoint_path(qnn_path):
+    """Where ``qnnfab train`` keeps the float model of ``FILE.qnn``: ``FILE.pt`` beside it."""
+    root, ext = os.path.splitext(os.fspath(qnn_path))
+    return (root if ext == ".qnn" else os.fspath(qnn_path)) + ".pt"
+
+
+def test_accuracy(network):
+    """The integer (golden) accuracy on the held-out test split of the network's data set, or
+    None for a network without one."""
+    from qnnfab.model import golden
+    from qnnfab.vectors import test_vectors
+    vecs = test_vectors(network)
+    if vecs.labels is None:
+        return None
+    return float(np.mean(golden.forward(network, vecs.codes).classes == vecs.labels))
+
+
+def cluster_kernels(path, kernels, *, sign=False, per_layer=False, finetune=None, seed=0,
+                    progress=True):
+    """Cluster the conv kernels of the network in ``path`` (``qnnfab cluster``).
+
+    ``finetune``: epochs of fine-tuning the representatives (and everything else) after the
+    assignment, from the float model ``qnnfab train`` saved beside the file
+    (:func:`checkpoint_path`); None: 10 epochs when that file exists, else none. Returns
+    ``(network, info)``; ``info`` holds the clustering ``stats``, ``test_before`` /
+    ``test_after`` (integer test accuracy of the input and of the result), ``finetune``
+    (epochs run) and ``checkpoint`` (the file used, or None)."""
+    from qnnfab.model.kernel_clustering import cluster_network
+    network = ir.load(path)
+    network.require_integer("kernel clustering")
+    if not any(isinstance(layer, ir.ConvLayer) for layer in network.layers):
+        raise ValueError(f"{path}: has no conv layers to cluster ({network.summary()})")
+    ckpt = checkpoint_path(path)
+    if finetune is None:
+        finetune = 10 if os.path.exists(ckpt) else 0
+        if not finetune and progress:
+            _log(f"note: no {ckpt} beside {path}: clustering without fine-tuning "
+                 f"(`qnnfab train` writes it)")
+    elif finetune < 0:
+        raise ValueError(f"--finetune: expected epochs >= 0, got {finetune}")
+    elif finetune and not os.path.exists(ckpt):
+        raise ValueError(f"--finetune {finetune} needs the float model {ckpt} that `qnnfab "
+                         f"train` writes beside {path}; pass --finetune 0 to cluster without")
+    before = test_accuracy(network)
+    clustered, stats = cluster_network(network, kernels, per_layer=per_layer, sign=sign,
+                                       seed=seed)
+    info = {"stats": stats, "test_before": before, "finetune": int(finetune),
+            "checkpoint": ckpt if finetune else None}
+    if finetune:
+        from qnnfab.model.kernel_finetune import finetune_clustered
+        info["test_clustered"] = test_accuracy(clustered)
+        clustered, ft = finetune_clustered(ckpt, clustered, epochs=finetune,
+                                           progress=progress)
+        clustered.meta["clustering"] = stats
+    info["test_after"] = test_accuracy(clustered)
+    return clustered, info
 
 
 def write_sq_plot(network, path):

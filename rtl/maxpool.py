@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import quiet_on_error
-from .pixels import check_image_shape
+from .pixels import check_image_shape, check_ram_style
 
 __all__ = ["MaxPool"]
 
@@ -23,6 +23,8 @@ class MaxPool(wiring.Component):
         The input image shape (``H × W × C``) and the bits of each code.
     size : int
         Block size and stride; must divide ``height`` and ``width``.
+    ram_style : None, "block" or "logic"
+        Yosys ``ram_style`` of the row buffer (``None``: Yosys chooses).
 
     Members
     -------
@@ -45,7 +47,7 @@ class MaxPool(wiring.Component):
     """
 
     @quiet_on_error
-    def __init__(self, height, width, channels, bits, size=2):
+    def __init__(self, height, width, channels, bits, size=2, *, ram_style=None):
         self.height, self.width, self.channels, self.bits = check_image_shape(
             "MaxPool", height, width, channels, bits)
         self.size = operator.index(size)
@@ -54,6 +56,8 @@ class MaxPool(wiring.Component):
         if self.height % self.size or self.width % self.size:
             raise ValueError(f"MaxPool: size {self.size} must divide the height and width, "
                              f"not {self.height}x{self.width}")
+        self.ram_style = ram_style
+        self._ram_attrs = check_ram_style("MaxPool", ram_style)
         pixel = data.ArrayLayout(unsigned(self.bits), self.channels)
         super().__init__({
             "i": In(stream.Signature(pixel)),
@@ -122,9 +126,13 @@ class MaxPool(wiring.Component):
         if s == 1:
             m.d.comb += block_max.eq(row_max)
         else:
-            m.submodules.rows = rows = Memory(shape=pix_bits, depth=wb, init=[])
-            rd = rows.read_port()
+            m.submodules.rows = rows = Memory(shape=pix_bits, depth=wb, init=[],
+                                              attrs=self._ram_attrs)
             wr = rows.write_port()
+            # A block's word is written at its last column and next used a row later, after
+            # further reads: either collision rule would do; a transparent port is the cheaper
+            # one for Yosys to build around an iCE40 block RAM.
+            rd = rows.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(bx),
                          block_max.eq(Mux(y_first, row_max, self._max(row_max, rd.data))),
                          wr.addr.eq(bx), wr.data.eq(block_max),

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import quiet_on_error
 
-__all__ = ["VectorToPixels", "PixelsToVector", "check_image_shape"]
+__all__ = ["VectorToPixels", "PixelsToVector", "check_image_shape", "check_ram_style"]
 
 
 def check_image_shape(owner, height, width, channels, bits):
@@ -26,6 +26,15 @@ def check_image_shape(owner, height, width, channels, bits):
             raise ValueError(f"{owner}: {name} must be >= 1, not {value}")
         out.append(value)
     return tuple(out)
+
+
+def check_ram_style(owner, ram_style):
+    """``ram_style`` for a buffer memory: ``None`` (Yosys chooses; on the iCE40 it keeps small
+    buffers in flip-flops), ``"block"`` (block RAM) or ``"logic"`` (flip-flops)."""
+    if ram_style not in (None, "block", "logic"):
+        raise ValueError(f"{owner}: ram_style must be None, 'block' or 'logic', "
+                         f"not {ram_style!r}")
+    return {} if ram_style is None else {"ram_style": ram_style}
 
 
 def _pixel_layout(channels, bits):

@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import quiet_on_error
-from .pixels import check_image_shape
+from .pixels import check_image_shape, check_ram_style
 
 __all__ = ["SlidingWindow"]
 
@@ -24,6 +24,9 @@ class SlidingWindow(wiring.Component):
         ``k``, odd, 1 to 7.
     padding : int
         ``p``, 0 to ``k // 2``; positions outside the image hold code 0.
+    ram_style : None, "block" or "logic"
+        Yosys ``ram_style`` of the line buffer (``None``: Yosys chooses, which on the iCE40
+        keeps small buffers in flip-flops).
 
     Members
     -------
@@ -42,7 +45,9 @@ class SlidingWindow(wiring.Component):
     ``Memory`` of ``Wp`` words, each the ``k - 1`` previous rows' pixels of its column (oldest
     first), read synchronously: the next position's word is read in the cycle the scan
     advances (the read port holds it while the scan stalls) and written back, with the oldest
-    row dropped and the new pixel added, when that position is scanned. The window registers
+    row dropped and the new pixel added, when that position is scanned (Yosys adds about one
+    word of flip-flops and multiplexer around an iCE40 block RAM for the read-during-write
+    rule). The window registers
     are ``o.payload`` itself (no second copy of ``C·k·k·bits`` flip-flops), so the scan
     advances when ``~o.valid | o.ready``: a window is taken and the next column shifts in at
     the same clock edge. Frames follow each other back to back.
@@ -56,7 +61,8 @@ class SlidingWindow(wiring.Component):
     """
 
     @quiet_on_error
-    def __init__(self, height, width, channels, bits, kernel_size=3, padding=1):
+    def __init__(self, height, width, channels, bits, kernel_size=3, padding=1, *,
+                 ram_style=None):
         self.height, self.width, self.channels, self.bits = check_image_shape(
             "SlidingWindow", height, width, channels, bits)
         self.kernel_size = k = operator.index(kernel_size)
@@ -69,6 +75,8 @@ class SlidingWindow(wiring.Component):
         if self.out_height < 1 or self.out_width < 1:
             raise ValueError(f"SlidingWindow: a {k}x{k} kernel with padding {p} does not fit "
                              f"a {self.height}x{self.width} image")
+        self.ram_style = ram_style
+        self._ram_attrs = check_ram_style("SlidingWindow", ram_style)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(self.bits), self.channels))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(self.bits),
@@ -155,9 +163,15 @@ class SlidingWindow(wiring.Component):
         # The column entering the window: rows ``py - k + 1 .. py``.
         column = []
         if k > 1:
-            m.submodules.lines = lines = Memory(shape=(k - 1) * pix_bits, depth=wp, init=[])
-            rd = lines.read_port()
+            m.submodules.lines = lines = Memory(shape=(k - 1) * pix_bits, depth=wp, init=[],
+                                                 attrs=self._ram_attrs)
             wr = lines.write_port()
+            # The read (next column) and write (this column) addresses always differ
+            # (``Wp >= k >= 3``), so transparency never changes what is read; it is cheaper
+            # on the iCE40, where Yosys emulates either collision rule around the block RAM
+            # (a transparent port: a bypass register and mux of one word; a non-transparent
+            # one: a delayed write as well, about twice the flip-flops).
+            rd = lines.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(px_next), rd.en.eq(adv),
                          wr.addr.eq(px), wr.data.eq(Cat(rd.data[pix_bits:], new_pix)),
                          wr.en.eq(adv)]

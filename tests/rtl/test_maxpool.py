@@ -154,7 +154,15 @@ def test_maxpool_rejects_bad_parameters(args, message):
         MaxPool(*args)
 
 
+def test_maxpool_rejects_unknown_ram_style():
+    with pytest.raises(ValueError, match=r"MaxPool: ram_style must be None, 'block' or "
+                                         r"'logic', not 'fast'"):
+        MaxPool(4, 4, 1, 1, 2, ram_style="fast")
+
+
 def test_maxpool_converts_to_verilog():
     for h, w, s in [(6, 6, 1), (6, 6, 2), (6, 6, 3), (4, 2, 2)]:       # (4, 2): one-word buffer
         text = verilog.convert(MaxPool(h, w, 3, 2, size=s), name=f"maxpool_{s}", emit_src=False)
         assert f"module maxpool_{s}" in text
+    text = verilog.convert(MaxPool(4, 8, 3, 2, ram_style="block"), name="mp", emit_src=False)
+    assert '(* ram_style = "block" *)' in text

@@ -6,6 +6,11 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from qnnfab.rtl.maxpool import MaxPool
+from qnnfab.rtl.pixels import PixelsToVector, VectorToPixels
 from qnnfab.rtl.sliding_window import SlidingWindow
 
 
@@ -98,6 +103,8 @@ CASES = [
     (5, 6, 1, 1, 5, 1),
     (6, 5, 3, 2, 5, 2),
     (4, 5, 1, 2, 7, 3),
+    (3, 3, 2, 1, 3, 0),         # a single window per frame
+    (1, 1, 1, 2, 3, 1),         # a single pixel, padded
 ]
 
 
@@ -168,6 +175,8 @@ def test_sliding_window_random_stalls(h, w, c, bits, k, p):
     (dict(kernel_size=1, padding=-1), r"padding must be 0 to kernel_size // 2 = 0, not -1"),
     (dict(kernel_size=7, padding=0), r"a 7x7 kernel with padding 0 does not fit a 4x8 image"),
     (dict(channels=0), r"SlidingWindow: channels must be >= 1, not 0"),
+    (dict(ram_style="bram"), r"SlidingWindow: ram_style must be None, 'block' or 'logic', "
+                             r"not 'bram'"),
 ])
 def test_sliding_window_rejects_bad_parameters(kwargs, message):
     params = dict(height=4, width=8, channels=1, bits=1) | kwargs
@@ -176,7 +185,53 @@ def test_sliding_window_rejects_bad_parameters(kwargs, message):
 
 
 def test_sliding_window_converts_to_verilog():
-    for k, p in [(1, 0), (3, 1), (5, 2)]:
-        text = verilog.convert(SlidingWindow(6, 5, 2, 2, kernel_size=k, padding=p),
-                               name=f"sliding_window_{k}", emit_src=False)
-        assert "module sliding_window" in text
+    for k, p, style in [(1, 0, None), (3, 1, None), (5, 2, "block"), (3, 0, "logic")]:
+        dut = SlidingWindow(6, 5, 2, 2, kernel_size=k, padding=p, ram_style=style)
+        text = verilog.convert(dut, name=f"sliding_window_{k}", emit_src=False)
+        assert f"module sliding_window_{k}" in text
+        assert ("ram_style" in text) == (style is not None)
+        if style:
+            assert f'(* ram_style = "{style}" *)' in text
+
+
+class _Chain(wiring.Component):
+    """Vector -> pixels -> max-pool -> windows -> flattened vector of all windows."""
+
+    def __init__(self, h, w, c, bits, k, p, s):
+        self.stages = [VectorToPixels(h, w, c, bits), MaxPool(h, w, c, bits, size=s),
+                       SlidingWindow(h // s, w // s, c, bits, kernel_size=k, padding=p)]
+        sw = self.stages[-1]
+        self.stages.append(PixelsToVector(sw.out_height, sw.out_width, sw.window_features, bits))
+        super().__init__({"i": self.stages[0].signature.members["i"],
+                          "o": self.stages[-1].signature.members["o"]})
+
+    def elaborate(self, platform):
+        m = Module()
+        for n, stage in enumerate(self.stages):
+            m.submodules[f"s{n}"] = stage
+        wiring.connect(m, wiring.flipped(self.i), self.stages[0].i)
+        for a, b in zip(self.stages, self.stages[1:]):
+            wiring.connect(m, a.o, b.i)
+        wiring.connect(m, self.stages[-1].o, wiring.flipped(self.o))
+        return m
+
+
+@pytest.mark.parametrize("stalls", [False, True])
+def test_chain_with_the_other_stream_blocks(stalls):
+    h, w, c, bits, k, p, s = 6, 8, 2, 2, 3, 1, 2
+    seed = 23 + stalls
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 1 << bits, size=(3, h, w, c))
+    dut = _Chain(h, w, c, bits, k, p, s)
+    kw = dict(gap_p=0.3, ready_p=0.3) if stalls else {}
+    got, _, t_out = _run(dut, imgs.reshape(len(imgs), -1), len(imgs), seed=seed, **kw)
+    pooled = imgs.reshape(len(imgs), h // s, s, w // s, s, c).max(axis=(2, 4))
+    expected = np.stack([ref_windows(img, k, p).reshape(-1) for img in pooled])
+    assert (got == expected).all(), f"seed {seed}"
+    if not stalls:
+        # VectorToPixels and MaxPool take H·W cycles per image; without buffering between the
+        # stages, the window scan's padding-only positions can add at most their own count.
+        sw = dut.stages[2]
+        pad_only = sw.padded_height * sw.padded_width - (h // s) * (w // s)
+        period = np.diff(t_out).tolist()
+        assert len(set(period)) == 1 and h * w <= period[0] <= h * w + pad_only, period

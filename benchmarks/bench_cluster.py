@@ -1,0 +1,181 @@
+"""Benchmark kernel clustering on digits-cnn: sweep K, accuracy vs kernel reduction, hardware.
+
+    python benchmarks/bench_cluster.py [--seeds 0 1 2] [--kernels 4 8 16 32 64]
+                                       [--finetune 10] [--hw-kernels 16] [--out build/bench]
+
+For each seed: train ``digits-cnn`` (ternary 3x3 conv kernels, 2-bit activations), then for
+each K and each mode (``per-layer``: K representatives per conv layer, kernel =
+representative; ``per-layer ±``: kernel = ±representative; ``shared ±``: one table of K for
+the network) cluster the kernels with k-means (:func:`qnnfab.model.kernel_clustering.
+cluster_network`), measure the integer (golden) test accuracy as clustered and after
+``--finetune`` epochs of fine-tuning the representatives (assignments fixed,
+:func:`qnnfab.model.kernel_finetune.finetune_clustered`). Kernel reduction = 1 - K / kernels;
+weight memory = the conv layers' bits (indices [+ sign bits] + the table) against every kernel
+stored at the same 2-bit width. Accuracies are means over seeds.
+
+Hardware (seed 0): the unclustered CNN and the ``--hw-kernels`` per-layer ± one on the
+iCEBreaker (iCE40 UP5K) at the board's folding -- logic cells, EBR, fmax, measured
+cycles/inference -- and Verilator on the whole test split against the golden model.
+
+Prints a Markdown table (progress on stderr) and writes ``OUT/cluster.md``, ``OUT/cluster.json``
+and ``OUT/cluster.svg`` (accuracy against reduction) atomically. Exits 1 if a build or a
+simulation failed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_quant import Steps, hardware, log  # noqa: E402
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.flow import test_accuracy  # noqa: E402
+from qnnfab.model.kernel_clustering import cluster_network, sweep_plot_svg  # noqa: E402
+from qnnfab.model.kernel_finetune import finetune_clustered  # noqa: E402
+from qnnfab.model.train import save_checkpoint, train  # noqa: E402
+
+PRESET = "digits-cnn"
+HW_MODE = "per-layer ±"
+#: mode -> (per_layer, sign)
+MODES = {"per-layer": (True, False), "per-layer ±": (True, True), "shared ±": (False, True)}
+
+
+def pct(x):
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kernels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--finetune", type=int, default=10, help="epochs (0: none)")
+    parser.add_argument("--hw-kernels", type=int, default=16,
+                        help="K of the clustered network that is built (0: no builds)")
+    parser.add_argument("--out", default="build/bench")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    started = time.monotonic()
+    n_sweep = len(args.seeds) * len(args.kernels) * len(MODES)
+    steps = Steps(len(args.seeds) + n_sweep + (4 if args.hw_kernels else 0))
+
+    base, cells, hw_nets = [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            trained = steps.run(f"train {PRESET} seed {seed}",
+                                lambda: train(PRESET, seed=seed, progress=False))
+            net = trained.network
+            ckpt = os.path.join(tmp, f"seed{seed}.pt")
+            save_checkpoint(ckpt, trained)
+            base.append(trained.integer_accuracy)
+            log(f"        {net.summary()}: integer test accuracy "
+                f"{trained.integer_accuracy:.2%}, {trained.seconds:.0f} s")
+            if seed == args.seeds[0]:
+                hw_nets["unclustered"] = net
+            for k in args.kernels:
+                for mode, (per_layer, sign) in MODES.items():
+                    def one():
+                        clustered, stats = cluster_network(net, k, per_layer=per_layer,
+                                                           sign=sign, seed=seed)
+                        row = {"stats": stats["total"], "clustered": test_accuracy(clustered)}
+                        if args.finetune:
+                            tuned, info = finetune_clustered(ckpt, clustered,
+                                                             epochs=args.finetune)
+                            row["tuned"] = info["test_after"]
+                            row["tuned_val"] = info["val_after"]
+                            clustered = tuned
+                        return row, clustered
+                    row, clustered = steps.run(f"seed {seed}: K={k} {mode}", one)
+                    log(f"        K used {row['stats']['K']}, reduction "
+                        f"{row['stats']['reduction']:.1%}, memory "
+                        f"{row['stats']['ratio']:.2f}x smaller, accuracy clustered "
+                        f"{pct(row['clustered'])} %, fine-tuned {pct(row.get('tuned'))} %")
+                    cells.setdefault((k, mode), []).append(row)
+                    if seed == args.seeds[0] and k == args.hw_kernels and mode == HW_MODE:
+                        hw_nets[f"K={k} {mode}"] = clustered
+
+    base_mean = float(np.mean(base))
+    rows = []
+    for (k, mode), runs in sorted(cells.items()):
+        st = runs[0]["stats"]
+        acc = [r.get("tuned", r["clustered"]) for r in runs]
+        rows.append({
+            "K": k, "mode": mode, "K_used": [r["stats"]["K"] for r in runs],
+            "kernels": st["kernels"], "reduction": float(np.mean([r["stats"]["reduction"]
+                                                                  for r in runs])),
+            "bits_before": st["bits_before"],
+            "bits_after": [r["stats"]["bits_after"] for r in runs],
+            "ratio": float(np.mean([r["stats"]["ratio"] for r in runs])),
+            "clustered": float(np.mean([r["clustered"] for r in runs])),
+            "accuracy": float(np.mean(acc)), "accuracy_min": min(acc),
+            "accuracy_max": max(acc), "drop": base_mean - float(np.mean(acc))})
+
+    hw = {}
+    if args.hw_kernels:
+        for label, net in hw_nets.items():
+            name = f"{PRESET}-" + "".join(c for c in label if c.isalnum() or c == "-")
+            hw[label] = hardware(name, net, args.out, steps)
+            hw[label]["weight_bits"] = int(net.weight_bits)
+
+    seconds = time.monotonic() - started
+    result = {"preset": PRESET, "seeds": args.seeds, "finetune_epochs": args.finetune,
+              "baseline": base, "baseline_mean": base_mean, "rows": rows, "hardware": hw,
+              "seconds": round(seconds, 1)}
+    text = markdown(result)
+    print(text)
+    ir.atomic_write_bytes(os.path.join(args.out, "cluster.md"), text.encode())
+    ir.atomic_write_bytes(os.path.join(args.out, "cluster.json"),
+                          json.dumps(result, indent=1).encode())
+    plot_rows = [{"K": f"{r['K']}" + {"per-layer": "", "per-layer ±": "±",
+                                      "shared ±": "±s"}[r["mode"]],
+                  "reduction": r["reduction"], "accuracy": r["accuracy"]} for r in rows]
+    svg = sweep_plot_svg(plot_rows, baseline=base_mean,
+                         title=f"{PRESET}: test accuracy vs kernel reduction (mean of "
+                               f"{len(args.seeds)} seeds; ± with sign, s shared table)")
+    ir.atomic_write_bytes(os.path.join(args.out, "cluster.svg"), svg.encode())
+    log(f"wrote {args.out}/cluster.md, cluster.json, cluster.svg ({seconds / 60:.1f} min)")
+    return 1 if any(h.get("errors") for h in hw.values()) else 0
+
+
+def markdown(result):
+    lines = [f"Unclustered {PRESET}: integer test accuracy {pct(result['baseline_mean'])} % "
+             f"(seeds {', '.join(pct(b) for b in result['baseline'])}).", "",
+             "| K | mode | K used | kernel reduction | conv weight bits (all kernels -> "
+             "clustered) | smaller | acc clustered % | acc fine-tuned % (min..max) | drop (pt) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        used = sorted(set(r["K_used"]))
+        lines.append(
+            f"| {r['K']} | {r['mode']} | {'/'.join(map(str, used))} | {100 * r['reduction']:.1f} % "
+            f"| {r['bits_before']:,} -> {int(np.mean(r['bits_after'])):,} | {r['ratio']:.2f}x "
+            f"| {pct(r['clustered'])} | {pct(r['accuracy'])} ({pct(r['accuracy_min'])}.."
+            f"{pct(r['accuracy_max'])}) | {100 * r['drop']:+.2f} |")
+    if result["hardware"]:
+        lines += ["", "| seed 0 on icebreaker | weight bits | LC | EBR | fmax MHz | clock MHz "
+                      "| cycles/inf | inf/s | Verilator bit-exact |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, h in result["hardware"].items():
+            def get(key, fmt=str):
+                return fmt(h[key]) if h.get(key) is not None else "failed"
+            lines.append(
+                f"| {label} | {h['weight_bits']:,} | {get('lc')}/{h.get('lc_total', '?')} "
+                f"| {get('ebr')}/{h.get('ebr_total', '?')} | {get('fmax_mhz', '{:.1f}'.format)} "
+                f"| {get('clock_mhz', '{:g}'.format)} | {get('cycles_per_inference')} "
+                f"| {get('inferences_per_s', '{:,.0f}'.format)} "
+                f"| {get('verilator_bit_exact')}/{h.get('verilator_checked', '?')} |")
+    lines += ["", f"Seeds {', '.join(map(str, result['seeds']))}; accuracy = integer (golden) "
+                  f"model on the held-out digits test split (360 images), mean over seeds; "
+                  f"fine-tuning {result['finetune_epochs']} epochs. Kernel reduction = "
+                  f"1 - (representatives in all tables)/kernels. Run time "
+                  f"{result['seconds'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
