@@ -132,12 +132,12 @@ def main():
     ir.atomic_write_bytes(os.path.join(args.out, "cluster.md"), text.encode())
     ir.atomic_write_bytes(os.path.join(args.out, "cluster.json"),
                           json.dumps(result, indent=1).encode())
-    plot_rows = [{"K": f"{r['K']}" + {"per-layer": "", "per-layer ±": "±",
-                                      "shared ±": "±s"}[r["mode"]],
-                  "reduction": r["reduction"], "accuracy": r["accuracy"]} for r in rows]
+    plot_rows = [{"K": r["K"], "series": r["mode"], "reduction": r["reduction"],
+                  "accuracy": r["accuracy"]} for r in rows]
     svg = sweep_plot_svg(plot_rows, baseline=base_mean,
                          title=f"{PRESET}: test accuracy vs kernel reduction (mean of "
-                               f"{len(args.seeds)} seeds; ± with sign, s shared table)")
+                               f"{len(args.seeds)} seeds, {args.finetune} epochs of "
+                               f"fine-tuning)")
     ir.atomic_write_bytes(os.path.join(args.out, "cluster.svg"), svg.encode())
     log(f"wrote {args.out}/cluster.md, cluster.json, cluster.svg ({seconds / 60:.1f} min)")
     return 1 if any(h.get("errors") for h in hw.values()) else 0

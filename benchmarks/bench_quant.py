@@ -5,7 +5,7 @@
 
 For each preset and seed: train (the preset's data set, held-out test split), record float and
 integer (golden) test accuracy, the average stored bits per weight
-(``network.weight_bits / network.macs``, i.e. Σ code bits / Σ weights) and the weight memory
+(``network.weight_bits / network.n_weights``, i.e. Σ code bits / Σ weights) and the weight memory
 (``network.weight_bits``), and the weight kind of each layer (for Smart Quantization presets the
 depths it chose, ``meta["sq"]["depth"]``). Accuracy is the mean over seeds, with min..max.
 
@@ -89,7 +89,7 @@ def seed_row(preset, seed, data, epochs, steps):
     row = {"seed": seed, "float": result.float_accuracy, "integer": result.integer_accuracy,
            "agreement": result.agreement, "kinds": layer_kinds(net),
            "weight_bits": int(net.weight_bits), "macs": int(net.macs),
-           "bits_per_weight": net.weight_bits / net.macs, "train_s": round(result.seconds, 1),
+           "bits_per_weight": net.weight_bits / net.n_weights, "train_s": round(result.seconds, 1),
            "best_epoch": result.best_epoch, "summary": net.summary()}
     log(f"        {net.summary()}: float {result.float_accuracy:.2%}, integer "
         f"{result.integer_accuracy:.2%}, {row['bits_per_weight']:.3f} bits/weight")

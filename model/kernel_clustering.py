@@ -489,13 +489,18 @@ def sweep(net, ks, accuracy, **options):
     return rows
 
 
+SERIES_COLOURS = ("#3b6fb6", "#d0452f", "#2e9b4f", "#8a4fb0", "#c08a1e")
+
+
 def sweep_plot_svg(rows, *, baseline=None, title="Kernel clustering: accuracy vs kernel "
                                                   "reduction"):
-    """An SVG (text) of accuracy against kernel reduction: one labelled point per ``K`` and the
+    """An SVG (text) of accuracy against kernel reduction: one labelled point per ``K``, one
+    line and colour per ``series`` (an optional row key, e.g. the clustering mode), and the
     unclustered accuracy as a dashed horizontal line. ``rows`` as from :func:`sweep`: dicts
     with ``K``, ``reduction`` and ``accuracy``; a row with ``K`` None is the baseline unless
-    ``baseline`` (an accuracy) is given. No plotting library needed."""
-    points = []
+    ``baseline`` (an accuracy) is given. The reduction axis spans the points (with a margin).
+    No plotting library needed."""
+    series = {}
     for row in rows:
         try:
             k, red, acc = row["K"], float(row["reduction"]), float(row["accuracy"])
@@ -508,15 +513,19 @@ def sweep_plot_svg(rows, *, baseline=None, title="Kernel clustering: accuracy vs
         if k is None:
             baseline = acc if baseline is None else baseline
         else:
-            points.append((red, acc, row.get("K_used", k)))
+            series.setdefault(str(row.get("series", "")), []).append(
+                (red, acc, row.get("K_used", k)))
+    points = [p for pts in series.values() for p in pts]
     if not points:
         raise ValueError("sweep_plot_svg: no clustered rows (rows with a K) to plot")
-    points.sort()
     accs = [p[1] for p in points] + ([float(baseline)] if baseline is not None else [])
     lo, hi = min(accs), max(accs)
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
     lo, hi = lo - pad, hi + pad
-    x0, x1 = min(0.0, min(p[0] for p in points)), 1.0
+    reds = [p[0] for p in points]
+    span = max(reds) - min(reds)
+    x0 = max(0.0, min(reds) - max(0.02, 0.1 * span))
+    x1 = min(1.0, max(reds) + max(0.02, 0.1 * span))
     left, top, width, height = 90, 40, 560, 240
 
     def x_of(r):
@@ -525,8 +534,9 @@ def sweep_plot_svg(rows, *, baseline=None, title="Kernel clustering: accuracy vs
     def y_of(v):
         return top + height * (hi - v) / (hi - lo)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" '
-           f'height="{top + height + 60}" font-family="sans-serif" font-size="12">',
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" '
+           f'height="{top + height + 60 + 16 * len(series)}" font-family="sans-serif" '
+           f'font-size="12">',
            f'<text x="{left}" y="20" font-size="14">{escape(str(title))}</text>',
            f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" '
            f'stroke="#888"/>',
@@ -536,18 +546,25 @@ def sweep_plot_svg(rows, *, baseline=None, title="Kernel clustering: accuracy vs
         y = y_of(float(baseline))
         out.append(f'<line class="baseline" x1="{left}" y1="{y:.1f}" x2="{left + width}" '
                    f'y2="{y:.1f}" stroke="#888" stroke-dasharray="6 4" stroke-width="1.5"/>')
-    pts = " ".join(f"{x_of(r):.1f},{y_of(a):.1f}" for r, a, _ in points)
-    out.append(f'<polyline points="{pts}" fill="none" stroke="#3b6fb6" stroke-width="1.5"/>')
-    for r, a, k in points:
-        out.append(f'<circle class="point" cx="{x_of(r):.1f}" cy="{y_of(a):.1f}" r="4" '
-                   f'fill="#d0452f"><title>K={escape(str(k))}: reduction {r:.3f}, accuracy '
-                   f'{a:.4g}</title></circle>')
-        out.append(f'<text x="{x_of(r) + 5:.1f}" y="{y_of(a) - 6:.1f}" font-size="10">'
-                   f'K={escape(str(k))}</text>')
     y_axis = top + height
-    out.append(f'<text x="{left}" y="{y_axis + 16}">reduction {x0:.2g}</text>')
-    out.append(f'<text x="{left + width - 80}" y="{y_axis + 16}">reduction 1</text>')
-    out.append(f'<text x="{left}" y="{y_axis + 36}">red: accuracy per K (kernel reduction = '
-               f'1 - K / kernels); dashed: unclustered</text>')
+    for n, (name, pts) in enumerate(series.items()):
+        colour = SERIES_COLOURS[n % len(SERIES_COLOURS)]
+        pts = sorted(pts)
+        line = " ".join(f"{x_of(r):.1f},{y_of(a):.1f}" for r, a, _ in pts)
+        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" '
+                   f'stroke-width="1.5"/>')
+        for r, a, k in pts:
+            out.append(f'<circle class="point" cx="{x_of(r):.1f}" cy="{y_of(a):.1f}" r="4" '
+                       f'fill="{colour}"><title>{escape(name)} K={escape(str(k))}: reduction '
+                       f'{r:.3f}, accuracy {a:.4g}</title></circle>')
+            out.append(f'<text x="{x_of(r) + 5:.1f}" y="{y_of(a) - 6:.1f}" font-size="10">'
+                       f'{escape(str(k))}</text>')
+        if name:
+            out.append(f'<text x="{left}" y="{y_axis + 52 + 16 * n}" fill="{colour}">'
+                       f'{escape(name)}</text>')
+    out.append(f'<text x="{left}" y="{y_axis + 16}">reduction {x0:.3g}</text>')
+    out.append(f'<text x="{left + width - 90}" y="{y_axis + 16}">reduction {x1:.3g}</text>')
+    out.append(f'<text x="{left}" y="{y_axis + 34}">points labelled with K; kernel reduction '
+               f'= 1 - representatives / kernels; dashed: unclustered</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -93,7 +93,7 @@ def cmd_train(args):
         print(f"float accuracy {result.float_accuracy:.2%}, integer accuracy "
               f"{result.integer_accuracy:.2%}, agreement {result.agreement:.2%}")
     print(f"wrote {args.out} ({result.network.summary()}; "
-          f"{result.network.weight_bits / result.network.macs:.2f} weight bits/weight)")
+          f"{result.network.weight_bits / result.network.n_weights:.2f} weight bits/weight)")
     if result.network.input_shape is not None:
         from qnnfab.flow import checkpoint_path
         from qnnfab.model.train import save_checkpoint

@@ -173,6 +173,10 @@ class DenseLayer:
         return self.in_features * self.out_features
 
     @property
+    def n_weights(self):
+        return self.in_features * self.out_features
+
+    @property
     def weight_bits(self):
         """Bits of weight memory the layer needs."""
         return self.macs * numerics.weight_code_bits(self.weight_levels)
@@ -331,6 +335,10 @@ class FloatDenseLayer:
 
     @property
     def macs(self):
+        return self.in_features * self.out_features
+
+    @property
+    def n_weights(self):
         return self.in_features * self.out_features
 
     @property
@@ -575,6 +583,10 @@ class ConvLayer:
         return self.positions * self.out_channels * self.in_features
 
     @property
+    def n_weights(self):
+        return self.out_channels * self.in_features
+
+    @property
     def weight_bits(self):
         """Bits of weight memory: every kernel at the code width, or with a kernel codebook
         one index (and sign bit) per kernel plus the table of representatives."""
@@ -725,6 +737,7 @@ class PoolLayer:
         return _spatial_size(self.out_shape)
 
     macs = 0
+    n_weights = 0
     weight_bits = 0
 
     def validate(self, where="layer"):
@@ -808,6 +821,11 @@ class Network:
     @property
     def weight_bits(self):
         return sum(layer.weight_bits for layer in self.layers)
+
+    @property
+    def n_weights(self):
+        """Weights (a conv kernel's taps counted once, not per position)."""
+        return sum(layer.n_weights for layer in self.layers)
 
     @property
     def is_float(self):

@@ -45,3 +45,22 @@ def test_cluster_errors_are_one_line(cnn_qnn, tmp_path, capsys):
     assert cli.main(["cluster", str(mlp), "--kernels", "4", "--out", str(out)]) == 2
     assert "has no conv layers to cluster" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_cluster_finetune_sim_end_to_end(tmp_path, capsys):
+    """digits-cnn for 2 epochs, its checkpoint, clustering with fine-tuning, then the
+    clustered hardware against the golden model."""
+    cnn, out = tmp_path / "cnn.qnn", tmp_path / "c.qnn"
+    assert cli.main(["train", "--preset", "digits-cnn", "--epochs", "2", "--quiet",
+                     "--out", str(cnn)]) == 0
+    assert (tmp_path / "cnn.pt").exists()
+    assert "2.00 weight bits/weight" in capsys.readouterr().out  # ternary: 2-bit codes
+    assert cli.main(["cluster", str(cnn), "--kernels", "4", "--scale", "--per-layer",
+                     "--finetune", "1", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "8 representative kernels for 528 kernels (reduction 98.5%)" in text
+    assert "after 1 epochs of fine-tuning" in text
+    net = ir.load(out)
+    assert net.meta["kernel_finetune"]["epochs"] == 1
+    assert cli.main(["sim", str(out), "--vectors", "4", "--quiet"]) == 0
+    assert "4/4 vectors bit-exact" in capsys.readouterr().out
