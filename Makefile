@@ -10,7 +10,8 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
-.PHONY: setup demo test test-fast bench bench-quant bench-codebook bench-cluster clean
+.PHONY: setup demo test test-fast bench bench-quant bench-codebook bench-cluster bench-gradquant \
+	bench-optim clean
 
 setup: $(STAMP)
 
@@ -31,7 +32,7 @@ test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant bench-codebook bench-cluster
+bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
@@ -42,6 +43,12 @@ bench-codebook: setup
 
 bench-cluster: setup
 	$(PY) benchmarks/bench_cluster.py
+
+bench-optim: setup
+	$(PY) benchmarks/bench_optim.py $(if $(MNIST),--mnist $(MNIST))
+
+bench-gradquant: setup
+	$(PY) benchmarks/bench_gradquant.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -134,17 +134,24 @@ def _epochs(value, preset):
     return int(value)
 
 
-def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None):
+def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
+          grad_quant=None):
     """Train ``preset`` (a name in :data:`qnnfab.model.presets.PRESETS`, or a
     :class:`~qnnfab.model.presets.Preset`) from ``seed``.
 
     ``epochs`` overrides the preset's epoch count, ``data`` its data set (a name for
-    :func:`qnnfab.model.data.load_dataset`, e.g. ``"mnist:DIR"``). Progress (one tqdm bar, one
-    step per epoch) goes to stderr unless ``progress`` is false. Returns a :class:`TrainResult`.
+    :func:`qnnfab.model.data.load_dataset`, e.g. ``"mnist:DIR"``). ``grad_quant``: None, or
+    ``(method, bits)`` to quantize the gradients while training
+    (:func:`qnnfab.model.gradquant.quantize_gradients`, seeded with ``seed``; recorded in
+    ``meta["grad_quant"]``). Progress (one tqdm bar, one step per epoch) goes to stderr unless
+    ``progress`` is false. Returns a :class:`TrainResult`.
     """
+    from .gradquant import check_grad_quant
+
     started = time.monotonic()
     p = get_preset(preset)
     n_epochs = _epochs(epochs, p)
+    grad_quant = check_grad_quant(grad_quant)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     seed = int(seed)
@@ -156,7 +163,8 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, history, best_epoch, sq_record = _fit(p, ds, seed=seed, epochs=n_epochs,
-                                                         progress=progress)
+                                                         progress=progress,
+                                                         grad_quant=grad_quant)
     finally:
         torch.set_num_threads(threads)
 
@@ -169,6 +177,8 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None)
             "train_seconds": round(train_seconds, 3), "torch": torch.__version__}
     if sq_record is not None:
         meta["sq"] = sq_record
+    if grad_quant is not None:
+        meta["grad_quant"] = {"method": grad_quant[0], "bits": grad_quant[1]}
     if all(lin.kind == "float" for lin in model.quant_linears()):
         # Float weights: no integer model yet (``qnnfab quantize`` makes one).
         network = export_float(model, meta=meta, classes=list(ds.classes))
@@ -192,12 +202,19 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None)
                        seed=seed)
 
 
-def _fit(p, ds, *, seed, epochs, progress):
+def _fit(p, ds, *, seed, epochs, progress, grad_quant=None):
+    from .gradquant import quantize_gradients
+
     model = build_model(p, ds)
     controller = SQController(model.quant_linears(), p.sq, epochs) if p.sq is not None else None
-    history, best_epoch = _optimize(model, ds, p, model.parameters(), seed=seed, epochs=epochs,
-                                    progress=progress, desc=f"train {p.name}",
-                                    controller=controller)
+    hooks = None if grad_quant is None else quantize_gradients(model, *grad_quant, seed=seed)
+    try:
+        history, best_epoch = _optimize(model, ds, p, model.parameters(), seed=seed,
+                                        epochs=epochs, progress=progress,
+                                        desc=f"train {p.name}", controller=controller)
+    finally:
+        if hooks is not None:
+            hooks.remove()
     sq_record = None
     if controller is not None:
         sq_record = {"depth": [lin.kind for lin in model.quant_linears()],
