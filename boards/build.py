@@ -295,7 +295,7 @@ def timing_warning(report):
 
 
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
-          extra=None, baud=None):
+          extra=None, baud=None, learn=False):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
 
     Parameters
@@ -316,6 +316,10 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         per step to stderr.
     extra : dict, merged into the report (the flow adds ``accuracy``, ``vectors``)
     baud : int, UART rate (default: the board's)
+    learn : bool
+        Build the learning board (:class:`~qnnfab.rtl.learner.LearningNetwork`: the last layer
+        learns on chip from a random start, seeded by ``seed``, with
+        :data:`qnnfab.model.learn_rule.DEFAULT_RULE`; 0x4C frames over the UART).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Raises :class:`FitError` before synthesis if the network cannot fit,
@@ -359,7 +363,20 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     if os.path.isdir(build_dir):
         shutil.rmtree(build_dir)
 
-    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud)
+    core = None
+    learning = None
+    if learn:
+        import numpy as np
+
+        from qnnfab.model import learn_rule
+        from qnnfab.rtl.learner import LearningNetwork
+        last = network.layers[-1]
+        rule = learn_rule.DEFAULT_RULE
+        state = learn_rule.init_state(np.random.default_rng(seed), last.out_features,
+                                      last.in_features, rule)
+        core = LearningNetwork(network, rule, state.weights, state.momentum, folding=folding)
+        learning = {"rule": dataclasses.asdict(rule), "init_seed": int(seed)}
+    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core)
     platform = board.platform()
     name = "top"
     # verbose: full tool logs in gateware/*.log (nextpnr's utilisation table on failure).
@@ -379,7 +396,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     fmax = pnr.fmax_mhz
     cycles, latency = int(top.cycles_per_inference), top.latency
     timing_source = "formula"
-    if network.input_shape is not None:
+    if network.input_shape is not None and not learn:
         # A CNN's stages hand pixels over in bursts: its interval is measured, not modelled.
         from qnnfab.sim.amaranth_sim import measure_timing
         measured = measure_timing(network, top.folding, n=3)
@@ -409,6 +426,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         "cycles_per_inference": cycles,
         "latency_cycles": _jsonable(latency),
         "timing_source": timing_source,
+        "learning": learning,
         "inferences_per_s": clock_mhz * 1e6 / cycles,
         "inferences_per_s_at_fmax": (fmax * 1e6 / cycles) if fmax else None,
         "folding": _jsonable(top.folding if top.folding is not None else folding),

@@ -8,7 +8,7 @@ import numpy as np
 
 from .protocol import RESPONSE_SYNC, FrameFormat, ProtocolError
 
-__all__ = ["infer", "open_port", "BoardTimeout", "ProtocolError"]
+__all__ = ["infer", "learn", "open_port", "BoardTimeout", "ProtocolError"]
 
 
 class BoardTimeout(TimeoutError):
@@ -74,7 +74,19 @@ def infer(port, codes, *, network=None, fmt=None, baud=115200, timeout=2.0):
         if network is None:
             raise TypeError("infer: pass network= (the IR) or fmt= (a FrameFormat)")
         fmt = FrameFormat.from_network(network)
-    request = fmt.encode_request(np.asarray(codes))
+    return _exchange(port, fmt.encode_request(np.asarray(codes)), fmt, baud, timeout)
+
+
+def learn(port, codes, label, *, fmt, baud=115200, timeout=2.0):
+    """Send one labelled input vector to a board built with ``--learn``; the board answers
+    the class and scores before the update and then updates its last layer. Returns
+    ``(cls, scores)``; ``fmt`` is the board's :class:`FrameFormat` (its ``acc_width`` that of
+    the learner's scores, as ``BoardTop(...).frame`` gives). Errors as :func:`infer`."""
+    return _exchange(port, fmt.encode_learn_request(np.asarray(codes), label), fmt, baud,
+                     timeout)
+
+
+def _exchange(port, request, fmt, baud, timeout):
     own = isinstance(port, (str, os.PathLike))
     ser = open_port(os.fspath(port), baud=baud, timeout=min(timeout, 0.1)) if own else port
     try:

@@ -16,6 +16,16 @@ Response (board → host), ``2 + n_outputs * score_bytes`` bytes::
 accumulator as little-endian two's complement in ``score_bytes = ceil(acc_width / 8)`` bytes
 (sign-extended to whole bytes).
 
+Learning request (host → board), for a board built with ``qnnfab build --learn`` (a
+:class:`~qnnfab.rtl.learner.LearningNetwork`: the last layer learns on chip),
+``2 + input_features`` bytes::
+
+    0x4C, label, code[0], ..., code[input_features - 1]
+
+The answer is the same response frame: the class and scores *before* the sample's weight
+update. A label of ``n_outputs`` or more aborts the frame (error LED). A board without
+learning ignores 0x4C outside a frame.
+
 Robustness (the board never wedges on garbage):
 
 - Outside a frame, every byte but 0x51 is ignored.
@@ -34,9 +44,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REQUEST_SYNC", "RESPONSE_SYNC", "TIMEOUT_BYTES", "FrameFormat", "ProtocolError"]
+__all__ = ["REQUEST_SYNC", "LEARN_SYNC", "RESPONSE_SYNC", "TIMEOUT_BYTES", "FrameFormat",
+           "ProtocolError"]
 
 REQUEST_SYNC = 0x51
+#: First byte of a learning request (a labelled sample).
+LEARN_SYNC = 0x4C
 RESPONSE_SYNC = 0x52
 #: Byte times of silence after which the board drops a half-received frame.
 TIMEOUT_BYTES = 16
@@ -109,6 +122,13 @@ class FrameFormat:
             raise ValueError(f"codes: must lie in 0..{self.max_code} ({self.input_bits} bits), "
                              f"got {int(codes[bad])} at index {bad}")
         return bytes([REQUEST_SYNC]) + bytes(int(c) for c in codes)
+
+    def encode_learn_request(self, codes, label):
+        """The learning request bytes for one labelled input vector."""
+        label = int(label)
+        if not 0 <= label < self.n_outputs:
+            raise ValueError(f"label: expected 0..{self.n_outputs - 1}, got {label}")
+        return bytes([LEARN_SYNC, label]) + self.encode_request(codes)[1:]
 
     def encode_response(self, cls, scores):
         """The response bytes the board sends for ``cls`` and ``scores`` (what tests expect)."""

@@ -6,6 +6,7 @@ design a bitstream is built from (:mod:`qnnfab.boards.build`) and what the UART 
 tests drive.
 """
 
+import dataclasses
 import math
 
 from amaranth import *
@@ -111,6 +112,12 @@ class BoardTop(wiring.Component):
             if core is None:
                 from qnnfab.rtl.network import Network
                 core = Network(network, folding=folding)
+            # A learning core (LearningNetwork: ``i`` carries a label and a learn flag, and
+            # its scores are the learner's, wider than the last layer's).
+            self.learning = hasattr(core, "trace")
+            if self.learning:
+                score_shape = core.o.payload.shape()["scores"].shape.elem_shape
+                self.frame = dataclasses.replace(self.frame, acc_width=score_shape.width)
         except Exception:
             self._MustUse__silence = True   # refused, not "created but never used"
             raise
@@ -123,11 +130,13 @@ class BoardTop(wiring.Component):
 
     @property
     def cycles_per_inference(self):
+        if self.learning:
+            return self.core.cycles_per_sample
         return self.core.cycles_per_inference
 
     @property
     def latency(self):
-        return self.core.latency
+        return getattr(self.core, "latency", None)
 
     @property
     def folding(self):
@@ -194,13 +203,41 @@ class BoardTop(wiring.Component):
             fields.append(ext)
         resp = Cat(*fields)
         resp_bytes = Array(resp[8 * k:8 * (k + 1)] for k in range(fmt.response_length))
-        m.d.comb += [core.i.payload.eq(vec), tx.i.payload.eq(resp_bytes[count])]
+        m.d.comb += tx.i.payload.eq(resp_bytes[count])
+        if self.learning:
+            label = Signal(8)
+            learn = Signal()
+            m.d.comb += [core.i.payload.x.eq(vec), core.i.payload.label.eq(label),
+                         core.i.payload.learn.eq(learn), core.trace.ready.eq(1)]
+        else:
+            m.d.comb += core.i.payload.eq(vec)
 
         with m.FSM(name="frame"):
             with m.State("IDLE"):
                 with m.If(got & (byte == protocol.REQUEST_SYNC)):
                     m.d.sync += [count.eq(0), timer.eq(0)]
+                    if self.learning:
+                        m.d.sync += learn.eq(0)
                     m.next = "RECEIVE"
+                if self.learning:
+                    with m.Elif(got & (byte == protocol.LEARN_SYNC)):
+                        m.d.sync += [count.eq(0), timer.eq(0), learn.eq(1)]
+                        m.next = "LABEL"
+            if self.learning:
+                with m.State("LABEL"):
+                    with m.If(got):
+                        m.d.sync += timer.eq(0)
+                        with m.If(byte < fmt.n_outputs):
+                            m.d.sync += label.eq(byte)
+                            m.next = "RECEIVE"
+                        with m.Else():
+                            m.d.sync += error.eq(1)
+                            m.next = "IDLE"
+                    with m.Elif(timer == self.timeout_cycles):
+                        m.d.sync += error.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += timer.eq(timer + 1)
             with m.State("RECEIVE"):
                 with m.If(got):
                     m.d.sync += timer.eq(0)

@@ -156,6 +156,26 @@ def cmd_cluster(args):
     return 0
 
 
+def cmd_learn(args):
+    from qnnfab.flow import learn_on_device
+    if args.plot:
+        _check_out_file(args.plot)
+    result = learn_on_device(args.model, samples=args.samples, simulator=args.simulator,
+                             seed=args.seed, plot=args.plot, progress=not args.quiet)
+    cmp, run = result["comparison"], result["run"]
+    print(f"test accuracy {result['accuracy_before']:.2%} before (random last layer), "
+          f"{result['accuracy_after']:.2%} after {args.samples} samples "
+          f"(float rule: {result['curve']['float'][-1]:.2%})")
+    print(f"{cmp.summary()} ({run.simulator}, {run.cycles:,} cycles, "
+          f"{run.cycles / max(1, len(run.classes)):.0f} cycles/sample)")
+    if result["plot"]:
+        print(f"wrote {result['plot']}")
+    if not cmp.ok:
+        print(cmp.report(), file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_verilog(args):
     from qnnfab import ir
     from qnnfab.rtl.verilog import to_verilog
@@ -192,7 +212,8 @@ def cmd_build(args):
     _prepare_out_dir(args.out)
     folding = resolve_folding(args, network)
     report = build_board(network, args.board, args.out, folding=folding,
-                         clock_mhz=args.clock_mhz, seed=args.seed, progress=not args.quiet)
+                         clock_mhz=args.clock_mhz, seed=args.seed, progress=not args.quiet,
+                         learn=args.learn)
     _print_report_summary(report, args.out)
     return 0
 
@@ -324,6 +345,19 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 
+    p = add("learn", cmd_learn, "learn the last layer on the device model from a random "
+                                "start, checked against the integer rule step by step")
+    p.add_argument("model", metavar="FILE.qnn", help="a trained network (its last layer is "
+                                                     "replaced by a random one that learns)")
+    p.add_argument("--samples", type=int, default=1000,
+                   help="labelled training samples streamed in (default 1000)")
+    p.add_argument("--simulator", choices=["amaranth", "verilator"], default="amaranth")
+    p.add_argument("--plot", metavar="FILE.svg|FILE.png",
+                   help="accuracy against samples for the hardware and the float rule (PNG "
+                        "needs matplotlib)")
+    p.add_argument("--seed", type=int, default=0, help="random start and sample order")
+    p.add_argument("--quiet", action="store_true")
+
     p = add("quantize", cmd_quantize, "quantize a float network's weights to per-layer "
                                       "codebooks (post-training)")
     p.add_argument("model", metavar="FLOAT.qnn", help="a float network (e.g. from "
@@ -363,6 +397,9 @@ def build_parser():
     p.add_argument("--board", required=True)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0, help="place-and-route seed")
+    p.add_argument("--learn", action="store_true",
+                   help="the learning board: the last layer learns on chip from a random "
+                        "start (labelled samples over the UART, 0x4C frames)")
     p.add_argument("--quiet", action="store_true")
     clock_arg(p)
     folding_arg(p)

@@ -13,7 +13,8 @@ import numpy as np
 from . import ir
 
 __all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text",
-           "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy"]
+           "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy",
+           "learn_on_device"]
 
 
 def _log(msg):
@@ -74,7 +75,7 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
 
 
 def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
-                extra=None):
+                extra=None, learn=False):
     """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
@@ -88,7 +89,7 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
         if progress:
             _log(f"    {name} ...")
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
-                 progress=on_step, extra=extra or {})
+                 progress=on_step, extra=extra or {}, learn=learn)
 
 
 def checkpoint_path(qnn_path):
@@ -147,6 +148,81 @@ def cluster_kernels(path, kernels, *, sign=False, per_layer=False, finetune=None
         clustered.meta["clustering"] = stats
     info["test_after"] = test_accuracy(clustered)
     return clustered, info
+
+
+def learn_on_device(path, *, samples=1000, simulator="amaranth", seed=0, plot=None,
+                    points=20, progress=True):
+    """``qnnfab learn``: the network's last layer learns on the device model from a random
+    start while ``samples`` labelled training images (the training split, reshuffled each
+    pass) stream in; the hardware (frozen layers + :class:`~qnnfab.rtl.learner.OnlineLearner`)
+    runs in ``simulator`` and every update step is compared with the integer rule
+    (:mod:`qnnfab.model.learn_rule`), weights after every step.
+
+    Returns a dict: ``comparison`` (:class:`~qnnfab.sim.learn_sim.LearnComparison`),
+    ``accuracy_before`` / ``accuracy_after`` (test split, the hardware's weights),
+    ``curve`` (samples seen, test accuracy of the integer rule and of the float rule),
+    ``run`` (the :class:`~qnnfab.sim.learn_sim.LearnRun`), ``rule``, ``plot`` (path or None).
+    """
+    from qnnfab.model import learn_rule as lr
+    from qnnfab.model.data import load_dataset
+    from qnnfab.sim.learn_sim import compare_learning, learner_features, run_learning
+
+    network = ir.load(path)
+    network.require_integer("on-chip learning")
+    if plot:
+        from .plot import check_plot_path
+        check_plot_path(plot)
+    data = network.meta.get("data") if isinstance(network.meta, dict) else None
+    if not data:
+        raise ValueError(f"{path}: no data set recorded in the network (meta['data']): "
+                         f"learning needs labelled samples; train it with `qnnfab train`")
+    if samples < 1:
+        raise ValueError(f"--samples: expected >= 1, got {samples}")
+    ds = load_dataset(data["name"], seed=data.get("split_seed", 0))
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(ds.x_train))
+                            for _ in range(-(-samples // len(ds.x_train)))])[:samples]
+    codes = np.asarray(ds.x_train, dtype=np.int64)[order]
+    labels = np.asarray(ds.y_train, dtype=np.int64)[order]
+    last = network.layers[-1]
+    rule = lr.DEFAULT_RULE
+    init = lr.init_state(rng, last.out_features, last.in_features, rule)
+    feats = learner_features(network, codes)
+    test = learner_features(network, np.asarray(ds.x_test, dtype=np.int64))
+    y_test = np.asarray(ds.y_test)
+
+    with step(f"integer and float rule over {samples} samples"):
+        golden_run = lr.learn(rule, init, feats, labels, last.in_bits, keep_weights=True)
+        float_run = lr.learn(rule, init, feats, labels, last.in_bits, keep_weights=True,
+                             use_float=True)
+    marks = sorted({0, *np.linspace(0, samples, points + 1).astype(int).tolist()})
+
+    def acc(weights):
+        return lr.accuracy(lr.LearnState(weights, weights), test, y_test, last.in_bits)
+    curve = {"samples": marks,
+             "integer": [acc(init.weights if k == 0 else golden_run.weights[k - 1])
+                         for k in marks],
+             "float": [acc(init.weights if k == 0 else float_run.weights[k - 1])
+                       for k in marks]}
+    bar, close = _bar(samples, f"learn ({simulator})", progress)
+    with step(f"hardware learning in {simulator} ({samples} update steps)"):
+        try:
+            run = run_learning(network, rule, init, codes, labels, simulator=simulator,
+                               progress=bar, log=_log if progress else None)
+        finally:
+            close()
+    comparison = compare_learning(rule, network, init, codes, labels, run)
+    written = None
+    if plot:
+        from .plot import write_line_plot
+        written = write_line_plot(
+            plot, {"hardware rule (integer, shifts)": (marks, curve["integer"]),
+                   "float rule": (marks, curve["float"])},
+            title=f"On-chip learning of the last layer: test accuracy ({data['name']})",
+            xlabel="labelled samples", ylabel="accuracy")
+    return {"comparison": comparison, "accuracy_before": acc(init.weights),
+            "accuracy_after": acc(run.weights[-1]), "curve": curve, "run": run, "rule": rule,
+            "plot": written}
 
 
 def write_sq_plot(network, path):

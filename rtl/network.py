@@ -152,11 +152,12 @@ class Network(wiring.Component):
         """Latency of each layer's unit (see ``MatrixVectorUnit.latency``); None for a CNN."""
         return None if self._latencies is None else list(self._latencies)
 
-    def stages(self):
+    def stages(self, *, argmax=True):
         """The chain of stream components, input to output (built anew on each call): a
         pixel serializer before the first spatial layer, a :class:`ConvUnit` per conv layer,
         a :class:`MaxPool` per pool layer, a flatten before the first dense layer after them,
-        a :class:`MatrixVectorUnit` per dense layer, then the :class:`Argmax`."""
+        a :class:`MatrixVectorUnit` per dense layer, then the :class:`Argmax` (unless
+        ``argmax`` is false)."""
         net = self.network
         stages = []
         if self.is_cnn:
@@ -177,8 +178,9 @@ class Network(wiring.Component):
                 assert unit.cycles_per_vector == self._cycles[k]
             stages.append((f"layer{k}", unit))
             prev = layer
-        last = net.layers[-1]
-        stages.append(("argmax", Argmax(n=last.out_features, width=last.acc_width)))
+        if argmax:
+            last = net.layers[-1]
+            stages.append(("argmax", Argmax(n=last.out_features, width=last.acc_width)))
         return stages
 
     def elaborate(self, platform):

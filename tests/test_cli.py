@@ -9,7 +9,8 @@ import pytest
 
 from qnnfab import cli, ir, random_net
 
-COMMANDS = ["train", "quantize", "cluster", "verilog", "sim", "build", "flow", "run", "boards"]
+COMMANDS = ["train", "quantize", "cluster", "learn", "verilog", "sim", "build", "flow", "run",
+            "boards"]
 
 
 def run_cli(*args, cwd=None):
