@@ -4,57 +4,10 @@ to back, random stalls on both sides, and the documented latency and cycles per 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from qnnfab.rtl.maxpool import MaxPool
 
-
-def _run(dut, items, n_out, *, seed, gap_p=0.0, ready_p=1.0, interval=1):
-    """Offer ``items`` on ``dut.i`` (gaps with probability ``gap_p`` before each), take
-    ``n_out`` payloads from ``dut.o`` (ready with probability ``ready_p``, and only from the
-    ``interval``-th cycle a payload is offered). Returns (outputs, input transfer cycles,
-    output transfer cycles), cycles counted from 0. A hang fails after a generous limit."""
-    limit = 1000 + 20 * interval * (len(items) + n_out)
-    rng_in, rng_out = np.random.default_rng(seed), np.random.default_rng(seed + 1)
-    outs, t_in, t_out = [], [], []
-
-    async def producer(ctx):
-        cycle = 0
-        for item in items:
-            while gap_p and rng_in.random() < gap_p:
-                await ctx.tick()
-                cycle += 1
-            ctx.set(dut.i.payload, [int(v) for v in item])
-            ctx.set(dut.i.valid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.i.ready)
-                cycle += 1
-                if ready:
-                    break
-            t_in.append(cycle - 1)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        cycle, waited = 0, 0
-        while len(outs) < n_out:
-            ready = waited >= interval - 1 and (ready_p >= 1 or rng_out.random() < ready_p)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                outs.append([payload[j] for j in range(len(payload))])
-                t_out.append(cycle)
-                waited = 0
-            elif valid:
-                waited += 1
-            cycle += 1
-            assert cycle < limit, f"seed {seed}: {len(outs)} of {n_out} outputs in {cycle} cycles"
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return np.array(outs), t_in, t_out
+from .stream_driver import run_stream
 
 
 def ref_maxpool(img, s):
@@ -103,7 +56,7 @@ def test_maxpool_eager(h, w, c, bits, s):
     dut = MaxPool(h, w, c, bits, size=s)
     ho, wo = dut.out_height, dut.out_width
     assert (ho, wo) == (h // s, w // s)
-    got, t_in, t_out = _run(dut, imgs.reshape(-1, c), len(imgs) * ho * wo, seed=seed)
+    got, t_in, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs) * ho * wo, seed=seed)
     _check(imgs, got, s, seed)
     # One pixel per cycle, frames back to back; each output the cycle after its block's last
     # (bottom-right) pixel.
@@ -121,7 +74,7 @@ def test_maxpool_random_stalls(h, w, c, bits, s):
     imgs = _frames(rng, (h, w, c), bits, 4)
     dut = MaxPool(h, w, c, bits, size=s)
     n_out = len(imgs) * dut.out_height * dut.out_width
-    got, _, _ = _run(dut, imgs.reshape(-1, c), n_out, seed=seed, gap_p=0.4, ready_p=0.4)
+    got, _, _ = run_stream(dut, imgs.reshape(-1, c), n_out, seed=seed, gap_p=0.4, ready_p=0.4)
     _check(imgs, got, s, seed)
 
 
@@ -133,7 +86,7 @@ def test_maxpool_slow_consumer_holds_only_the_last_pixel_of_a_block():
     imgs = _frames(rng, (h, w, c), bits, 3)
     dut = MaxPool(h, w, c, bits, size=s)
     n_out = len(imgs) * dut.out_height * dut.out_width
-    got, t_in, t_out = _run(dut, imgs.reshape(-1, c), n_out, seed=7, interval=5)
+    got, t_in, t_out = run_stream(dut, imgs.reshape(-1, c), n_out, seed=7, interval=5)
     _check(imgs, got, s, 7)
     assert np.diff(t_out).min() >= 5
     waits = [j for j in range(1, len(t_in)) if t_in[j] - t_in[j - 1] > 1]

@@ -7,57 +7,10 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from qnnfab.rtl.pixels import PixelsToVector, VectorToPixels
 
-
-def _run(dut, items, n_out, *, seed, gap_p=0.0, ready_p=1.0, interval=1):
-    """Offer ``items`` on ``dut.i`` (gaps with probability ``gap_p`` before each), take
-    ``n_out`` payloads from ``dut.o`` (ready with probability ``ready_p``, and only from the
-    ``interval``-th cycle a payload is offered). Returns (outputs, input transfer cycles,
-    output transfer cycles), cycles counted from 0. A hang fails after a generous limit."""
-    limit = 1000 + 20 * interval * (len(items) + n_out)
-    rng_in, rng_out = np.random.default_rng(seed), np.random.default_rng(seed + 1)
-    outs, t_in, t_out = [], [], []
-
-    async def producer(ctx):
-        cycle = 0
-        for item in items:
-            while gap_p and rng_in.random() < gap_p:
-                await ctx.tick()
-                cycle += 1
-            ctx.set(dut.i.payload, [int(v) for v in item])
-            ctx.set(dut.i.valid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.i.ready)
-                cycle += 1
-                if ready:
-                    break
-            t_in.append(cycle - 1)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        cycle, waited = 0, 0
-        while len(outs) < n_out:
-            ready = waited >= interval - 1 and (ready_p >= 1 or rng_out.random() < ready_p)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                outs.append([payload[j] for j in range(len(payload))])
-                t_out.append(cycle)
-                waited = 0
-            elif valid:
-                waited += 1
-            cycle += 1
-            assert cycle < limit, f"seed {seed}: {len(outs)} of {n_out} outputs in {cycle} cycles"
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return np.array(outs), t_in, t_out
+from .stream_driver import run_stream
 
 
 SHAPES = [
@@ -90,7 +43,7 @@ def test_vector_to_pixels(h, w, c, bits, stalls):
     dut = VectorToPixels(h, w, c, bits)
     vectors = imgs.reshape(len(imgs), -1)           # (y, x, c) order
     kw = dict(gap_p=0.4, ready_p=0.5) if stalls else {}
-    got, t_in, t_out = _run(dut, vectors, len(imgs) * h * w, seed=seed, **kw)
+    got, t_in, t_out = run_stream(dut, vectors, len(imgs) * h * w, seed=seed, **kw)
     expected = imgs.reshape(-1, c)                  # raster order, C codes per pixel
     assert got.shape == expected.shape
     for r, j in zip(*np.nonzero(got != expected)):
@@ -111,7 +64,7 @@ def test_pixels_to_vector(h, w, c, bits, stalls):
     imgs = _images(rng, h, w, c, bits, 4)
     dut = PixelsToVector(h, w, c, bits)
     kw = dict(gap_p=0.4, ready_p=0.3) if stalls else {}
-    got, t_in, t_out = _run(dut, imgs.reshape(-1, c), len(imgs), seed=seed, **kw)
+    got, t_in, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs), seed=seed, **kw)
     expected = imgs.reshape(len(imgs), -1)
     assert got.shape == expected.shape
     for r, j in zip(*np.nonzero(got != expected)):
@@ -132,7 +85,7 @@ def test_pixels_to_vector_slow_consumer_stalls_the_pixels():
     rng = np.random.default_rng(11)
     imgs = _images(rng, h, w, c, bits, 3)
     dut = PixelsToVector(h, w, c, bits)
-    got, t_in, t_out = _run(dut, imgs.reshape(-1, c), len(imgs), seed=11, interval=delay)
+    got, t_in, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs), seed=11, interval=delay)
     assert (got == imgs.reshape(len(imgs), -1)).all()
     n = h * w
     for f in range(len(imgs)):
@@ -165,7 +118,7 @@ def test_vector_pixels_round_trip(stalls):
     vectors = rng.integers(0, 1 << bits, size=(4, h * w * c))
     dut = _Chain(h, w, c, bits)
     kw = dict(gap_p=0.3, ready_p=0.3) if stalls else {}
-    got, t_in, t_out = _run(dut, vectors, len(vectors), seed=seed, **kw)
+    got, t_in, t_out = run_stream(dut, vectors, len(vectors), seed=seed, **kw)
     assert (got == vectors).all()
     if not stalls:
         assert np.diff(t_out).tolist() == [h * w] * (len(vectors) - 1)

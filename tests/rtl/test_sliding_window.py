@@ -4,7 +4,6 @@ to back, random stalls on both sides, and the documented latency and cycles per 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
@@ -13,53 +12,7 @@ from qnnfab.rtl.maxpool import MaxPool
 from qnnfab.rtl.pixels import PixelsToVector, VectorToPixels
 from qnnfab.rtl.sliding_window import SlidingWindow
 
-
-def _run(dut, items, n_out, *, seed, gap_p=0.0, ready_p=1.0, interval=1):
-    """Offer ``items`` on ``dut.i`` (gaps with probability ``gap_p`` before each), take
-    ``n_out`` payloads from ``dut.o`` (ready with probability ``ready_p``, and only from the
-    ``interval``-th cycle a payload is offered). Returns (outputs, input transfer cycles,
-    output transfer cycles), cycles counted from 0. A hang fails after a generous limit."""
-    limit = 1000 + 20 * interval * (len(items) + n_out)
-    rng_in, rng_out = np.random.default_rng(seed), np.random.default_rng(seed + 1)
-    outs, t_in, t_out = [], [], []
-
-    async def producer(ctx):
-        cycle = 0
-        for item in items:
-            while gap_p and rng_in.random() < gap_p:
-                await ctx.tick()
-                cycle += 1
-            ctx.set(dut.i.payload, [int(v) for v in item])
-            ctx.set(dut.i.valid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.i.ready)
-                cycle += 1
-                if ready:
-                    break
-            t_in.append(cycle - 1)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        cycle, waited = 0, 0
-        while len(outs) < n_out:
-            ready = waited >= interval - 1 and (ready_p >= 1 or rng_out.random() < ready_p)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                outs.append([payload[j] for j in range(len(payload))])
-                t_out.append(cycle)
-                waited = 0
-            elif valid:
-                waited += 1
-            cycle += 1
-            assert cycle < limit, f"seed {seed}: {len(outs)} of {n_out} outputs in {cycle} cycles"
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return np.array(outs), t_in, t_out
+from .stream_driver import run_stream
 
 
 def ref_windows(img, k, p):
@@ -120,7 +73,7 @@ def test_sliding_window_eager(h, w, c, bits, k, p):
     dut = SlidingWindow(h, w, c, bits, kernel_size=k, padding=p)
     assert (dut.out_height, dut.out_width) == (h + 2 * p - k + 1, w + 2 * p - k + 1)
     n_win = dut.out_height * dut.out_width
-    got, _, t_out = _run(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed)
+    got, _, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed)
     _check(imgs, got, k, p, seed)
     # Eager source and sink: the padded image is scanned one position per cycle, frames back
     # to back; the window of output (y, x) leaves the cycle after position (y+k-1, x+k-1).
@@ -142,7 +95,7 @@ def test_sliding_window_slow_consumer(h, w, c, bits, k, p, interval):
     imgs = _frames(rng, (h, w, c), bits)
     dut = SlidingWindow(h, w, c, bits, kernel_size=k, padding=p)
     n_win = dut.out_height * dut.out_width
-    got, _, t_out = _run(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed,
+    got, _, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed,
                          interval=interval)
     _check(imgs, got, k, p, seed)
     period = dut.cycles_per_frame(interval)
@@ -163,7 +116,7 @@ def test_sliding_window_random_stalls(h, w, c, bits, k, p):
     imgs = _frames(rng, (h, w, c), bits, n=4)
     dut = SlidingWindow(h, w, c, bits, kernel_size=k, padding=p)
     n_win = dut.out_height * dut.out_width
-    got, _, _ = _run(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed,
+    got, _, _ = run_stream(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed,
                      gap_p=0.4, ready_p=0.5)
     _check(imgs, got, k, p, seed)
 
@@ -224,7 +177,7 @@ def test_chain_with_the_other_stream_blocks(stalls):
     imgs = rng.integers(0, 1 << bits, size=(3, h, w, c))
     dut = _Chain(h, w, c, bits, k, p, s)
     kw = dict(gap_p=0.3, ready_p=0.3) if stalls else {}
-    got, _, t_out = _run(dut, imgs.reshape(len(imgs), -1), len(imgs), seed=seed, **kw)
+    got, _, t_out = run_stream(dut, imgs.reshape(len(imgs), -1), len(imgs), seed=seed, **kw)
     pooled = imgs.reshape(len(imgs), h // s, s, w // s, s, c).max(axis=(2, 4))
     expected = np.stack([ref_windows(img, k, p).reshape(-1) for img in pooled])
     assert (got == expected).all(), f"seed {seed}"
