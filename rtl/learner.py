@@ -48,7 +48,7 @@ transfer over a UART.
 import operator
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
@@ -331,7 +331,8 @@ class OnlineLearner(wiring.Component):
             with m.If((lane == 0) | (s0 > best)):          # first index on ties
                 m.d.sync += [best.eq(s0), best_idx.eq(lane)]
         m.d.sync += a2_valid.eq(rot_one)
-        m.submodules.quantize = quant = _Quantizer(a2_mag, rule)   # a3: registered exponent
+        m.submodules.quantize = quant = _Quantizer(len(a2_mag), rule)  # a3: registered exp
+        m.d.comb += quant.mag.eq(a2_mag)
         # q ring: filled from the tail in lane order by the errors phase; rotated by ``lanes``
         # per item by the update phase, so qs[0 .. lanes-1] are the item's lanes.
         ql = q_layout(rule)
@@ -412,13 +413,13 @@ class OnlineLearner(wiring.Component):
         return m
 
 
-class _Quantizer(Elaboratable):
+class _Quantizer(wiring.Component):
     """``exp``: the exponent of ``logq(mag)`` (see :func:`~qnnfab.rtl.update_unit.logq_exponent`),
     clamped to ``rule.max_shift``, registered (one cycle after ``mag``)."""
 
-    def __init__(self, mag, rule):
-        self.mag, self.rule = mag, rule
-        self.exp = Signal(q_layout(rule).members["exp"])
+    def __init__(self, width, rule):
+        self.rule = rule
+        super().__init__({"mag": In(width), "exp": Out(q_layout(rule).members["exp"])})
 
     def elaborate(self, platform):
         m = Module()

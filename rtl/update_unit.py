@@ -33,7 +33,7 @@ its own small module, and its registers are only clocked (``en``) during an upda
 
 import operator
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -196,18 +196,16 @@ class UpdateUnit(wiring.Component):
         return m
 
 
-class _Lane(Elaboratable):
-    """One lane of :class:`UpdateUnit`."""
+class _Lane(wiring.Component):
+    """One lane of :class:`UpdateUnit` (the same members, for one lane)."""
 
     def __init__(self, rule, in_bits, width, pipelined):
         self.rule, self.in_bits, self.width, self.pipelined = rule, in_bits, width, pipelined
-        self.w = Signal(signed(rule.weight_bits))
-        self.m = Signal(signed(rule.momentum_bits))
-        self.q = Signal(q_layout(rule))
-        self.v = Signal(in_bits)
-        self.en = Signal()
-        self.w_new = Signal(signed(rule.weight_bits))
-        self.m_new = Signal(signed(rule.momentum_bits))
+        super().__init__({
+            "w": In(signed(rule.weight_bits)), "m": In(signed(rule.momentum_bits)),
+            "q": In(q_layout(rule)), "v": In(in_bits), "en": In(1),
+            "w_new": Out(signed(rule.weight_bits)), "m_new": Out(signed(rule.momentum_bits)),
+        })
 
     def elaborate(self, platform):
         m = Module()

@@ -32,7 +32,7 @@ from qnnfab import ir
 from qnnfab.model import golden
 from qnnfab.model import learn_rule as lr
 
-from .runner import _build, _log_tail, _tool_version, default_cache_dir
+from .runner import build_cached, default_cache_dir, log_tail, tool_version
 
 __all__ = ["LearnerDims", "LearnRun", "LearnMismatch", "LearnComparison", "SIMULATORS",
            "TOPLEVEL", "TEST_MODULE", "CONFIG_ENV", "run_learning", "compare_learning",
@@ -362,10 +362,10 @@ def _run_verilog(dut, words, n_trace, *, build_dir, progress, ready_probability,
     from cocotb_tools.runner import get_runner
 
     simulator = "verilator"
-    _tool_version(simulator)
+    tool_version(simulator)
     text = averilog.convert(dut, name=TOPLEVEL, emit_src=False)
     root = Path(build_dir) if build_dir is not None else default_cache_dir()
-    bdir, compile_seconds = _build(simulator, text, TOPLEVEL, root, log)
+    bdir, compile_seconds = build_cached(simulator, text, TOPLEVEL, root, log)
     run_dir = Path(tempfile.mkdtemp(prefix="learn-", dir=bdir))
     config = run_dir / "config.json"
     results = run_dir / "results.json"
@@ -412,7 +412,7 @@ def _run_verilog(dut, words, n_trace, *, build_dir, progress, ready_probability,
     if out is None or out.get("error") or failure:
         why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
         raise RuntimeError(f"{simulator} learner simulation failed: {why}; run folder "
-                           f"{run_dir}; end of {sim_log}:\n{_log_tail(sim_log)}")
+                           f"{run_dir}; end of {sim_log}:\n{log_tail(sim_log)}")
     outputs, traces = _decode(dut, [int(w, 16) for w in out["outputs"]],
                               [int(w, 16) for w in out["trace"]])
     shutil.rmtree(run_dir, ignore_errors=True)

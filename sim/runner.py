@@ -58,7 +58,7 @@ __all__ = [
     "CONFIG_ENV", "KEEP_BUILDS",
     "SimResult", "VerilogRun", "Mismatch", "Comparison", "ToolNotFoundError",
     "simulate", "compare", "run_stream_verilog", "network_layouts", "pack_inputs",
-    "unpack_outputs", "default_cache_dir",
+    "unpack_outputs", "default_cache_dir", "build_cached", "tool_version", "log_tail",
 ]
 
 SIMULATORS = ("amaranth", "verilator", "icarus")
@@ -203,7 +203,9 @@ def _file_lock(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _tool_version(simulator):
+def tool_version(simulator):
+    """The version of ``simulator`` (``verilator`` or ``icarus``); ToolNotFoundError, saying
+    how to get it, when it is missing."""
     if simulator == "verilator":
         return find_verilator().version
     return find_icarus().version
@@ -213,7 +215,8 @@ def _build_args(simulator):
     return list(VERILATOR_BUILD_ARGS) if simulator == "verilator" else []
 
 
-def _log_tail(path, lines=40):
+def log_tail(path, lines=40):
+    """The last ``lines`` lines of a log file (for error messages)."""
     try:
         text = Path(path).read_text(errors="replace").splitlines()
     except OSError:
@@ -221,12 +224,12 @@ def _log_tail(path, lines=40):
     return "\n".join(text[-lines:])
 
 
-def _build(simulator, verilog, toplevel, root, log=None):
+def build_cached(simulator, verilog, toplevel, root, log=None):
     """Compile ``verilog`` once per hash into ``root/<simulator>-<hash>``; returns
     ``(build_dir, compile_seconds)`` (0.0 when reused)."""
     from cocotb_tools.runner import get_runner
 
-    tool = _tool_version(simulator)
+    tool = tool_version(simulator)
     key = hashlib.sha256(json.dumps({
         "verilog": hashlib.sha256(verilog.encode()).hexdigest(), "simulator": simulator,
         "tool": tool, "cocotb": importlib.metadata.version("cocotb"), "toplevel": toplevel,
@@ -260,7 +263,7 @@ def _build(simulator, verilog, toplevel, root, log=None):
                              log_file=build_log)
         except (Exception, SystemExit) as exc:
             raise RuntimeError(f"{simulator} build of {source} failed ({exc}); end of "
-                               f"{build_log}:\n{_log_tail(build_log)}") from None
+                               f"{build_log}:\n{log_tail(build_log)}") from None
         seconds = time.perf_counter() - start
         if simulator == "verilator":
             # Only the linked executable is needed to run; the object files and precompiled
@@ -319,7 +322,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     if any(word < 0 for word in inputs):
         raise ValueError("inputs: payload words must be non-negative integers")
     root = Path(build_dir) if build_dir is not None else default_cache_dir()
-    bdir, compile_seconds = _build(simulator, verilog, toplevel, root, log)
+    bdir, compile_seconds = build_cached(simulator, verilog, toplevel, root, log)
     if not inputs:
         return VerilogRun(outputs=[], cycles=0, seconds=0.0, compile_seconds=compile_seconds,
                           build_dir=bdir)
@@ -377,7 +380,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     if out is None or out.get("error") or failure:
         why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
         raise RuntimeError(f"{simulator} simulation failed: {why}; run folder {run_dir}; end of "
-                           f"{sim_log}:\n{_log_tail(sim_log)}")
+                           f"{sim_log}:\n{log_tail(sim_log)}")
     outputs = [int(word, 16) for word in out["outputs"]]
     if len(outputs) != len(inputs):
         raise RuntimeError(f"{simulator} simulation returned {len(outputs)} outputs for "
@@ -442,7 +445,7 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
                          cycles=int(res.cycles), seconds=seconds)
 
     # Fail on a missing tool before the (slow) Verilog generation.
-    _tool_version(simulator)
+    tool_version(simulator)
     from qnnfab.rtl.verilog import to_verilog
     verilog = to_verilog(network, folding, name=TOPLEVEL)
     in_layout, out_layout = network_layouts(network)
