@@ -561,17 +561,10 @@ class ConvLayer:
     def out_features(self):
         return self.out_channels
 
-    @property
-    def out_bits(self):
-        return max(1, self.n_thresholds.bit_length())
-
-    @property
-    def acc_width(self):
-        return numerics.acc_width(self.in_features, self.in_bits, self.weight_levels)
-
-    @property
-    def threshold_width(self):
-        return numerics.threshold_width(self.in_features, self.in_bits, self.weight_levels)
+    # Never an output layer: the dense rules, on the fan-in of one window.
+    out_bits = DenseLayer.out_bits
+    acc_width = DenseLayer.acc_width
+    threshold_width = DenseLayer.threshold_width
 
     @property
     def kernels(self):

@@ -41,7 +41,28 @@ def _pixel_layout(channels, bits):
     return data.ArrayLayout(unsigned(bits), channels)
 
 
-class VectorToPixels(wiring.Component):
+class _ImageStream(wiring.Component):
+    """What :class:`VectorToPixels` and :class:`PixelsToVector` share: the image shape
+    (``height``, ``width``, ``channels``, ``bits``, set before ``super().__init__``), its
+    sizes, and one pixel per cycle."""
+
+    @property
+    def pixels(self):
+        """Pixels per image, ``H·W``."""
+        return self.height * self.width
+
+    @property
+    def features(self):
+        """Codes per image, ``H·W·C``."""
+        return self.pixels * self.channels
+
+    @property
+    def cycles_per_image(self):
+        """Cycles per image with an eager source and sink: one pixel per cycle."""
+        return self.pixels
+
+
+class VectorToPixels(_ImageStream):
     """One image vector in, its pixels out, one per cycle in raster order.
 
     Parameters
@@ -76,24 +97,9 @@ class VectorToPixels(wiring.Component):
         })
 
     @property
-    def pixels(self):
-        """Pixels per image, ``H·W``."""
-        return self.height * self.width
-
-    @property
-    def features(self):
-        """Codes per image, ``H·W·C``."""
-        return self.pixels * self.channels
-
-    @property
     def latency(self):
         """Cycles from ``i.valid`` (unit idle) to ``o.valid``."""
         return 1
-
-    @property
-    def cycles_per_image(self):
-        """Cycles per image with an eager source and sink."""
-        return self.pixels
 
     def elaborate(self, platform):
         m = Module()
@@ -116,7 +122,7 @@ class VectorToPixels(wiring.Component):
         return m
 
 
-class PixelsToVector(wiring.Component):
+class PixelsToVector(_ImageStream):
     """Pixels in (raster order), the whole image vector out: the flatten before dense layers.
 
     Parameters
@@ -152,24 +158,9 @@ class PixelsToVector(wiring.Component):
         })
 
     @property
-    def pixels(self):
-        """Pixels per image, ``H·W``."""
-        return self.height * self.width
-
-    @property
-    def features(self):
-        """Codes per image, ``H·W·C``."""
-        return self.pixels * self.channels
-
-    @property
     def latency(self):
         """Cycles from the last pixel's transfer to ``o.valid``."""
         return 1
-
-    @property
-    def cycles_per_image(self):
-        """Cycles per image with an eager source and sink."""
-        return self.pixels
 
     def elaborate(self, platform):
         m = Module()

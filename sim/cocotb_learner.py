@@ -34,25 +34,13 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from .job_files import write_json, write_progress
+
 __all__ = ["CONFIG_ENV", "run_learner"]
 
 #: Environment variable holding the path of the job's JSON file.
 CONFIG_ENV = "QNNFAB_LEARN_CONFIG"
 
-
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
-def _write_progress(path, done, total):
-    if path:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{done} {total}\n")
-        os.replace(tmp, path)
 
 
 @cocotb.test()
@@ -116,7 +104,7 @@ async def run_learner(dut):
                 outputs.append(format(dut.o__payload.value.to_unsigned(), "x"))
                 moved = True
                 if len(outputs) % progress_every == 0:
-                    _write_progress(progress_path, len(outputs), total)
+                    write_progress(progress_path, len(outputs), total)
             if t_ready and dut.trace__valid.value == 1:
                 traces.append(format(dut.trace__payload.value.to_unsigned(), "x"))
                 moved = True
@@ -133,7 +121,7 @@ async def run_learner(dut):
                          f"({sent} samples accepted) at cycle {cycle}")
                 break
     seconds = time.perf_counter() - start
-    _write_progress(progress_path, len(outputs), total)
-    _write_json(cfg["results"], {"outputs": outputs, "trace": traces, "cycles": last_cycle,
+    write_progress(progress_path, len(outputs), total)
+    write_json(cfg["results"], {"outputs": outputs, "trace": traces, "cycles": last_cycle,
                                  "seconds": seconds, "error": error})
     assert error is None, error

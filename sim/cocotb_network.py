@@ -35,6 +35,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from .job_files import write_json, write_progress
+
 __all__ = ["CONFIG_ENV", "run_vectors"]
 
 #: Environment variable holding the path of the job's JSON file.
@@ -44,20 +46,6 @@ CONFIG_ENV = "QNNFAB_SIM_CONFIG"
 def _is_one(handle):
     return str(handle.value) == "1"
 
-
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
-def _write_progress(path, done, total):
-    if path:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{done} {total}\n")
-        os.replace(tmp, path)
 
 
 @cocotb.test()
@@ -121,7 +109,7 @@ async def run_vectors(dut):
             last_cycle = cycle
             idle = 0
             if len(outputs) % progress_every == 0:
-                _write_progress(progress_path, len(outputs), total)
+                write_progress(progress_path, len(outputs), total)
         else:
             idle += 1
             if idle > stall_limit:
@@ -129,7 +117,7 @@ async def run_vectors(dut):
                          f"{total} outputs ({sent} inputs accepted) at cycle {cycle}")
                 break
     seconds = time.perf_counter() - start
-    _write_progress(progress_path, len(outputs), total)
-    _write_json(cfg["results"], {"outputs": outputs, "cycles": last_cycle, "seconds": seconds,
+    write_progress(progress_path, len(outputs), total)
+    write_json(cfg["results"], {"outputs": outputs, "cycles": last_cycle, "seconds": seconds,
                                  "error": error})
     assert error is None, error

@@ -17,10 +17,7 @@ and tool version) and run :mod:`qnnfab.sim.cocotb_learner`, which drives ``i`` a
 and ``trace`` with optional random stalls on all three.
 """
 
-import json
 import shutil
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,7 @@ from qnnfab import ir
 from qnnfab.model import golden
 from qnnfab.model import learn_rule as lr
 
-from .runner import build_cached, default_cache_dir, log_tail, tool_version
+from .runner import build_cached, default_cache_dir, run_cocotb_job, tool_version
 
 __all__ = ["LearnerDims", "LearnRun", "LearnMismatch", "LearnComparison", "SIMULATORS",
            "TOPLEVEL", "TEST_MODULE", "CONFIG_ENV", "run_learning", "compare_learning",
@@ -359,60 +356,19 @@ def _stall_limit(dims, net, probability):
 def _run_verilog(dut, words, n_trace, *, build_dir, progress, ready_probability,
                  valid_probability, trace_ready_probability, seed, stall_limit, log):
     from amaranth.back import verilog as averilog
-    from cocotb_tools.runner import get_runner
-
     simulator = "verilator"
     tool_version(simulator)
     text = averilog.convert(dut, name=TOPLEVEL, emit_src=False)
     root = Path(build_dir) if build_dir is not None else default_cache_dir()
     bdir, compile_seconds = build_cached(simulator, text, TOPLEVEL, root, log)
-    run_dir = Path(tempfile.mkdtemp(prefix="learn-", dir=bdir))
-    config = run_dir / "config.json"
-    results = run_dir / "results.json"
-    progress_file = run_dir / "progress.txt"
-    sim_log = run_dir / "sim.log"
-    config.write_text(json.dumps({
-        "inputs": [format(w, "x") for w in words], "n_trace": n_trace,
-        "results": str(results),
-        "progress": str(progress_file) if progress is not None else None,
-        "ready_probability": float(ready_probability),
-        "valid_probability": float(valid_probability),
-        "trace_ready_probability": float(trace_ready_probability), "seed": int(seed),
-        "reset_cycles": 2, "stall_limit": int(stall_limit),
-    }))
-    failure = []
-
-    def worker():
-        try:
-            get_runner(simulator).test(
-                test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                build_dir=bdir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
-                extra_env={CONFIG_ENV: str(config)}, log_file=sim_log,
-                timescale=("1ns", "1ps"))
-        except BaseException as exc:  # runner.test calls sys.exit on failure
-            failure.append(exc)
-
-    thread = threading.Thread(target=worker, name="qnnfab-learn-verilator", daemon=True)
-    thread.start()
-    last = None
-    while thread.is_alive():
-        thread.join(timeout=0.2)
-        if progress is not None:
-            try:
-                done, total = map(int, progress_file.read_text().split())
-            except (OSError, ValueError):
-                continue
-            if (done, total) != last:
-                last = (done, total)
-                progress(done, total)
-    try:
-        out = json.loads(results.read_text())
-    except (OSError, ValueError):
-        out = None
-    if out is None or out.get("error") or failure:
-        why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
-        raise RuntimeError(f"{simulator} learner simulation failed: {why}; run folder "
-                           f"{run_dir}; end of {sim_log}:\n{log_tail(sim_log)}")
+    out, run_dir = run_cocotb_job(
+        simulator, TEST_MODULE, TOPLEVEL, bdir, CONFIG_ENV, {
+            "inputs": [format(w, "x") for w in words], "n_trace": n_trace,
+            "ready_probability": float(ready_probability),
+            "valid_probability": float(valid_probability),
+            "trace_ready_probability": float(trace_ready_probability), "seed": int(seed),
+            "reset_cycles": 2, "stall_limit": int(stall_limit)},
+        progress=progress, total=len(words), what="learner simulation", prefix="learn-")
     outputs, traces = _decode(dut, [int(w, 16) for w in out["outputs"]],
                               [int(w, 16) for w in out["trace"]])
     shutil.rmtree(run_dir, ignore_errors=True)

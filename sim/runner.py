@@ -59,6 +59,7 @@ __all__ = [
     "SimResult", "VerilogRun", "Mismatch", "Comparison", "ToolNotFoundError",
     "simulate", "compare", "run_stream_verilog", "network_layouts", "pack_inputs",
     "unpack_outputs", "default_cache_dir", "build_cached", "tool_version", "log_tail",
+    "run_cocotb_job",
 ]
 
 SIMULATORS = ("amaranth", "verilator", "icarus")
@@ -293,6 +294,61 @@ def _prune(root, keep):
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def run_cocotb_job(simulator, test_module, toplevel, bdir, config_env, config, *,
+                   progress=None, total=0, what="simulation", prefix="run-"):
+    """Run cocotb ``test_module`` on the build in ``bdir`` with the job ``config`` (a dict,
+    given ``results`` and ``progress`` file paths here, read by the test module through
+    ``config_env``), in a thread while this one relays ``progress(done, total)`` from the
+    progress file. Returns ``(results dict, run folder)``; RuntimeError with the end of the
+    log if the run fails or writes no results (the run folder is kept then)."""
+    from cocotb_tools.runner import get_runner
+
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=bdir))
+    config_file = run_dir / "config.json"
+    results = run_dir / "results.json"
+    progress_file = run_dir / "progress.txt"
+    sim_log = run_dir / "sim.log"
+    config_file.write_text(json.dumps({
+        **config, "results": str(results),
+        "progress": str(progress_file) if progress is not None else None}))
+    failure = []
+
+    def worker():
+        try:
+            get_runner(simulator).test(
+                test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                build_dir=bdir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
+                extra_env={config_env: str(config_file)}, log_file=sim_log,
+                timescale=_TIMESCALE)
+        except BaseException as exc:  # runner.test calls sys.exit on failure
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name=f"qnnfab-{simulator}", daemon=True)
+    last = None
+    if progress is not None:
+        progress(0, total)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.2)
+        if progress is not None:
+            try:
+                done, total_ = map(int, progress_file.read_text().split())
+            except (OSError, ValueError):
+                continue
+            if (done, total_) != last:
+                last = (done, total_)
+                progress(done, total_)
+    try:
+        out = json.loads(results.read_text())
+    except (OSError, ValueError):
+        out = None
+    if out is None or out.get("error") or failure:
+        why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
+        raise RuntimeError(f"{simulator} {what} failed: {why}; run folder {run_dir}; end of "
+                           f"{sim_log}:\n{log_tail(sim_log)}")
+    return out, run_dir
+
+
 def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLEVEL,
                        build_dir=None, ready_probability=1.0, valid_probability=1.0, seed=0,
                        stall_limit=100_000, progress=None, log=None):
@@ -327,65 +383,24 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
         return VerilogRun(outputs=[], cycles=0, seconds=0.0, compile_seconds=compile_seconds,
                           build_dir=bdir)
 
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=bdir))
-    config = run_dir / "config.json"
-    results = run_dir / "results.json"
-    progress_file = run_dir / "progress.txt"
-    sim_log = run_dir / "sim.log"
-    config.write_text(json.dumps({
-        "inputs": [format(word, "x") for word in inputs], "results": str(results),
-        "progress": str(progress_file) if progress is not None else None,
-        "ready_probability": float(ready_probability),
-        "valid_probability": float(valid_probability), "seed": int(seed),
-        "reset_cycles": 2, "stall_limit": int(stall_limit),
-    }))
+    seen = []
 
-    def run():
-        from cocotb_tools.runner import get_runner
-        runner = get_runner(simulator)
-        runner.test(test_module=TEST_MODULE, hdl_toplevel=toplevel,
-                    hdl_toplevel_lang="verilog",
-                    build_dir=bdir, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
-                    extra_env={CONFIG_ENV: str(config)}, log_file=sim_log,
-                    timescale=_TIMESCALE)
-
-    failure = []
-
-    def worker():
-        try:
-            run()
-        except BaseException as exc:  # runner.test calls sys.exit on failure
-            failure.append(exc)
-
-    thread = threading.Thread(target=worker, name=f"qnnfab-{simulator}", daemon=True)
-    last = None
-    if progress is not None:
-        progress(0, len(inputs))
-    thread.start()
-    while thread.is_alive():
-        thread.join(timeout=0.2)
-        if progress is not None:
-            try:
-                done, total = map(int, progress_file.read_text().split())
-            except (OSError, ValueError):
-                continue
-            if (done, total) != last:
-                last = (done, total)
-                progress(done, total)
-
-    try:
-        out = json.loads(results.read_text())
-    except (OSError, ValueError):
-        out = None
-    if out is None or out.get("error") or failure:
-        why = (out or {}).get("error") or (f"{failure[0]!r}" if failure else "no results")
-        raise RuntimeError(f"{simulator} simulation failed: {why}; run folder {run_dir}; end of "
-                           f"{sim_log}:\n{log_tail(sim_log)}")
+    def report(done, total):
+        seen.append((done, total))
+        progress(done, total)
+    out, run_dir = run_cocotb_job(
+        simulator, TEST_MODULE, toplevel, bdir, CONFIG_ENV, {
+            "inputs": [format(word, "x") for word in inputs],
+            "ready_probability": float(ready_probability),
+            "valid_probability": float(valid_probability), "seed": int(seed),
+            "reset_cycles": 2, "stall_limit": int(stall_limit)},
+        progress=None if progress is None else report, total=len(inputs), what="simulation",
+        prefix="run-")
     outputs = [int(word, 16) for word in out["outputs"]]
     if len(outputs) != len(inputs):
         raise RuntimeError(f"{simulator} simulation returned {len(outputs)} outputs for "
                            f"{len(inputs)} inputs; run folder {run_dir}")
-    if progress is not None and last != (len(inputs), len(inputs)):
+    if progress is not None and seen[-1] != (len(inputs), len(inputs)):
         progress(len(inputs), len(inputs))
     shutil.rmtree(run_dir, ignore_errors=True)
     return VerilogRun(outputs=outputs, cycles=int(out["cycles"]), seconds=float(out["seconds"]),

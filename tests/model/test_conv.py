@@ -14,6 +14,8 @@ from qnnfab.model.export import export, flatten_permutation
 from qnnfab.model.presets import ConvSpec, Preset, get_preset, preset_from_dict, preset_to_dict
 from qnnfab.model.train import TrainResult, load_checkpoint, predict, save_checkpoint, train
 
+from .test_export import randomize_bn
+
 
 def conv_reference(x, w, padding, pad):
     """Naive loops: x (B, C, H, W), w (O, C, k, k) numpy; padded positions hold ``pad``."""
@@ -76,19 +78,6 @@ def test_one_bit_inputs_pad_with_minus_one():
 
 
 # -- export of random CNNs -------------------------------------------------------------------------
-
-def randomize_bn(bn, z, rng):
-    """Running statistics near those of the pre-batch-norm values ``z`` (N, C); γ random with
-    negative and zero entries; β random."""
-    n = bn.num_features
-    mean, std = z.mean(0).numpy(), z.std(0).numpy() + 1e-3
-    gamma = rng.choice([-1.0, 1.0, 0.0], n, p=[0.4, 0.5, 0.1]) * rng.uniform(0.3, 2.5, n)
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.tensor(mean + rng.normal(0, 0.5, n) * std))
-        bn.running_var.copy_(torch.tensor((std * rng.uniform(0.5, 2, n)) ** 2))
-        bn.weight.copy_(torch.tensor(gamma))
-        bn.bias.copy_(torch.tensor(rng.normal(0, 1.0, n)))
-
 
 def random_cnn(seed, shape, convs, hidden, kinds, bits, input_bits=5, n=200):
     """An untrained QuantCNN with random clips and batch-norm statistics (eval mode) and the
