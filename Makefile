@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
-.PHONY: setup demo test test-fast bench bench-quant bench-codebook bench-cluster bench-gradquant \
+.PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
 	bench-optim clean
 
 setup: $(STAMP)
@@ -30,6 +30,13 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+# Randomized equivalence, golden = Amaranth = Verilator, far beyond the bounded run in `make test`.
+FUZZ_EXAMPLES ?= 300
+FUZZ_VERILATOR ?= 12
+fuzz: setup
+	$(PY) -m qnnfab.sim.fuzz --examples $(FUZZ_EXAMPLES) --verilator-examples $(FUZZ_VERILATOR) \
+		$(if $(SEED),--seed $(SEED))
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
 bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim

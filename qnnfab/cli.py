@@ -430,10 +430,38 @@ def build_parser():
     return parser
 
 
+def arg_ranges():
+    """The allowed range ``(lo, hi)`` of each numeric option (``None``: no bound), checked
+    before a command starts."""
+    from qnnfab import ir
+    return {
+        "vectors": (1, None), "verilator_vectors": (0, None), "epochs": (1, None),
+        "bits": (1, ir.MAX_CODEBOOK_BITS), "level_bits": (2, ir.MAX_LEVEL_BITS),
+        "population": (2, None), "generations": (1, None), "kernels": (1, None),
+        "finetune": (0, None), "samples": (1, None), "baud": (1, None),
+        "timeout": (0.001, None), "clock_mhz": (0.001, None),
+    }
+
+
+def check_arg_ranges(args):
+    """UserError naming the option (``--bits: expected 1..8, got 9``) for a number out of its
+    range (:func:`arg_ranges`)."""
+    for name, (lo, hi) in arg_ranges().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            option = "--" + name.replace("_", "-")
+            want = (f"{lo}..{hi}" if hi is not None else
+                    "a positive number" if isinstance(lo, float) else f">= {lo}")
+            raise UserError(f"{option}: expected {want}, got {value:g}")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_arg_ranges(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("qnnfab: interrupted", file=sys.stderr)

@@ -167,6 +167,9 @@ def learn_on_device(path, *, samples=1000, simulator="amaranth", seed=0, plot=No
     from qnnfab.model.data import load_dataset
     from qnnfab.sim.learn_sim import compare_learning, learner_features, run_learning
 
+    if simulator != "amaranth":  # a missing simulator fails before anything slow
+        from qnnfab.sim.runner import tool_version
+        tool_version(simulator)
     network = ir.load(path)
     network.require_integer("on-chip learning")
     if plot:
@@ -249,7 +252,12 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     from qnnfab.boards.registry import board_folding, get_board
     from qnnfab.model.train import train
     from qnnfab.vectors import test_vectors
-    get_board(board)  # fail on an unknown board before the long steps
+    from qnnfab.boards.build import toolchain_env
+    # Fail on an unknown board or a missing tool before the long steps.
+    toolchain_env(get_board(board).family)
+    if verilator_vectors:
+        from qnnfab.sim.runner import tool_version
+        tool_version("verilator")
     os.makedirs(out_dir, exist_ok=True)
     started = time.monotonic()
 

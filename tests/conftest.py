@@ -4,10 +4,20 @@ Icarus Verilog is optional for users (DESIGN.md: "Icarus where installed"): test
 ``icarus`` need it. Where ``iverilog`` is missing they are *deselected* — counted and named in the
 summary with how to install it, never silently passed — unless ``QNNFAB_REQUIRE_ICARUS=1`` is
 set (CI sets it after installing Icarus), in which case they run and fail loudly.
+
+Hypothesis runs derandomized (the same examples on every run, so CI is repeatable) and keeps no
+example database; ``HYPOTHESIS_PROFILE=random`` draws new examples each run. ``make fuzz``
+(``python -m qnnfab.sim.fuzz``) is the place for long random runs.
 """
 
 import os
 import shutil
+
+from hypothesis import settings
+
+settings.register_profile("qnnfab", derandomize=True, database=None)
+settings.register_profile("random", database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "qnnfab"))
 
 _deselected = []
 

@@ -362,8 +362,8 @@ def test_float_network_is_refused_in_one_line(float_qnn, tmp_path, capsys, argv)
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--bits", "9"], "qnnfab: error: bits must be 1..8, not 9\n"),
-    (["--level-bits", "1"], "qnnfab: error: level bits must be 2..16, not 1\n"),
+    (["--bits", "9"], "qnnfab: error: --bits: expected 1..8, got 9\n"),
+    (["--level-bits", "1"], "qnnfab: error: --level-bits: expected 2..16, got 1\n"),
 ])
 def test_quantize_bad_arguments_are_one_line(float_qnn, tmp_path, capsys, argv, message):
     path, _ = float_qnn
