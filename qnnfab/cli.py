@@ -291,8 +291,15 @@ def _print_report_summary(report, out_dir):
     print(f"report: {os.path.join(out_dir, 'report.json')}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error format of every other error (exit 2, no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"qnnfab: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qnnfab", description="Quantized neural networks onto small FPGAs, bit-exact.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

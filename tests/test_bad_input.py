@@ -324,3 +324,18 @@ def test_real_process_prints_one_line(good_qnn, tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.startswith(f"qnnfab: error: {good_qnn}: not a qnnfab IR file")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- the command line itself ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,words", [
+    (["sim"], ["qnnfab sim", "required: FILE.qnn"]),
+    (["sim", "x.qnn", "--simulator", "modelsim"], ["--simulator", "invalid choice"]),
+    (["build", "x.qnn", "--board", BOARD, "--out", "o", "--seed", "abc"],
+     ["--seed", "invalid int value"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+])
+def test_command_line_mistakes_are_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    _expect_one_line(capsys, exc.value.code, *words, "--help")

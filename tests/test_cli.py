@@ -197,7 +197,7 @@ def test_flow_uses_the_board_folding_everywhere(monkeypatch, default_shape_qnn, 
     def fake_sim(network, *, simulator, codes, folding=None, **kwargs):
         seen.append((simulator, folding))
         return SimpleNamespace(mismatches=[], checked=len(codes), bit_exact=len(codes),
-                               summary=lambda: "ok",
+                               summary=lambda: "ok", simulator=simulator,
                                result=SimpleNamespace(classes=np.zeros(len(codes), int)))
 
     def fake_build(network, board, out_dir, *, folding=None, clock_mhz=None, extra=None,
