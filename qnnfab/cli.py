@@ -196,9 +196,13 @@ def cmd_verilog(args):
 def cmd_sim(args):
     from qnnfab.flow import simulate_and_compare
     network = _load(args.model, integer_for="sim")
-    comparison = simulate_and_compare(network, simulator=args.simulator, vectors=args.vectors,
+    simulator = args.simulator or ("verilator" if args.gate_level else "amaranth")
+    if args.gate_level and simulator == "amaranth":
+        raise UserError("--gate-level simulates the synthesized netlist in Verilator or "
+                        "Icarus, not Amaranth: use --simulator verilator or icarus")
+    comparison = simulate_and_compare(network, simulator=simulator, vectors=args.vectors,
                                       folding=resolve_folding(args, network), seed=args.seed,
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, gate_level=args.gate_level)
     print(comparison.summary())
     if comparison.mismatches:
         print(comparison.report(), file=sys.stderr)
@@ -390,7 +394,10 @@ def build_parser():
     p = add("sim", cmd_sim, "simulate the hardware and compare it with the golden model")
     p.add_argument("model", metavar="FILE.qnn")
     p.add_argument("--simulator", choices=["amaranth", "verilator", "icarus"],
-                   default="amaranth")
+                   default=None, help="default: amaranth; verilator with --gate-level")
+    p.add_argument("--gate-level", choices=["ice40", "ecp5"], default=None, metavar="FAMILY",
+                   help="simulate the netlist Yosys synthesizes for this FPGA family (ice40 "
+                        "or ecp5) with its cell models, instead of the RTL")
     p.add_argument("--vectors", type=int, default=None,
                    help="number of test vectors (default: the whole test split, or 64 random)")
     p.add_argument("--seed", type=int, default=0, help="seed for random vectors")

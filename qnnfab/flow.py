@@ -54,8 +54,13 @@ def _bar(total, desc, enabled):
 
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
-                         progress=True, codes=None):
+                         progress=True, codes=None, gate_level=None):
     """Simulate ``network`` on its test vectors and compare with the golden model.
+
+    ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
+    synthesized netlist instead of the RTL (:func:`qnnfab.sim.gate_level.simulate_gate_level`;
+    ``simulator`` must then be ``"verilator"`` or ``"icarus"``); with ``progress`` the
+    synthesis and compile steps are logged.
 
     Returns the :class:`qnnfab.sim.runner.Comparison` (``summary()`` → "N/N vectors bit-exact").
     """
@@ -63,10 +68,17 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     from qnnfab.vectors import test_vectors
     if codes is None:
         codes = test_vectors(network, vectors, seed=seed).codes
-    callback, close = _bar(len(codes), f"{simulator}", progress)
+    desc = simulator if gate_level is None else f"{simulator} {gate_level} netlist"
+    callback, close = _bar(len(codes), desc, progress)
     try:
-        result = simulate(network, codes, simulator=simulator, folding=folding,
-                          progress=callback)
+        if gate_level is None:
+            result = simulate(network, codes, simulator=simulator, folding=folding,
+                              progress=callback)
+        else:
+            from qnnfab.sim.gate_level import simulate_gate_level
+            result = simulate_gate_level(network, codes, gate_level, simulator=simulator,
+                                         folding=folding, progress=callback,
+                                         log=_log if progress else None)
     finally:
         close()
     comparison = compare(network, codes, result)

@@ -346,7 +346,7 @@ def _field(word, offset, width, signed):
 
 # --- Verilator -------------------------------------------------------------------------------
 
-def _stall_limit(dims, net, probability):
+def stall_limit(dims, net, probability):
     serial = 2 * dims.n_in * dims.n_out + dims.n_out + 100
     if net is not None:
         serial += sum(max(layer.macs, layer.in_size) for layer in net.layers[:-1])
@@ -437,7 +437,7 @@ def run_learning(network_or_dims, rule, init_state, codes, labels, *, simulator=
     if simulator == "amaranth":
         outputs, traces, cycles, seconds = _run_amaranth(dut, words, n_trace, **kwargs)
     else:
-        limit = _stall_limit(dims, net, min(ready_probability, valid_probability,
+        limit = stall_limit(dims, net, min(ready_probability, valid_probability,
                                             trace_ready_probability))
         outputs, traces, cycles, seconds, compile_seconds, bdir = _run_verilog(
             dut, words, n_trace, build_dir=build_dir, stall_limit=limit, log=log,

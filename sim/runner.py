@@ -195,7 +195,9 @@ def default_cache_dir():
 
 
 @contextlib.contextmanager
-def _file_lock(path):
+def file_lock(path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block:
+    serializes builds of one cache entry across processes (pytest-xdist workers)."""
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -225,21 +227,30 @@ def log_tail(path, lines=40):
     return "\n".join(text[-lines:])
 
 
-def build_cached(simulator, verilog, toplevel, root, log=None):
+def build_cached(simulator, verilog, toplevel, root, log=None, *, extra_sources=(),
+                 extra_args=()):
     """Compile ``verilog`` once per hash into ``root/<simulator>-<hash>``; returns
-    ``(build_dir, compile_seconds)`` (0.0 when reused)."""
+    ``(build_dir, compile_seconds)`` (0.0 when reused).
+
+    ``extra_sources``: more Verilog files compiled with it (e.g. technology cell models; their
+    folders are include paths, their contents part of the hash); ``extra_args``: more
+    simulator build arguments (e.g. ``-D`` defines), part of the hash too."""
     from cocotb_tools.runner import get_runner
 
     tool = tool_version(simulator)
+    extra_sources = [Path(path).resolve() for path in extra_sources]
+    build_args = _build_args(simulator) + [str(arg) for arg in extra_args]
     key = hashlib.sha256(json.dumps({
         "verilog": hashlib.sha256(verilog.encode()).hexdigest(), "simulator": simulator,
         "tool": tool, "cocotb": importlib.metadata.version("cocotb"), "toplevel": toplevel,
-        "args": _build_args(simulator), "harness": _HARNESS_VERSION,
+        "args": build_args, "harness": _HARNESS_VERSION,
+        **({"extra": [hashlib.sha256(path.read_bytes()).hexdigest() for path in extra_sources]}
+           if extra_sources else {}),
     }, sort_keys=True).encode()).hexdigest()[:20]
     root.mkdir(parents=True, exist_ok=True)
     build_dir = root / f"{simulator}-{key}"
     stamp = build_dir / "qnnfab-build.json"
-    with _file_lock(root / f"{simulator}-{key}.lock"):
+    with file_lock(root / f"{simulator}-{key}.lock"):
         if stamp.exists():
             stamp.touch()  # most recently used: kept by _prune
             if log is not None:
@@ -259,9 +270,10 @@ def build_cached(simulator, verilog, toplevel, root, log=None):
         try:
             with env:
                 runner = get_runner(simulator)
-                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                             build_args=_build_args(simulator), timescale=_TIMESCALE,
-                             log_file=build_log)
+                runner.build(sources=[source, *extra_sources], hdl_toplevel=toplevel,
+                             build_dir=build_dir, build_args=build_args,
+                             includes=list(dict.fromkeys(p.parent for p in extra_sources)),
+                             timescale=_TIMESCALE, log_file=build_log)
         except (Exception, SystemExit) as exc:
             raise RuntimeError(f"{simulator} build of {source} failed ({exc}); end of "
                                f"{build_log}:\n{log_tail(build_log)}") from None
@@ -351,7 +363,8 @@ def run_cocotb_job(simulator, test_module, toplevel, bdir, config_env, config, *
 
 def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLEVEL,
                        build_dir=None, ready_probability=1.0, valid_probability=1.0, seed=0,
-                       stall_limit=100_000, progress=None, log=None):
+                       stall_limit=100_000, progress=None, log=None, extra_sources=(),
+                       extra_args=()):
     """Stream ``inputs`` (``i__payload`` words) through the Verilog module ``toplevel`` under
     cocotb and return its ``o__payload`` words as a :class:`VerilogRun`.
 
@@ -361,7 +374,9 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     inputs; both seeded by ``seed``. ``build_dir`` is the root folder for cached builds
     (default :func:`default_cache_dir`). ``progress(done, total)`` is called from this thread
     as outputs arrive; ``log(message)``, if given, hears about the compile step (which comes
-    before the first progress report and can take a minute for a large design). Raises
+    before the first progress report and can take a minute for a large design).
+    ``extra_sources``/``extra_args`` go to :func:`build_cached` (e.g. a synthesized netlist's
+    cell models, see :mod:`qnnfab.sim.gate_level`). Raises
     ``RuntimeError`` with the end of the log if the build or the run
     fails, and :class:`ToolNotFoundError` if the simulator is missing.
     """
@@ -378,7 +393,8 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     if any(word < 0 for word in inputs):
         raise ValueError("inputs: payload words must be non-negative integers")
     root = Path(build_dir) if build_dir is not None else default_cache_dir()
-    bdir, compile_seconds = build_cached(simulator, verilog, toplevel, root, log)
+    bdir, compile_seconds = build_cached(simulator, verilog, toplevel, root, log,
+                                         extra_sources=extra_sources, extra_args=extra_args)
     if not inputs:
         return VerilogRun(outputs=[], cycles=0, seconds=0.0, compile_seconds=compile_seconds,
                           build_dir=bdir)
@@ -409,9 +425,10 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 
 # --- the public entry points -------------------------------------------------------------------
 
-def _stall_limit(network, ready_probability, valid_probability):
-    # No output for longer than a fully serial network could take (one MAC per cycle per
-    # layer, all layers in a row), with a wide margin, means the hardware is stuck.
+def stall_limit(network, ready_probability, valid_probability):
+    """Cycles without an output after which a run of ``network`` counts as stuck: longer than
+    a fully serial network could take (one MAC per cycle per layer, all layers in a row),
+    with a wide margin, scaled up for random stalls on either handshake."""
     serial = sum(max(layer.macs, layer.in_size) for layer in network.layers)
     return int((4 * serial + 10_000) / min(ready_probability, valid_probability))
 
@@ -468,7 +485,7 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         verilog, pack_inputs(in_layout, codes), simulator=simulator, toplevel=TOPLEVEL,
         build_dir=build_dir, ready_probability=ready_probability,
         valid_probability=valid_probability, seed=seed, progress=progress, log=log,
-        stall_limit=_stall_limit(network, ready_probability, valid_probability))
+        stall_limit=stall_limit(network, ready_probability, valid_probability))
     classes, scores = unpack_outputs(out_layout, run.outputs)
     return SimResult(classes=classes, scores=scores, simulator=simulator, cycles=run.cycles,
                      seconds=run.seconds, compile_seconds=run.compile_seconds,
