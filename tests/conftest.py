@@ -13,6 +13,7 @@ example database; ``HYPOTHESIS_PROFILE=random`` draws new examples each run. ``m
 import os
 import shutil
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("qnnfab", derandomize=True, database=None)
@@ -39,3 +40,17 @@ def pytest_terminal_summary(terminalreporter):
             f"{len(_deselected)} Icarus tests deselected: iverilog is not installed "
             f"(apt-get install iverilog, then run again; CI sets QNNFAB_REQUIRE_ICARUS=1)",
             yellow=True)
+
+
+@pytest.fixture(scope="session")
+def shared_build_dir(tmp_path_factory):
+    """``shared_build_dir(name)``: a build-cache folder for this test run, the same one for
+    every pytest-xdist worker (simulator builds and netlists are locked per design, so each is
+    made once), a fresh one per run."""
+    def folder(name):
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = tmp_path_factory.getbasetemp().parent / f"qnnfab-{name}"
+            root.mkdir(exist_ok=True)
+            return root
+        return tmp_path_factory.mktemp(name)
+    return folder

@@ -36,13 +36,9 @@ def mixed_network():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One build cache for the module (netlists and simulator builds are made once)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.getbasetemp().parent / "qnnfab-gatecache"
-        root.mkdir(exist_ok=True)
-        return root
-    return tmp_path_factory.mktemp("gatecache")
+def cache(shared_build_dir):
+    """This run's build cache, shared by the xdist workers: each design compiles once."""
+    return shared_build_dir("gatecache")
 
 
 def check_bit_exact(network, codes, result):

@@ -2,7 +2,6 @@
 learning steps with random stalls on every stream, each step's answer and every weight and
 momentum compared with the integer rule after every step."""
 
-import os
 
 import numpy as np
 import pytest
@@ -13,12 +12,9 @@ from qnnfab.sim import learn_sim
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.getbasetemp().parent / "qnnfab-simcache"
-        root.mkdir(exist_ok=True)
-        return root
-    return tmp_path_factory.mktemp("simcache")
+def cache(shared_build_dir):
+    """This run's build cache, shared by the xdist workers: each design compiles once."""
+    return shared_build_dir("simcache")
 
 
 def test_thousand_steps_bit_exact_in_verilator(cache):

@@ -68,14 +68,9 @@ class StandIn(wiring.Component):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh build cache for this test run, shared by the xdist workers (builds are locked
-    per design), so each design compiles once."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.getbasetemp().parent / "qnnfab-simcache"
-        root.mkdir(exist_ok=True)
-        return root
-    return tmp_path_factory.mktemp("simcache")
+def cache(shared_build_dir):
+    """This run's build cache, shared by the xdist workers: each design compiles once."""
+    return shared_build_dir("simcache")
 
 
 def _layouts(component):
