@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 from qnnfab import ir
 from qnnfab.model import golden
 
+from .arguments import check_progress
 from .payload import network_layouts, pack_inputs, unpack_outputs
 
 __all__ = ["AmaranthRun", "run_amaranth", "measure_timing"]
@@ -44,8 +45,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
 
     if not isinstance(network, ir.Network):
         raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable(done, total) or None, not {progress!r}")
+    check_progress(progress)
     codes = golden.check_inputs(network, codes)
     n = len(codes)
     dut = Network(network, folding)

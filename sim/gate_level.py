@@ -57,6 +57,7 @@ import numpy as np
 
 from qnnfab.model import golden
 
+from .arguments import check_progress, check_simulator
 from .payload import network_layouts, pack_inputs, unpack_outputs
 from .runner import (COCOTB_SIMULATORS, TOPLEVEL, SimResult, ToolNotFoundError,
                      default_cache_dir, file_lock, log_tail, run_stream_verilog, tool_version)
@@ -438,9 +439,7 @@ def simulate_netlist(netlist, inputs, *, simulator="verilator", build_dir=None, 
     cell models (:func:`cell_models`) under cocotb; returns the
     :class:`~qnnfab.sim.runner.VerilogRun` of :func:`qnnfab.sim.runner.run_stream_verilog`
     (the same port contract and arguments; the build is cached per netlist)."""
-    if simulator not in COCOTB_SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(map(repr, COCOTB_SIMULATORS))} "
-                         f"for a gate-level simulation, not {simulator!r}")
+    check_simulator(simulator, COCOTB_SIMULATORS, " for a gate-level simulation")
     text = netlist.text
     if netlist.family == "ecp5":
         _check_dp16kd(text, netlist.path)
@@ -488,11 +487,8 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
     GateLevelResult
     """
     _check_family(family)
-    if simulator not in COCOTB_SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(map(repr, COCOTB_SIMULATORS))} "
-                         f"for a gate-level simulation, not {simulator!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable(done, total) or None, not {progress!r}")
+    check_simulator(simulator, COCOTB_SIMULATORS, " for a gate-level simulation")
+    check_progress(progress)
     codes = golden.check_inputs(network, codes)
     # Fail on a missing tool before the (slow) elaboration and synthesis.
     tool_version(simulator)

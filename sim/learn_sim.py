@@ -29,6 +29,7 @@ from qnnfab import ir
 from qnnfab.model import golden
 from qnnfab.model import learn_rule as lr
 
+from .arguments import check_probabilities, check_progress, check_simulator
 from .runner import build_cached, default_cache_dir, run_cocotb_job, tool_version
 
 __all__ = ["LearnerDims", "LearnRun", "LearnMismatch", "LearnComparison", "SIMULATORS",
@@ -408,18 +409,12 @@ def run_learning(network_or_dims, rule, init_state, codes, labels, *, simulator=
     log : callable(str), optional
         Told about the Verilator compile step.
     """
-    if simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(map(repr, SIMULATORS))}, "
-                         f"not {simulator!r}")
+    check_simulator(simulator, SIMULATORS)
     if not isinstance(rule, lr.LearnRule):
         raise TypeError(f"rule must be a LearnRule, not {rule!r}")
-    for name, p in (("ready_probability", ready_probability),
-                    ("valid_probability", valid_probability),
-                    ("trace_ready_probability", trace_ready_probability)):
-        if not 0.0 < float(p) <= 1.0:
-            raise ValueError(f"{name} must be in (0, 1], not {p!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable(done, total) or None, not {progress!r}")
+    check_probabilities(ready_probability=ready_probability, valid_probability=valid_probability,
+                        trace_ready_probability=trace_ready_probability)
+    check_progress(progress)
     dims, net, codes, labels, flags = _inputs(network_or_dims, codes, labels, learn)
     init_state = init_state.check(rule)
     if init_state.weights.shape != (dims.n_out, dims.n_in):

@@ -49,6 +49,7 @@ import numpy as np
 
 from qnnfab.model import golden
 
+from .arguments import check_probabilities, check_progress, check_simulator
 from .icarus_env import find_icarus
 from .payload import network_layouts, pack_inputs, unpack_outputs
 from .verilator_env import ToolNotFoundError, find_verilator, verilator_environ
@@ -380,13 +381,8 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     ``RuntimeError`` with the end of the log if the build or the run
     fails, and :class:`ToolNotFoundError` if the simulator is missing.
     """
-    if simulator not in COCOTB_SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(map(repr, COCOTB_SIMULATORS))}, "
-                         f"not {simulator!r}")
-    for name, p in (("ready_probability", ready_probability),
-                    ("valid_probability", valid_probability)):
-        if not 0.0 < float(p) <= 1.0:
-            raise ValueError(f"{name} must be in (0, 1], not {p!r}")
+    check_simulator(simulator, COCOTB_SIMULATORS)
+    check_probabilities(ready_probability=ready_probability, valid_probability=valid_probability)
     if not isinstance(verilog, str) or f"module {toplevel}" not in verilog:
         raise ValueError(f"verilog: expected Verilog text defining module {toplevel!r}")
     inputs = [int(word) for word in inputs]
@@ -458,11 +454,8 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     -------
     SimResult
     """
-    if simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(map(repr, SIMULATORS))}, "
-                         f"not {simulator!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable(done, total) or None, not {progress!r}")
+    check_simulator(simulator, SIMULATORS)
+    check_progress(progress)
     codes = golden.check_inputs(network, codes)
     if simulator == "amaranth":
         if (ready_probability, valid_probability) != (1.0, 1.0):
