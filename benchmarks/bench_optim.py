@@ -24,7 +24,7 @@ best learning rate from the *same* grid of powers of two (``2**e`` for each expo
    on validation only: most seeds reaching the target, then fewest mean epochs, then the best
    mean final validation accuracy. At that learning rate the test accuracy is reported for the
    final model and for the best-validation one, each both as float (torch) and as integer
-   (exported to the IR, :func:`qnnfab.model.golden.forward`).
+   (exported to the IR, :func:`qnnfab.spec.golden.forward`).
 
 The goal checked (qnnfab issue #6): LogQuantSGD (floor) needs at least 2x fewer epochs than SGD
 to reach the target, each at its best learning rate of the grid.
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from qnnfab import ir
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.model.data import load_dataset
 from qnnfab.model.export import export
 from qnnfab.model.log_optim import LogQuantSGD, ShiftAdaMax

@@ -319,7 +319,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     learn : bool
         Build the learning board (:class:`~qnnfab.rtl.learner.LearningNetwork`: the last layer
         learns on chip from a random start, seeded by ``seed``, with
-        :data:`qnnfab.model.learn_rule.DEFAULT_RULE`; 0x4C frames over the UART).
+        :data:`qnnfab.spec.learn_rule.DEFAULT_RULE`; 0x4C frames over the UART).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
@@ -372,7 +372,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     if learn:
         import numpy as np
 
-        from qnnfab.model import learn_rule
+        from qnnfab.spec import learn_rule
         from qnnfab.rtl.learner import LearningNetwork
         last = network.layers[-1]
         rule = learn_rule.DEFAULT_RULE

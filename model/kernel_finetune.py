@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from qnnfab import ir, numerics
+from qnnfab.spec import golden
 
-from . import golden
 from .conv import QuantCNN
 from .export import export
 from .quantizers import binarize_weight, ternarize_weight, weight_codes

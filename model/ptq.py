@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from qnnfab import ir, numerics
+from qnnfab.spec import golden
 
-from . import codebooks, golden
+from . import codebooks
 from .data import load_dataset
 from .export import export
 from .layers import QuantMLP

@@ -3,7 +3,7 @@
 :func:`train` builds the preset's model, trains it with Adam and a cosine learning-rate decay
 (latent weights clipped to ``[-1, 1]`` after each step), keeps the epoch with the best
 validation accuracy, exports it (:func:`qnnfab.model.export.export`) and runs the integer golden
-model (:func:`qnnfab.model.golden.forward`) on the held-out test split.
+model (:func:`qnnfab.spec.golden.forward`) on the held-out test split.
 
 Deterministic for a seed: the global torch RNG is forked (and so left as it was), data order
 comes from a seeded generator, and torch runs on one thread inside :func:`train` (the previous
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from qnnfab import ir
+from qnnfab.spec import golden
 
-from . import golden
 from .conv import QuantCNN
 from .data import load_dataset
 from .export import export, export_float

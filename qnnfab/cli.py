@@ -237,7 +237,7 @@ def cmd_flow(args):
 def cmd_run(args):
     import numpy as np
     from qnnfab.boards.driver import infer
-    from qnnfab.model import golden
+    from qnnfab.spec import golden
     from qnnfab.vectors import test_vectors
     network = _load(args.model, integer_for="run")
     vecs = test_vectors(network, args.vectors)

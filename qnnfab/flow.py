@@ -113,7 +113,7 @@ def checkpoint_path(qnn_path):
 def test_accuracy(network):
     """The integer (golden) accuracy on the held-out test split of the network's data set, or
     None for a network without one."""
-    from qnnfab.model import golden
+    from qnnfab.spec import golden
     from qnnfab.vectors import test_vectors
     vecs = test_vectors(network)
     if vecs.labels is None:
@@ -168,14 +168,14 @@ def learn_on_device(path, *, samples=1000, simulator="amaranth", seed=0, plot=No
     start while ``samples`` labelled training images (the training split, reshuffled each
     pass) stream in; the hardware (frozen layers + :class:`~qnnfab.rtl.learner.OnlineLearner`)
     runs in ``simulator`` and every update step is compared with the integer rule
-    (:mod:`qnnfab.model.learn_rule`), weights after every step.
+    (:mod:`qnnfab.spec.learn_rule`), weights after every step.
 
     Returns a dict: ``comparison`` (:class:`~qnnfab.sim.learn_sim.LearnComparison`),
     ``accuracy_before`` / ``accuracy_after`` (test split, the hardware's weights),
     ``curve`` (samples seen, test accuracy of the integer rule and of the float rule),
     ``run`` (the :class:`~qnnfab.sim.learn_sim.LearnRun`), ``rule``, ``plot`` (path or None).
     """
-    from qnnfab.model import learn_rule as lr
+    from qnnfab.spec import learn_rule as lr
     from qnnfab.model.data import load_dataset
     from qnnfab.sim.learn_sim import compare_learning, learner_features, run_learning
 

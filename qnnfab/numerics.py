@@ -1,6 +1,6 @@
 """The integer rules shared by the golden model and the RTL, written in one place.
 
-Nothing here imports torch or Amaranth. Both ``qnnfab.model.golden`` and ``qnnfab.rtl`` call
+Nothing here imports torch or Amaranth. Both ``qnnfab.spec.golden`` and ``qnnfab.rtl`` call
 these functions, so a width or a range can never disagree between the spec and the hardware.
 
 Encodings (see ``../shared/DESIGN.md``, "Numerics"):
@@ -13,7 +13,7 @@ Encodings (see ``../shared/DESIGN.md``, "Numerics"):
   levels (``DenseLayer.codebook``).
 
 :data:`WEIGHT_LEVELS` holds, for each fixed weight kind, the value of each code (index = code);
-``qnnfab.ir`` derives the allowed codes from it, ``qnnfab.model.golden`` the weight values.
+``qnnfab.ir`` derives the allowed codes from it, ``qnnfab.spec.golden`` the weight values.
 The functions below take a *weight* argument that is either a fixed kind's name or a layer's
 sequence of levels (``DenseLayer.weight_levels``), so a codebook layer uses the same rules.
 """

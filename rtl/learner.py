@@ -1,8 +1,8 @@
 """On-chip learning of a dense layer: :class:`OnlineLearner` (the layer, its memories and its
 learning rule) and :class:`LearningNetwork` (a network's frozen layers feeding one).
 
-The rule is :mod:`qnnfab.model.learn_rule` (integers, shifts and saturating adds; no
-multiplier); the hardware is bit-exact with :func:`qnnfab.model.learn_rule.step` after every
+The rule is :mod:`qnnfab.spec.learn_rule` (integers, shifts and saturating adds; no
+multiplier); the hardware is bit-exact with :func:`qnnfab.spec.learn_rule.step` after every
 sample, which the ``trace`` stream lets a testbench check weight by weight.
 
 The layer is folded by ``lanes`` (a divisor of ``n_out``; default all of them): its work is
@@ -55,7 +55,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2
 
 from qnnfab import ir, numerics
-from qnnfab.model.learn_rule import LearnRule, LearnState
+from qnnfab.spec.learn_rule import LearnRule, LearnState
 
 from ._checks import quiet_on_error
 from .argmax import argmax_layout
@@ -118,9 +118,9 @@ class OnlineLearner(wiring.Component):
         Inputs and outputs (classes) of the layer.
     in_bits : int
         Bits of each input activation code (1: ±1, else unsigned).
-    rule : qnnfab.model.learn_rule.LearnRule
+    rule : qnnfab.spec.learn_rule.LearnRule
     init_weights : int array (n_out, n_in)
-        The starting weights (e.g. :func:`qnnfab.model.learn_rule.init_state`).
+        The starting weights (e.g. :func:`qnnfab.spec.learn_rule.init_state`).
     init_momentum : int array (n_out, n_in), optional
         The starting momenta (default zero).
     lanes : int, optional

@@ -1,6 +1,6 @@
 """The weight-update datapath of the on-chip learner: one input index, ``n_lanes`` lanes.
 
-For input ``i`` and each lane ``j`` (:mod:`qnnfab.model.learn_rule` is the spec)::
+For input ``i`` and each lane ``j`` (:mod:`qnnfab.spec.learn_rule` is the spec)::
 
     d      = (q_j · v_i) >> lr_shift            q_j = ±2**exp or 0; v_i the activation value
     m_new  = sat(decay(logq(m_j)) - d, momentum_bits)
@@ -14,7 +14,7 @@ few LUT levels between registers.
 * ``q_j · v_i`` is ``±(|v_i| << exp)``: a barrel shift of the activation's magnitude (1 for a
   ±1 input) by the error's exponent, negated when exactly one of ``q_j`` and ``v_i`` is
   negative. The exponent is clamped to :attr:`LearnRule.max_shift
-  <qnnfab.model.learn_rule.LearnRule.max_shift>` (any larger exponent saturates the momentum
+  <qnnfab.spec.learn_rule.LearnRule.max_shift>` (any larger exponent saturates the momentum
   the same way), so the shifter is ``in_bits + momentum_bits + lr_shift`` bits wide.
 * ``>> lr_shift`` is an arithmetic (floor) shift by a constant: wiring.
 * ``decay(logq(m))`` is ``±2**E`` with ``E`` the position of ``|m|``'s leading one minus
@@ -37,7 +37,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from qnnfab.model.learn_rule import ROUNDINGS, LearnRule, sqrt2_threshold
+from qnnfab.spec.learn_rule import ROUNDINGS, LearnRule, sqrt2_threshold
 
 from ._checks import quiet_on_error
 
@@ -127,7 +127,7 @@ class UpdateUnit(wiring.Component):
         Lanes updated together (the learner's ``lanes``).
     in_bits : int
         Bits of the activation code ``v`` (1: ±1).
-    rule : qnnfab.model.learn_rule.LearnRule
+    rule : qnnfab.spec.learn_rule.LearnRule
     pipelined : bool
         Four register stages (default), each holding at most one carry chain and a few LUT
         levels: ``|m|`` and ``-d``; ``decay(logq(m))`` (leading one, its negation as a run of

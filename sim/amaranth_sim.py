@@ -6,7 +6,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from qnnfab import ir
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 from .arguments import check_progress
 from .payload import network_layouts, pack_inputs, unpack_outputs

@@ -34,7 +34,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.folding import divisors, simd_choices
 
 __all__ = ["Example", "Tally", "examples", "networks", "input_codes", "check", "features_of",

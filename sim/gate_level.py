@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 from .arguments import check_progress, check_simulator
 from .payload import network_layouts, pack_inputs, unpack_outputs

@@ -4,7 +4,7 @@
 (features in) or :class:`~qnnfab.rtl.learner.LearningNetwork` (network inputs in, frozen
 layers in front) in Amaranth's simulator or in Verilator (cocotb), and returns every step's
 class and scores and the weights and momenta after every step, rebuilt from the ``trace``
-stream. :func:`compare_learning` replays :func:`qnnfab.model.learn_rule.step` from the same
+stream. :func:`compare_learning` replays :func:`qnnfab.spec.learn_rule.step` from the same
 start and reports the first difference::
 
     run = run_learning(net, rule, state, codes, labels, simulator="verilator")
@@ -26,8 +26,8 @@ import numpy as np
 from amaranth.hdl import Shape
 
 from qnnfab import ir
-from qnnfab.model import golden
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import golden
+from qnnfab.spec import learn_rule as lr
 
 from .arguments import check_probabilities, check_progress, check_simulator
 from .runner import build_cached, default_cache_dir, run_cocotb_job, tool_version
@@ -447,7 +447,7 @@ def run_learning(network_or_dims, rule, init_state, codes, labels, *, simulator=
 
 
 def compare_learning(rule, network_or_dims, init_state, codes, labels, run, *, limit=5):
-    """Replay :func:`qnnfab.model.learn_rule.step` over the samples (learning where
+    """Replay :func:`qnnfab.spec.learn_rule.step` over the samples (learning where
     ``run.learn`` says) and compare every step's class, scores, weights and momenta with
     ``run``; returns a :class:`LearnComparison` (at most ``limit`` differences listed per
     step)."""

@@ -1,7 +1,7 @@
 """Run a network's hardware on input vectors in a simulator and compare it with the golden model.
 
 :func:`simulate` runs the network in one of three simulators and returns every output;
-:func:`compare` checks them output by output against :func:`qnnfab.model.golden.forward`::
+:func:`compare` checks them output by output against :func:`qnnfab.spec.golden.forward`::
 
     result = simulate(net, codes, simulator="verilator")
     cmp = compare(net, codes, result)
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 from .arguments import check_probabilities, check_progress, check_simulator
 from .icarus_env import find_icarus
@@ -437,7 +437,7 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     ----------
     network : qnnfab.ir.Network
     codes : array of int, shape (n, input_features)
-        Input activation codes (checked like :func:`qnnfab.model.golden.check_inputs`).
+        Input activation codes (checked like :func:`qnnfab.spec.golden.check_inputs`).
     simulator : ``"amaranth"``, ``"verilator"`` or ``"icarus"``
     folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
     build_dir : path, optional

@@ -1,6 +1,6 @@
 """A second, independent implementation of what the integer golden model computes.
 
-Written from the *definitions*, in plain numpy, sharing no code with ``qnnfab.model.golden``,
+Written from the *definitions*, in plain numpy, sharing no code with ``qnnfab.spec.golden``,
 ``qnnfab.numerics`` or any value-computing helper of ``qnnfab.ir`` (no ``weight_levels``,
 ``KernelCodebook.decode``, ``negated_codes``, ``dense_view``, ``in_shape``/``out_shape``). It
 reads only the IR objects' plain fields. Where golden vectorizes over codes (matrix products,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 
 def loop_weight(layer, o, i):

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 from .independent_reference import forward
 

@@ -10,7 +10,7 @@ from qnnfab import random_net
 from qnnfab.boards import protocol
 from qnnfab.boards.top import BoardTop
 from qnnfab.boards.uart import serial_read, serial_write
-from qnnfab.model import golden
+from qnnfab.spec import golden
 
 DIVISOR = 4
 BAUD = 1_000_000

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from qnnfab import random_net
 from qnnfab.boards import protocol
 from qnnfab.boards.top import BoardTop
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import learn_rule as lr
 from qnnfab.rtl.learner import LearningNetwork
 from qnnfab.sim.learn_sim import learner_features
 

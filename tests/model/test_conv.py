@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qnnfab import ir
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.model.conv import QuantCNN, QuantConv2d, QuantConvBlock
 from qnnfab.model.export import export, flatten_permutation
 from qnnfab.model.presets import ConvSpec, Preset, get_preset, preset_from_dict, preset_to_dict

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qnnfab import ir, numerics, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.model.export import export, export_float, fold_bn_sign, fold_dense
 from qnnfab.model.layers import BinaryMLP, QuantDense, QuantMLP, batchnorm_eval
 from qnnfab.model.presets import Preset

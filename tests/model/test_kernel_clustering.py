@@ -12,7 +12,7 @@ import pytest
 from sklearn.cluster import KMeans
 
 from qnnfab import ir, numerics, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.model.kernel_clustering import (cluster_network, kmeans, round_to_levels,
                                             signed_kmeans, sweep, sweep_plot_svg)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qnnfab import ir, numerics
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.model.kernel_finetune import finetune_clustered
 from qnnfab.model.presets import get_preset
 from qnnfab.model.train import load_checkpoint, predict, save_checkpoint, train

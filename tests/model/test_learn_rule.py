@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import learn_rule as lr
 
 
 def state(w, m):
@@ -207,7 +207,7 @@ def test_learning_improves_accuracy(rule):
 def tnn_features():
     """Last-hidden-layer features of a trained digits-tnn (golden forward of layers[:-1]);
     10 of the preset's 60 epochs, to keep the test short (the features of the full run are
-    as good for this: see the report in ``qnnfab.model.learn_rule``)."""
+    as good for this: see the report in ``qnnfab.spec.learn_rule``)."""
     from qnnfab.model.train import train
     from qnnfab.sim.learn_sim import learner_features
     r = train("digits-tnn", seed=0, progress=False, epochs=10)

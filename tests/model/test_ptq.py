@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from qnnfab import ir
-from qnnfab.model import codebooks, golden, ptq
+from qnnfab.model import codebooks, ptq
+from qnnfab.spec import golden
 from qnnfab.model.data import load_dataset
 from qnnfab.model.export import export, export_float
 from qnnfab.model.train import predict, train

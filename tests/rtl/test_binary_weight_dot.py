@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.binary_weight_dot import BinaryWeightDot
 
 

@@ -7,7 +7,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.codebook_dot import CodebookDot, codebook_lane_cells, codebook_table
 from qnnfab.rtl.xnor_popcount import register_levels
 

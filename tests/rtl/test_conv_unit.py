@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.conv import ConvUnit
 from qnnfab.rtl.folding import simd_choices
 

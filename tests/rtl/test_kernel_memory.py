@@ -7,7 +7,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.kernel_memory import KernelCodebookMemory
 from qnnfab.rtl.mvu import MatrixVectorUnit, weight_words
 

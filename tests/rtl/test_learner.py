@@ -13,8 +13,8 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import golden
+from qnnfab.spec import learn_rule as lr
 from qnnfab.rtl.argmax import argmax_layout
 from qnnfab.rtl.learner import (LearningNetwork, OnlineLearner, learner_input_layout,
                                 trace_layout)

@@ -7,7 +7,7 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.folding import FoldingError
 from qnnfab.rtl.binary_weight_dot import BinaryWeightDot
 from qnnfab.rtl.codebook_dot import CodebookDot

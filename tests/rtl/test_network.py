@@ -7,7 +7,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.folding import FoldingError, LayerFolding, auto_folding
 from qnnfab.rtl.mvu import dot_unit_class
 from qnnfab.rtl.network import Network

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qnnfab import numerics, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.ternary_dot import TernaryDot
 from qnnfab.rtl.xnor_popcount import register_levels
 

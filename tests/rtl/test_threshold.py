@@ -6,7 +6,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from qnnfab import numerics, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.threshold import MultiThreshold, threshold_entries
 
 

@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import learn_rule as lr
 from qnnfab.rtl.update_unit import UpdateUnit, q_exp_width, q_layout
 
 

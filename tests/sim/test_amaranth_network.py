@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.rtl.network import Network
 from qnnfab.sim.amaranth_sim import run_amaranth
 

@@ -50,7 +50,7 @@ def test_check_reports_layer_index_expected_got(monkeypatch):
     net = random_net.random_network(rng, features=[5, 4, 3], input_bits=2)
     codes = random_net.random_inputs(rng, net, 4)
     example = fuzz.Example(network=net, folding=None, codes=codes)
-    from qnnfab.model import golden
+    from qnnfab.spec import golden
     from qnnfab.sim import runner
     trace = golden.forward(net, codes)
 

@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.sim import gate_level, runner
 from qnnfab.sim.payload import network_layouts
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qnnfab import random_net
-from qnnfab.model import learn_rule as lr
+from qnnfab.spec import learn_rule as lr
 from qnnfab.sim import learn_sim
 
 

@@ -7,7 +7,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from qnnfab import random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.sim import icarus_env, runner
 
 

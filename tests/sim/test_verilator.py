@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from qnnfab import ir, random_net
-from qnnfab.model import golden
+from qnnfab.spec import golden
 from qnnfab.sim import runner, verilator_env
 
 

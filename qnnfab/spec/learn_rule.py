@@ -1,6 +1,6 @@
 """The integer on-chip learning rule: THE definition of what the learner hardware computes.
 
-numpy only, like :mod:`qnnfab.model.golden`. A device learns the weights of one dense layer
+numpy only, like :mod:`qnnfab.spec.golden`. A device learns the weights of one dense layer
 (the last layer of a network, on the frozen hidden layers' features) from labelled samples,
 one sample per :func:`step`, with integers, shifts and saturating adds only (no multiplier):
 
