@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
-	bench-optim clean
+	bench-optim bench-boards clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,7 @@ fuzz: setup
 		$(if $(SEED),--seed $(SEED))
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim
+bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim bench-boards
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
@@ -53,6 +53,10 @@ bench-cluster: setup
 
 bench-optim: setup
 	$(PY) benchmarks/bench_optim.py $(if $(MNIST),--mnist $(MNIST))
+
+# Every preset on every board, each a real bitstream with timing met (slow: ~1.5 h).
+bench-boards: setup
+	$(PY) benchmarks/bench_boards.py
 
 bench-gradquant: setup
 	$(PY) benchmarks/bench_gradquant.py

@@ -19,7 +19,7 @@ from qnnfab import ir
 from qnnfab.boards.registry import get_board
 from qnnfab.flow import build_board, simulate_and_compare
 from qnnfab.model.train import train
-from qnnfab.vectors import test_vectors
+from qnnfab.model.vectors import test_vectors
 
 
 def log(msg):

@@ -12,17 +12,10 @@ import json
 import os
 import re
 
+from .families import get_family
+
 __all__ = ["NextpnrReport", "parse_nextpnr_report", "parse_yosys_cells", "parse_yosys_version",
-           "resources", "CELL_TYPES"]
-
-#: nextpnr utilization cell types (and Yosys cell-name prefixes for flip-flops) per family.
-CELL_TYPES = {
-    "ice40": {"lut": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP",
-              "ff": None, "ff_cells": ("SB_DFF",)},
-    "ecp5": {"lut": "TRELLIS_COMB", "bram": "DP16KD", "dsp": "MULT18X18D", "ff": "TRELLIS_FF",
-             "ff_cells": ("TRELLIS_FF",)},
-}
-
+           "resources"]
 
 class NextpnrReport:
     """A parsed nextpnr report.
@@ -105,7 +98,7 @@ def parse_yosys_version(log_text):
 def resources(family, report, yosys_cells, *, totals=None):
     """The report.json ``resources``: ``lut``, ``ff``, ``bram``, ``dsp`` as
     ``{"used": n, "total": n}`` (totals from nextpnr, else ``totals``)."""
-    types = CELL_TYPES[family]
+    types = get_family(family).cell_types
     totals = totals or {}
     out = {}
     for key in ("lut", "bram", "dsp"):

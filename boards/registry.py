@@ -17,7 +17,11 @@ import operator
 from dataclasses import dataclass
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform
-from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
+from amaranth_boards.ulx3s import ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S_85F_Platform
+
+from qnnfab.rtl import estimate as _estimate
+
+from .families import get_family
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for"]
 
@@ -31,7 +35,8 @@ class Board:
     name : str, the registry key (``icebreaker``)
     description : str, one line
     platform : type, the amaranth-boards platform class (instantiate one per build)
-    family : str, ``"ice40"`` or ``"ecp5"``
+    family : str, a key of :data:`qnnfab.boards.families.FAMILIES` (``"ice40"``, ``"ecp5"``):
+        tools, bitstream suffix, block RAM ports, PLL and cell names come from the family
     device, package : str
     lut : int, logic cells (iCE40) or LUT4s (ECP5)
     ff : int, flip-flops
@@ -64,6 +69,7 @@ class Board:
     uart_baud: int = 115200
 
     def __post_init__(self):
+        get_family(self.family)  # an unknown family fails here, naming the known ones
         lanes = self.max_lanes
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"Board {self.name!r}: max_lanes must be a positive integer, "
@@ -76,12 +82,12 @@ class Board:
 
     @property
     def bitstream_suffix(self):
-        return {"ice40": ".bin", "ecp5": ".bit"}[self.family]
+        return get_family(self.family).bitstream_suffix
 
     @property
     def bram_port_bits(self):
         """Widest read port of one block RAM: iCE40 EBR 256x16, ECP5 DP16KD 512x36."""
-        return {"ice40": 16, "ecp5": 36}[self.family]
+        return get_family(self.family).bram_port_bits
 
     def resource_totals(self):
         return {"lut": self.lut, "ff": self.ff, "bram": self.bram_blocks, "dsp": self.dsp}
@@ -114,6 +120,14 @@ BOARDS = {
         # Measured (default net, 1024 lanes = 66 cycles/inference): fmax 81.9 MHz at a 50 MHz
         # constraint, 63.0 MHz at 65 MHz; 9.8k LUTs, 39 of 56 DP16KD (2048 lanes: ~75).
         max_lanes=1024, design_clock_mhz=55.0, nextpnr_opts="--router router2"),
+    "ulx3s-12f": Board(
+        name="ulx3s-12f",
+        description="Radiona ULX3S: Lattice ECP5 LFE5U-12F (12096 LUTs, 32 EBR), 25 MHz",
+        platform=ULX3S_12F_Platform, family="ecp5", device="LFE5U-12F", package="BG381",
+        lut=12096, ff=12096, bram_blocks=32, bram_bits=32 * 18432, dsp=28, clock_mhz=25.0,
+        # The smallest ECP5 board: the build matrix of the slow tests uses it. Measured
+        # (digits-bnn, 512 lanes): see README "Supported boards" (make bench-boards).
+        max_lanes=512, design_clock_mhz=50.0, nextpnr_opts="--router router2"),
 }
 
 
@@ -137,7 +151,7 @@ LC_HEADROOM = 0.95
 def board_folding(network, board, *, max_lanes=None):
     """The folding qnnfab uses for ``network`` on ``board`` (a name or a :class:`Board`):
     :func:`qnnfab.rtl.folding.auto_folding` with the board's ``max_lanes`` (or ``max_lanes``
-    if given), halved until the crude logic estimate of :func:`qnnfab.boards.build.estimate`
+    if given), halved until the crude logic estimate of :func:`qnnfab.rtl.estimate.estimate`
     fits :data:`LC_HEADROOM` of the device's cells (so a network larger than the default one
     still gets a folding that can place; the default network keeps the full budget) and the
     block RAMs it needs
@@ -147,10 +161,15 @@ def board_folding(network, board, *, max_lanes=None):
     ``qnnfab sim --board``, ``qnnfab verilog --board``, ``qnnfab build`` and ``qnnfab flow``
     all call this, so the simulated hardware is the built one.
     """
-    from qnnfab.rtl.folding import auto_folding
+    from qnnfab.rtl.folding import auto_folding, check_folding
 
-    from .build import estimate
     board = get_board(board)
+    lane_scale = get_family(board.family).lane_scale
+
+    def estimate(network, folding):
+        return _estimate.estimate(network, [(f.pe, f.simd)
+                                            for f in check_folding(network, folding)],
+                                  lane_scale=lane_scale)
     if max_lanes is None:
         lanes = board.max_lanes
     else:
@@ -168,25 +187,9 @@ def board_folding(network, board, *, max_lanes=None):
 
 
 def bram_blocks_for(network, folding, board):
-    """Block RAMs a folding needs at least when each layer reads its ``pe * simd`` weights per
-    cycle from block RAM: ``ceil(weight bits per cycle / port width)`` per layer, at least
-    ``ceil(weight bits / block bits)`` (measured: the 64-256-256-10 net at 512 lanes asked
-    the UP5K for 45 EBR). ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs."""
+    """Block RAMs a folding needs on ``board`` (a name or a :class:`Board`):
+    :func:`qnnfab.rtl.estimate.bram_blocks_for` with the board's read-port width and block
+    size. ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs."""
     board = get_board(board)
-    block_bits = board.bram_bits // board.bram_blocks
-    total = 0
-    from qnnfab import ir, numerics
-
-    for layer, f in zip(network.layers, folding):
-        if isinstance(layer, ir.PoolLayer):
-            continue
-        pe, simd = (f.pe, f.simd) if hasattr(f, "pe") else f
-        kc = getattr(layer, "kernel_codebook", None)
-        if kc is not None:  # indices (and sign bits) of whole kernels
-            slot = kc.index_bits + (kc.sign is not None)
-            per_cycle = pe * simd // layer.kernel_size ** 2 * slot
-        else:
-            per_cycle = pe * simd * numerics.weight_code_bits(layer.weight_levels)
-        width = -(-per_cycle // board.bram_port_bits)
-        total += max(width, -(-layer.weight_bits // block_bits))
-    return total
+    return _estimate.bram_blocks_for(network, folding, board.bram_port_bits,
+                                     board.bram_bits // board.bram_blocks)

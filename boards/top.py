@@ -14,58 +14,22 @@ from amaranth.back import verilog
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
+from qnnfab.rtl._checks import mark_used
+
 from . import protocol
+from .families import FAMILIES, get_family
+from .registry import get_board
 from .uart import UARTRx, UARTTx, divisor_for
 
 __all__ = ["BoardTop", "board_top_verilog", "pll_config"]
 
 
 def pll_config(family, fin_hz, fout_hz):
-    """PLL dividers for ``family`` ("ice40": SB_PLL40, "ecp5": EHXPLLL) producing the
-    frequency nearest ``fout_hz`` from ``fin_hz`` within the PLL's VCO/PFD limits (the same
-    searches as icepll/ecppll). Returns ``(params, actual_hz)``; ValueError if nothing lands
-    within 1 % of the request."""
-    best = None
-    if family == "ice40":
-        for divr in range(16):
-            fpfd = fin_hz / (divr + 1)
-            if not 10e6 <= fpfd <= 133e6:
-                continue
-            for divf in range(128):
-                fvco = fpfd * (divf + 1)
-                if not 533e6 <= fvco <= 1066e6:
-                    continue
-                for divq in range(1, 7):
-                    fout = fvco / (1 << divq)
-                    if best is None or abs(fout - fout_hz) < abs(best[1] - fout_hz):
-                        filter_range = next(i for i, f in enumerate(
-                            (17e6, 26e6, 44e6, 66e6, 101e6, float("inf")), start=1) if fpfd < f)
-                        best = ({"DIVR": divr, "DIVF": divf, "DIVQ": divq,
-                                 "FILTER_RANGE": filter_range}, fout)
-    elif family == "ecp5":
-        for clki_div in range(1, 129):
-            fpfd = fin_hz / clki_div
-            if not 3.125e6 <= fpfd <= 400e6:
-                continue
-            for clkfb_div in range(1, 81):
-                fout = fpfd * clkfb_div
-                if not 3.125e6 <= fout <= 400e6:
-                    continue
-                for clkop_div in range(1, 129):
-                    if 400e6 <= fout * clkop_div <= 800e6:
-                        break
-                else:
-                    continue
-                if best is None or abs(fout - fout_hz) < abs(best[1] - fout_hz):
-                    best = ({"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div,
-                             "CLKOP_DIV": clkop_div}, fout)
-    else:
-        raise ValueError(f"no PLL support for family {family!r} (expected ice40 or ecp5)")
-    if best is None or abs(best[1] - fout_hz) > 0.01 * fout_hz:
-        raise ValueError(f"{family} PLL cannot make {fout_hz / 1e6:g} MHz from "
-                         f"{fin_hz / 1e6:g} MHz"
-                         + (f" (nearest {best[1] / 1e6:.3f} MHz)" if best else ""))
-    return best
+    """PLL dividers for ``family`` (a name or :class:`~qnnfab.boards.families.Family`)
+    producing the frequency nearest ``fout_hz`` from ``fin_hz`` within the PLL's limits (the
+    family's :meth:`~qnnfab.boards.families.Family.pll_solve`). Returns
+    ``(params, actual_hz)``; ValueError if nothing lands within 1 % of the request."""
+    return get_family(family).pll_solve(fin_hz, fout_hz)
 
 
 class BoardTop(wiring.Component):
@@ -82,7 +46,7 @@ class BoardTop(wiring.Component):
         UART rate; ``round(clk_freq / baud)`` cycles per bit must be within 2 % (>= 4 cycles).
     core : wiring.Component, optional
         Used instead of ``Network(network, folding)``; must have the same ``i``/``o`` stream
-        members and the ``cycles_per_inference``, ``latency``, ``folding`` properties.
+        members and the ``interval``, ``latency``, ``folding`` properties.
 
     Members
     -------
@@ -119,7 +83,7 @@ class BoardTop(wiring.Component):
                 score_shape = core.o.payload.shape()["scores"].shape.elem_shape
                 self.frame = dataclasses.replace(self.frame, acc_width=score_shape.width)
         except Exception:
-            self._MustUse__silence = True   # refused, not "created but never used"
+            mark_used(self)   # refused, not "created but never used"
             raise
         self.core = core
         super().__init__({
@@ -130,9 +94,9 @@ class BoardTop(wiring.Component):
 
     @property
     def cycles_per_inference(self):
-        if self.learning:
-            return self.core.cycles_per_sample
-        return self.core.cycles_per_inference
+        """The core's ``interval`` (a learning core's: per learning sample), the report's
+        ``cycles_per_inference``."""
+        return self.core.interval
 
     @property
     def latency(self):
@@ -275,49 +239,20 @@ class BoardTop(wiring.Component):
     def _elaborate_pll(self, m, platform):
         """Drive the ``sync`` domain from a PLL at ``clk_freq`` (reset until it locks, then
         15 µs more: iCE40 block RAMs read as zero for ~3 µs after configuration)."""
-        from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
-        if isinstance(platform, LatticeICE40Platform):
-            family = "ice40"
-        elif isinstance(platform, LatticeECP5Platform):
-            family = "ecp5"
-        else:
+        family = next((f for f in FAMILIES.values() if isinstance(platform, f.vendor_platform)),
+                      None)
+        if family is None:
             raise ValueError(f"clk_freq {self.clk_freq / 1e6:g} MHz needs a PLL; no PLL support "
                              f"for {type(platform).__name__}")
         fin = platform.default_clk_frequency
-        params, actual = pll_config(family, fin, self.clk_freq)
+        params, actual = family.pll_solve(fin, self.clk_freq)
         if not math.isclose(actual, self.clk_freq, rel_tol=1e-6):
             raise ValueError(f"clk_freq {self.clk_freq / 1e6:g} MHz: the PLL makes "
                              f"{actual / 1e6:.6f} MHz; pass that (see pll_config)")
         clk_io = platform.request(platform.default_clk, dir="-")
         m.domains.sync = ClockDomain("sync")
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        lock = Signal()
-        clk = Signal()
-        if family == "ice40":
-            m.submodules.pll = Instance(
-                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
-                p_DIVR=params["DIVR"], p_DIVF=params["DIVF"], p_DIVQ=params["DIVQ"],
-                p_FILTER_RANGE=params["FILTER_RANGE"],
-                i_PACKAGEPIN=clk_io.io, i_RESETB=C(1), i_BYPASS=C(0),
-                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
-        else:
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
-            div = params["CLKOP_DIV"]
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
-                p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=div, p_CLKOP_CPHASE=div - 1,
-                p_CLKOP_FPHASE=0, p_CLKI_DIV=params["CLKI_DIV"], p_FEEDBK_PATH="CLKOP",
-                p_CLKFB_DIV=params["CLKFB_DIV"],
-                a_FREQUENCY_PIN_CLKI=f"{fin / 1e6:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{actual / 1e6:.6f}",
-                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
-                a_MFG_GMCREF_SEL="2",
-                i_CLKI=clk_buf.i, i_CLKFB=clk, i_RST=C(0), i_STDBY=C(0),
-                i_PHASESEL0=C(0), i_PHASESEL1=C(0), i_PHASEDIR=C(1), i_PHASESTEP=C(1),
-                i_PHASELOADREG=C(1), i_PLLWAKESYNC=C(0), i_ENCLKOP=C(0),
-                o_CLKOP=clk, o_LOCK=lock)
+        clk, lock = family.pll_instance(m, clk_io, params, fin, actual)
         platform.add_clock_constraint(clk, actual)
         delay = int(15e-6 * actual)
         timer = Signal(range(delay + 1))
@@ -336,7 +271,6 @@ def board_top_verilog(network, folding=None, *, board, name="qnnfab_top"):
     """Verilog of :class:`BoardTop` for ``board`` (its clock and baud), with plain ``rx``,
     ``tx``, ``leds``, ``clk``, ``rst`` ports (no pin constraints; builds use
     :func:`qnnfab.boards.build.build`)."""
-    from .registry import get_board
     b = get_board(board)
     top = BoardTop(network, folding, clk_freq=b.clock_mhz * 1e6, baud=b.uart_baud)
     return verilog.convert(top, name=name, emit_src=False)

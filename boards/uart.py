@@ -14,6 +14,8 @@ from amaranth import *
 from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from qnnfab.rtl._checks import quiet_on_error
+
 __all__ = ["UARTRx", "UARTTx", "divisor_for", "serial_write", "serial_read"]
 
 
@@ -59,25 +61,22 @@ class UARTRx(wiring.Component):
     rx : In(1), init 1
         The serial line (asynchronous; synchronized inside by two flip-flops).
     o : Out(stream.Signature(8))
-        Received bytes. ``valid`` rises one cycle after the middle of the stop bit and stays up
-        until ``ready``; a byte completed while the previous one is still waiting replaces it
-        (``overrun`` pulses).
+        Received bytes. ``valid`` rises one cycle after the middle of the stop bit and stays up,
+        with the payload held, until ``ready``; a byte completed while the previous one is
+        still waiting is dropped (``overrun`` pulses). The board top keeps ``ready`` high.
     error : Out(1)
         Pulses for one cycle on a framing error (stop bit low); the byte is dropped and the
         receiver waits for the line to go high again (a break does not produce bytes).
     overrun : Out(1)
-        Pulses when a byte was replaced before it was read.
+        Pulses when a byte was dropped because the previous one had not been read.
 
     Latency: a byte is available ~``divisor / 2 + 3`` cycles after the start of its stop bit.
     Throughput: one byte per ``10 * divisor`` cycles (line rate).
     """
 
+    @quiet_on_error
     def __init__(self, *, divisor):
-        try:
-            self.divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True   # refused, not "created but never used"
-            raise
+        self.divisor = _check_divisor(divisor)
         super().__init__({
             "rx": In(1, init=1),
             "o": Out(stream.Signature(8)),
@@ -122,8 +121,12 @@ class UARTRx(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(rx):
-                    m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1),
-                                 self.overrun.eq(self.o.valid & ~self.o.ready)]
+                    # Stream rule: the payload is held while valid and not ready, so a byte
+                    # arriving then is dropped rather than written over the waiting one.
+                    with m.If(self.o.valid & ~self.o.ready):
+                        m.d.sync += self.overrun.eq(1)
+                    with m.Else():
+                        m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += self.error.eq(1)
@@ -159,12 +162,9 @@ class UARTTx(wiring.Component):
     Throughput: one byte per ``10 * divisor`` cycles, plus one idle cycle between bytes.
     """
 
+    @quiet_on_error
     def __init__(self, *, divisor):
-        try:
-            self.divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True   # refused, not "created but never used"
-            raise
+        self.divisor = _check_divisor(divisor)
         super().__init__({
             "i": In(stream.Signature(8)),
             "tx": Out(1, init=1),

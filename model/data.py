@@ -17,7 +17,7 @@
     split; the rest trains. The set's name records ``DIR`` made absolute, so a network's
     ``meta["data"]["name"]`` loads the same files from any working directory.
 
-numpy and scikit-learn only (no torch): :mod:`qnnfab.vectors` reads test splits through
+numpy and scikit-learn only (no torch): :mod:`qnnfab.model.vectors` reads test splits through
 :func:`load_dataset` without training anything.
 """
 

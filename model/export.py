@@ -21,8 +21,9 @@ integer ``t`` whose code ``post(sign·t)`` (:meth:`qnnfab.model.layers.QuantDens
 step, batch-norm, clipping, rounding — the model's own float32 function) is ``>= j``, for
 ``j = 1 .. 2**k - 1``; then ``code = Σ_j [sign·acc >= T_j]``. The step of a k-bit input and the
 scale ``α`` of the weights are inside that function, so they are folded into the thresholds
-too. Weights become IR codes of each layer's own kind (binary or ternary; an adaptive layer
-exports the kind it ended with).
+too. Weights become IR codes of each layer's own kind (:data:`qnnfab.kinds.WEIGHT_KINDS`:
+binary or ternary, an adaptive layer the kind it ended with; a codebook layer its indices and
+table).
 
 A :class:`~qnnfab.model.conv.QuantCNN` exports each conv block as an ``ir.ConvLayer`` (the same
 per-channel threshold search over its window accumulators; weights ``(C_out, C_in, k, k)``
@@ -35,7 +36,7 @@ dense layer's columns are permuted from torch's ``(c, y, x)`` flatten order to t
 import numpy as np
 import torch
 
-from qnnfab import ir, numerics
+from qnnfab import ir, kinds, numerics
 
 from .conv import QuantCNN
 from .layers import QuantMLP, batchnorm_eval
@@ -137,7 +138,7 @@ def _ir_weights(lin, where):
     if lin.kind == "float":
         raise ValueError(f"{where}: float weights cannot be exported as integers; quantize "
                          f"the network (qnnfab.model.ptq) or export it with export_float")
-    if lin.kind == "codebook":
+    if kinds.weight_kind(lin.kind).table:  # indices into the layer's own levels
         levels = lin.code_levels.detach().cpu().numpy()
         return (lin.code_indices.detach().cpu().numpy().astype(np.int64),
                 np.rint(levels).astype(np.int64))

@@ -28,15 +28,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import sq
-from .quantizers import binarize_weight, quantize_activation, sign_activation, ternarize_weight
+from qnnfab import kinds
+
+from .quantizers import WEIGHT_QUANTIZERS, quantize_activation, sign_activation, weight_quantizer
 
 __all__ = ["QuantLinear", "QuantDense", "QuantOutput", "QuantMLP", "BinaryMLP", "batchnorm_eval",
-           "WEIGHT_MODES", "CLIP_INIT"]
+           "WEIGHT_MODES", "ADAPTIVE_KINDS", "CLIP_INIT"]
 
-#: What a :class:`QuantLinear`'s ``weight_kind`` may be (``"codebook"`` comes from
-#: :meth:`QuantLinear.set_codebook`, after training).
-WEIGHT_MODES = ("binary", "ternary", "adaptive", "float")
+#: What a :class:`QuantLinear`'s ``weight_kind`` may be: every trainable kind of
+#: :data:`~qnnfab.model.quantizers.WEIGHT_QUANTIZERS`, ``"adaptive"`` and ``"float"``
+#: (``"codebook"`` comes from :meth:`QuantLinear.set_codebook`, after training).
+WEIGHT_MODES = (*(k for k, q in WEIGHT_QUANTIZERS.items() if q.trainable), "adaptive", "float")
+
+#: The depths an adaptive layer chooses between (Smart Quantization, :mod:`qnnfab.model.sq`).
+ADAPTIVE_KINDS = ("binary", "ternary")
 
 #: Initial clipping level of k-bit activations (batch-normalized inputs).
 CLIP_INIT = 3.0
@@ -51,6 +56,11 @@ def batchnorm_eval(acc, bn):
     """
     sigma = torch.sqrt(bn.running_var + bn.eps)
     return (acc - bn.running_mean) / sigma * bn.weight + bn.bias
+
+
+def _name_tensor(name):
+    """``name`` as a uint8 tensor of its ASCII bytes."""
+    return torch.tensor(list(name.encode("ascii")), dtype=torch.uint8)
 
 
 class QuantLinear(nn.Module):
@@ -73,8 +83,10 @@ class QuantLinear(nn.Module):
         ``log α``: the scale of the levels ``{-α, (0,) +α}`` the Smart Quantization regularizer
         pulls the weights to; ``α/2`` is the ternary threshold.
     kind : str
-        ``"binary"`` or ``"ternary"`` (the current depth: a buffer, so checkpoints keep it),
-        ``"float"`` or ``"codebook"``.
+        The weight kind by name: a trainable kind (``"binary"``, ``"ternary"``: an adaptive
+        layer's current depth), ``"float"`` or ``"codebook"``. It is part of the state dict
+        (``<prefix>_extra_state``), so checkpoints keep it; old checkpoints' ``ternary`` flag
+        loads too.
     """
 
     def __init__(self, in_features, out_features, weight_kind="binary"):
@@ -91,7 +103,8 @@ class QuantLinear(nn.Module):
         nn.init.uniform_(self.weight, -1 / math.sqrt(self.in_features),
                          1 / math.sqrt(self.in_features))
         self.log_alpha = nn.Parameter(torch.zeros(()))
-        self.register_buffer("ternary", torch.tensor(weight_kind == "ternary"))
+        # An adaptive layer starts binary (Smart Quantization sets its initial depth).
+        self._kind = ADAPTIVE_KINDS[0] if self.adaptive else weight_kind
         self.is_float = weight_kind == "float"
         self.register_buffer("code_indices", None)
         self.register_buffer("code_levels", None)
@@ -101,21 +114,39 @@ class QuantLinear(nn.Module):
 
     @property
     def kind(self):
+        """The weight kind's name (see the class docstring)."""
         if self.code_levels is not None:
             return "codebook"
-        if self.is_float:
-            return "float"
-        return "ternary" if bool(self.ternary) else "binary"
+        return self._kind
+
+    # The kind in the state dict: its name as ASCII bytes in a uint8 tensor (every value of a
+    # state dict stays a tensor, for the checkpoint writer and ``weights_only`` loading).
+    def get_extra_state(self):
+        return _name_tensor(self._kind)
+
+    def set_extra_state(self, state):
+        kind = bytes(state.tolist()).decode("ascii")
+        if kind not in WEIGHT_MODES or kind == "adaptive" or (kind == "float") != self.is_float:
+            raise ValueError(f"state dict: weight kind {kind!r} does not fit this "
+                             f"{'float' if self.is_float else 'quantized'} layer")
+        self._kind = kind
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the kind was stored by name hold a ``ternary`` flag.
+        old = state_dict.pop(prefix + "ternary", None)
+        if old is not None and prefix + "_extra_state" not in state_dict:
+            kind = "float" if self.is_float else ("ternary" if bool(old) else "binary")
+            state_dict[prefix + "_extra_state"] = _name_tensor(kind)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def levels(self):
         """The integer value of each weight code: a kind name's table, or the codebook."""
-        from qnnfab import numerics
         if self.kind == "codebook":
             return tuple(int(v) for v in self.code_levels.tolist())
         if self.kind == "float":
             raise ValueError("float weights have no integer levels (quantize them first)")
-        return numerics.WEIGHT_LEVELS[self.kind]
+        return kinds.weight_kind(self.kind).levels
 
     @property
     def w_scale(self):
@@ -155,30 +186,26 @@ class QuantLinear(nn.Module):
     @torch.no_grad()
     def fit_alpha_(self):
         """Set ``α`` to the best fit of the current levels to the latent weights."""
-        alpha, _ = sq.fit_levels(self.weight, self.kind)
+        alpha, _ = weight_quantizer(self.kind).fit_scale(self.weight)
         self.log_alpha.fill_(math.log(max(alpha, 1e-6)))
 
     @torch.no_grad()
     def set_kind(self, kind):
         """Switch the depth (``"binary"``/``"ternary"``) of an adaptive layer; re-fits ``α``."""
-        if kind not in ("binary", "ternary"):
+        if kind not in ADAPTIVE_KINDS:
             raise ValueError(f"kind: expected 'binary' or 'ternary', got {kind!r}")
         if not self.adaptive and kind != self.kind:
             raise ValueError(f"a {self.kind} layer cannot become {kind} (not adaptive)")
-        self.ternary.fill_(kind == "ternary")
+        self._kind = kind
         self.fit_alpha_()
 
     def weight_values(self):
         """The quantized weights (``±1`` / ``0`` floats, differentiable through the STE; the
-        integer levels of a codebook layer; the weights themselves for a float layer)."""
-        kind = self.kind
-        if kind == "codebook":
-            return self.code_levels[self.code_indices]
-        if kind == "float":
+        integer levels of a codebook layer; the weights themselves for a float layer): the
+        kind's :class:`~qnnfab.model.quantizers.WeightQuantizer`."""
+        if self.kind == "float":
             return self.weight
-        if kind == "ternary":
-            return ternarize_weight(self.weight, self.alpha.detach() / 2)
-        return binarize_weight(self.weight)
+        return weight_quantizer(self.kind).values(self)
 
     def forward(self, x):
         return x @ self.weight_values().t()

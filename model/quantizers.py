@@ -12,14 +12,27 @@ Forward passes produce exactly the values the integer model uses (see :mod:`qnnf
 Backward passes are straight-through: the incoming gradient passes unchanged where the input
 lies in ``[-1, 1]`` and is zero outside (the weight STE clipped to ``|w| <= 1``; the activation
 STE is the gradient of ``hardtanh``).
+
+:data:`WEIGHT_QUANTIZERS` has one :class:`WeightQuantizer` per weight kind of the registry
+(:data:`qnnfab.kinds.WEIGHT_KINDS`): how :class:`~qnnfab.model.layers.QuantLinear` forms a
+layer's weight values and fits their scale. Training a new kind means one entry there.
 """
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from qnnfab import kinds
+
+from . import sq
+
 __all__ = ["BinaryWeightSTE", "SignSTE", "binarize_weight", "sign_activation", "sign_exact",
            "binary_weight_codes", "TernaryWeightSTE", "ternary_exact", "ternarize_weight",
-           "weight_codes", "quantize_activation"]
+           "weight_codes", "quantize_activation", "WeightQuantizer", "WEIGHT_QUANTIZERS",
+           "weight_quantizer"]
 
 
 def sign_exact(x):
@@ -97,14 +110,13 @@ def weight_codes(values, weight_kind):
     """IR codes (int64 numpy) of quantized weight *values* (a tensor of ``±1`` / ``0``).
 
     binary: ``+1 ↦ 1``, ``-1 ↦ 0``; ternary: ``0 ↦ 0``, ``+1 ↦ 1``, ``-1 ↦ 2``
-    (:data:`qnnfab.numerics.WEIGHT_LEVELS`). Raises ValueError for a value the kind has no
-    code for.
+    (the levels of :data:`qnnfab.kinds.WEIGHT_KINDS`). Raises ValueError for a value the kind
+    has no code for, or for a kind without fixed levels.
     """
-    from qnnfab import numerics
     v = values.detach().cpu().numpy()
     if not np.isfinite(v).all():
         raise ValueError("weights: quantized weights contain NaN or inf")
-    levels = numerics.WEIGHT_LEVELS[weight_kind]
+    levels = kinds.weight_kind(weight_kind).levels_of()
     codes = np.full(v.shape, -1, dtype=np.int64)
     for code, level in enumerate(levels):
         codes[v == level] = code
@@ -112,6 +124,68 @@ def weight_codes(values, weight_kind):
         bad = v[codes < 0][0]
         raise ValueError(f"weights: value {bad} is not a {weight_kind} level {levels}")
     return codes
+
+
+# -- one entry per weight kind ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightQuantizer:
+    """How training treats one weight kind.
+
+    Attributes
+    ----------
+    kind : str
+        The registry name (:data:`qnnfab.kinds.WEIGHT_KINDS`).
+    values : callable
+        ``values(linear)``: the quantized weight values of a
+        :class:`~qnnfab.model.layers.QuantLinear` of this kind, integer levels as floats,
+        differentiable (straight-through) where the kind is trained.
+    fit_scale : callable or None
+        ``fit_scale(w)``: ``(α, error)``, the scale of the kind's levels that fits latent
+        weights ``w`` best; None for a kind that is not trained from latent weights (a table
+        kind: its layers get their indices and levels after training,
+        :meth:`~qnnfab.model.layers.QuantLinear.set_codebook`).
+    """
+    kind: str
+    values: Callable
+    fit_scale: "Callable | None" = None
+
+    @property
+    def trainable(self):
+        """A layer can be built with this kind and trained through the STE."""
+        return self.fit_scale is not None
+
+
+def _binary_values(lin):
+    return binarize_weight(lin.weight)
+
+
+def _ternary_values(lin):
+    # ``α/2`` is the ternary threshold; ``α`` is fitted, not trained through this path.
+    return ternarize_weight(lin.weight, lin.alpha.detach() / 2)
+
+
+def _codebook_values(lin):
+    return lin.code_levels[lin.code_indices]
+
+
+#: Weight kind name → :class:`WeightQuantizer`, one per kind of the registry.
+WEIGHT_QUANTIZERS = {q.kind: q for q in (
+    WeightQuantizer("binary", _binary_values, functools.partial(sq.fit_levels, kind="binary")),
+    WeightQuantizer("ternary", _ternary_values,
+                    functools.partial(sq.fit_levels, kind="ternary")),
+    WeightQuantizer("codebook", _codebook_values),
+)}
+
+
+def weight_quantizer(kind):
+    """The :class:`WeightQuantizer` of weight kind ``kind``; ValueError naming the known kinds
+    otherwise."""
+    try:
+        return WEIGHT_QUANTIZERS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"no weight quantizer for kind {kind!r} (known: "
+                         f"{', '.join(WEIGHT_QUANTIZERS)})") from None
 
 
 # -- k-bit unsigned activations --------------------------------------------------------------------

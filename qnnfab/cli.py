@@ -238,7 +238,7 @@ def cmd_run(args):
     import numpy as np
     from qnnfab.boards.driver import infer
     from qnnfab.spec import golden
-    from qnnfab.vectors import test_vectors
+    from qnnfab.model.vectors import test_vectors
     network = _load(args.model, integer_for="run")
     vecs = test_vectors(network, args.vectors)
     ok = 0
@@ -303,6 +303,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    from qnnfab.boards.families import FAMILIES
     parser = _Parser(
         prog="qnnfab", description="Quantized neural networks onto small FPGAs, bit-exact.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -395,7 +396,7 @@ def build_parser():
     p.add_argument("model", metavar="FILE.qnn")
     p.add_argument("--simulator", choices=["amaranth", "verilator", "icarus"],
                    default=None, help="default: amaranth; verilator with --gate-level")
-    p.add_argument("--gate-level", choices=["ice40", "ecp5"], default=None, metavar="FAMILY",
+    p.add_argument("--gate-level", choices=list(FAMILIES), default=None, metavar="FAMILY",
                    help="simulate the netlist Yosys synthesizes for this FPGA family (ice40 "
                         "or ecp5) with its cell models, instead of the RTL")
     p.add_argument("--vectors", type=int, default=None,

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import ir
 
-__all__ = ["simulate_and_compare", "build_board", "run_flow", "step", "folding_text",
-           "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy",
+__all__ = ["simulate_and_compare", "build_board", "preset_network", "run_flow", "step",
+           "folding_text", "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy",
            "learn_on_device"]
 
 
@@ -58,14 +58,14 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     """Simulate ``network`` on its test vectors and compare with the golden model.
 
     ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
-    synthesized netlist instead of the RTL (:func:`qnnfab.sim.gate_level.simulate_gate_level`;
+    synthesized netlist instead of the RTL (:func:`qnnfab.boards.gate_level.simulate_gate_level`;
     ``simulator`` must then be ``"verilator"`` or ``"icarus"``); with ``progress`` the
     synthesis and compile steps are logged.
 
     Returns the :class:`qnnfab.sim.runner.Comparison` (``summary()`` → "N/N vectors bit-exact").
     """
     from qnnfab.sim.runner import compare, simulate
-    from qnnfab.vectors import test_vectors
+    from qnnfab.model.vectors import test_vectors
     if codes is None:
         codes = test_vectors(network, vectors, seed=seed).codes
     desc = simulator if gate_level is None else f"{simulator} {gate_level} netlist"
@@ -75,7 +75,7 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
             result = simulate(network, codes, simulator=simulator, folding=folding,
                               progress=callback)
         else:
-            from qnnfab.sim.gate_level import simulate_gate_level
+            from qnnfab.boards.gate_level import simulate_gate_level
             result = simulate_gate_level(network, codes, gate_level, simulator=simulator,
                                          folding=folding, progress=callback,
                                          log=_log if progress else None)
@@ -104,6 +104,19 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
                  progress=on_step, extra=extra or {}, learn=learn)
 
 
+def preset_network(preset, *, seed=0, epochs=None, progress=False):
+    """The buildable network of ``preset``: trained from ``seed`` (``epochs`` overrides the
+    preset's), and for a preset with float weights (``digits-mlp``) quantized to 3-bit
+    per-layer codebooks by the genetic algorithm, as the README's ``qnnfab quantize`` example
+    does. Returns the :class:`~qnnfab.ir.Network`."""
+    from qnnfab.model.train import train
+    result = train(preset, seed=seed, epochs=epochs, progress=progress)
+    if result.integer_accuracy is not None:
+        return result.network
+    from qnnfab.model.ptq import quantize
+    return quantize(result.network, "ga", 3, seed=seed, progress=progress).network
+
+
 def checkpoint_path(qnn_path):
     """Where ``qnnfab train`` keeps the float model of ``FILE.qnn``: ``FILE.pt`` beside it."""
     root, ext = os.path.splitext(os.fspath(qnn_path))
@@ -114,7 +127,7 @@ def test_accuracy(network):
     """The integer (golden) accuracy on the held-out test split of the network's data set, or
     None for a network without one."""
     from qnnfab.spec import golden
-    from qnnfab.vectors import test_vectors
+    from qnnfab.model.vectors import test_vectors
     vecs = test_vectors(network)
     if vecs.labels is None:
         return None
@@ -263,7 +276,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     for both simulations and the build; ``clock_mhz`` None: the board's design clock."""
     from qnnfab.boards.registry import board_folding, get_board
     from qnnfab.model.train import train
-    from qnnfab.vectors import test_vectors
+    from qnnfab.model.vectors import test_vectors
     from qnnfab.boards.build import toolchain_env
     # Fail on an unknown board or a missing tool before the long steps.
     toolchain_env(get_board(board).family)

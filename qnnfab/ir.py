@@ -9,7 +9,9 @@ place, so a reader never sees half a file.
 
 Layer kinds are looked up in :data:`LAYER_KINDS` by the ``kind`` field of each layer's header
 entry; a new kind (conv, pool, ...) registers itself there and old files keep loading. Weight
-kinds are listed in :data:`WEIGHT_KINDS`; :mod:`qnnfab.numerics` gives each one's magnitude.
+kinds come from the registry :data:`qnnfab.kinds.WEIGHT_KINDS` (levels, code bits; a *table*
+kind such as ``codebook`` stores its levels in the layer's ``codebook`` array);
+:data:`WEIGHT_KINDS` lists their names.
 
 Numerics: see :mod:`qnnfab.numerics` and ``../shared/DESIGN.md``. A hidden dense layer computes
 ``acc = Σ a_i·w_i`` and emits ``Σ_t [sign·acc >= T_t]`` (an unsigned code of ``out_bits`` bits;
@@ -29,7 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import numerics
+from . import kinds, numerics
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "WEIGHT_KINDS", "LAYER_KINDS",
@@ -39,9 +41,9 @@ __all__ = [
 
 FORMAT = "qnnfab-ir"
 FORMAT_VERSION = 1
-#: Weight kinds: the fixed ones of :data:`qnnfab.numerics.WEIGHT_LEVELS`, then ``codebook``
-#: (k-bit indices into the layer's own table of ``2**k`` signed integer levels).
-WEIGHT_KINDS = tuple(numerics.WEIGHT_LEVELS) + ("codebook",)
+#: Names of the weight kinds of the registry :data:`qnnfab.kinds.WEIGHT_KINDS` (binary, ternary,
+#: codebook: k-bit indices into the layer's own table of ``2**k`` signed integer levels).
+WEIGHT_KINDS = tuple(kinds.WEIGHT_KINDS)
 MAX_ACTIVATION_BITS = 8
 #: Index bits of a codebook (``2**1 .. 2**MAX_CODEBOOK_BITS`` levels).
 MAX_CODEBOOK_BITS = 8
@@ -49,7 +51,8 @@ MAX_CODEBOOK_BITS = 8
 MAX_LEVEL_BITS = 16
 
 #: Allowed code range (inclusive) of each fixed weight kind's stored weights.
-WEIGHT_CODE_RANGE = {kind: (0, len(levels) - 1) for kind, levels in numerics.WEIGHT_LEVELS.items()}
+WEIGHT_CODE_RANGE = {name: kind.code_range() for name, kind in kinds.WEIGHT_KINDS.items()
+                     if not kind.table}
 
 
 class IRError(ValueError):
@@ -131,9 +134,10 @@ class DenseLayer:
     @property
     def weight_levels(self):
         """The value of each weight code, a tuple of ints (the codebook for codebook layers)."""
-        if self.weight_kind == "codebook":
-            return tuple(int(v) for v in self.codebook)
-        return numerics.WEIGHT_LEVELS[self.weight_kind]
+        kind = kinds.weight_kind(self.weight_kind)
+        if kind.table:
+            return kind.levels_of(self.codebook)
+        return kind.levels
 
     @property
     def in_size(self):
@@ -188,7 +192,7 @@ class DenseLayer:
         if self.weight_kind not in WEIGHT_KINDS:
             raise IRError(f"{where}.weight_kind: expected one of {', '.join(WEIGHT_KINDS)}, "
                           f"got {self.weight_kind!r}")
-        if self.weight_kind == "codebook":
+        if kinds.WEIGHT_KINDS[self.weight_kind].table:
             self._validate_codebook(where)
             lo, hi = 0, len(self.codebook) - 1
         else:
@@ -432,6 +436,11 @@ class KernelCodebook:
     def index_bits(self):
         return (self.size - 1).bit_length()
 
+    @property
+    def slot_bits(self):
+        """Bits stored per kernel: its index, and a sign bit with per-kernel signs."""
+        return self.index_bits + (self.sign is not None)
+
     def decode(self, levels):
         """The weight codes (out, in, k, k) these indices (and signs) stand for."""
         codes = np.asarray(self.kernels, dtype=np.int64)[np.asarray(self.index, dtype=np.int64)]
@@ -587,7 +596,7 @@ class ConvLayer:
         kc = self.kernel_codebook
         if kc is None:
             return self.kernels * self.kernel_size ** 2 * code_bits
-        per_kernel = kc.index_bits + (kc.sign is not None)
+        per_kernel = kc.slot_bits
         return self.kernels * per_kernel + kc.size * self.kernel_size ** 2 * code_bits
 
     def dense_view(self):
@@ -615,7 +624,7 @@ class ConvLayer:
         if self.weight_kind not in WEIGHT_KINDS:
             raise IRError(f"{where}.weight_kind: expected one of {', '.join(WEIGHT_KINDS)}, "
                           f"got {self.weight_kind!r}")
-        if self.weight_kind == "codebook":
+        if kinds.WEIGHT_KINDS[self.weight_kind].table:
             DenseLayer._validate_codebook(self, where)
         if self.kernel_codebook is not None:
             if not isinstance(self.kernel_codebook, KernelCodebook):

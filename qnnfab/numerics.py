@@ -12,11 +12,14 @@ Encodings (see ``../shared/DESIGN.md``, "Numerics"):
 * a codebook weight is a k-bit index into the layer's own table of ``2**k`` signed integer
   levels (``DenseLayer.codebook``).
 
-:data:`WEIGHT_LEVELS` holds, for each fixed weight kind, the value of each code (index = code);
-``qnnfab.ir`` derives the allowed codes from it, ``qnnfab.spec.golden`` the weight values.
+:data:`WEIGHT_LEVELS` holds, for each fixed weight kind, the value of each code (index = code),
+derived from the registry of weight kinds (:mod:`qnnfab.kinds`); ``qnnfab.spec.golden`` takes
+the weight values from it.
 The functions below take a *weight* argument that is either a fixed kind's name or a layer's
 sequence of levels (``DenseLayer.weight_levels``), so a codebook layer uses the same rules.
 """
+
+from . import kinds
 
 __all__ = [
     "WEIGHT_LEVELS", "weight_levels", "weight_code_bits", "activation_range", "weight_magnitude",
@@ -24,23 +27,20 @@ __all__ = [
     "negated_codes",
 ]
 
-
-#: The value each code stands for (index = code), per weight kind.
-WEIGHT_LEVELS = {
-    "binary": (-1, 1),
-    "ternary": (0, 1, -1),
-}
+#: The value each code stands for (index = code), per fixed weight kind (from
+#: :data:`qnnfab.kinds.WEIGHT_KINDS`; table kinds such as ``codebook`` have per-layer levels).
+WEIGHT_LEVELS = {name: kind.levels for name, kind in kinds.WEIGHT_KINDS.items()
+                 if not kind.table}
 
 
 def weight_levels(weight):
     """The levels of ``weight``: a fixed kind's name (:data:`WEIGHT_LEVELS`) or a sequence of
     integer levels (a codebook), as a tuple of ints."""
     if isinstance(weight, str):
-        if weight not in WEIGHT_LEVELS:
-            raise ValueError(f"unknown weight kind {weight!r}"
-                             + (" (codebook weights: pass the layer's levels)"
-                                if weight == "codebook" else ""))
-        return WEIGHT_LEVELS[weight]
+        kind = kinds.weight_kind(weight)
+        if kind.table:
+            raise ValueError(f"{weight} weights have per-layer levels: pass the layer's levels")
+        return kind.levels
     levels = tuple(int(v) for v in weight)
     if not levels:
         raise ValueError("a codebook needs at least one level")
@@ -49,7 +49,7 @@ def weight_levels(weight):
 
 def weight_code_bits(weight):
     """Bits of one stored weight code (binary 1, ternary 2, a codebook of 2**k levels k)."""
-    return max(1, (len(weight_levels(weight)) - 1).bit_length())
+    return kinds.code_bits(len(weight_levels(weight)))
 
 
 def signed_width(lo, hi):

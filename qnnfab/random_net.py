@@ -1,8 +1,12 @@
-"""Random valid networks and inputs, for tests, benchmarks and fuzzing (numpy only)."""
+"""Random valid networks and inputs, for tests, benchmarks and fuzzing (numpy only).
+
+Any weight kind of the registry (:data:`qnnfab.kinds.WEIGHT_KINDS`) works: codes are drawn
+uniformly from the kind's code range; a table kind (``codebook``) draws its table with
+:func:`random_codebook` unless one is given."""
 
 import numpy as np
 
-from . import ir, numerics
+from . import ir, kinds, numerics
 
 __all__ = ["random_codebook", "random_dense", "random_network", "random_inputs", "random_conv",
            "random_kernel_codebook", "random_cnn"]
@@ -18,12 +22,12 @@ def random_dense(rng, *, in_features, out_features, in_bits, out_bits=1, weight_
                  output=False, codebook=None):
     """A random dense layer; thresholds spread over the reachable accumulator range.
 
-    ``weight_kind="codebook"`` takes ``codebook`` (levels; default :func:`random_codebook`)."""
-    if weight_kind == "codebook":
+    A table kind (``weight_kind="codebook"``) takes ``codebook`` (levels; default
+    :func:`random_codebook`)."""
+    kind = kinds.weight_kind(weight_kind)
+    if kind.table:
         codebook = random_codebook(rng) if codebook is None else np.asarray(codebook, np.int64)
-        lo, hi = 0, len(codebook) - 1
-    else:
-        lo, hi = ir.WEIGHT_CODE_RANGE[weight_kind]
+    lo, hi = kind.code_range(codebook)
     weights = rng.integers(lo, hi + 1, size=(out_features, in_features), dtype=np.int64)
     layer = ir.DenseLayer(in_features=in_features, out_features=out_features, in_bits=in_bits,
                           weight_kind=weight_kind, weights=weights, codebook=codebook)

@@ -2,7 +2,19 @@
 
 import functools
 
-__all__ = ["quiet_on_error"]
+__all__ = ["quiet_on_error", "mark_used"]
+
+
+def mark_used(component):
+    """Tell Amaranth that ``component`` is not to be reported as "created but never used"
+    (``UnusedElaboratable``): for a component refused by its own ``__init__``, built only to
+    read its interface or timing, or elaborated by its parent under another name.
+
+    Amaranth 0.5 has no public per-object switch for this (only the warning category, which
+    would silence real mistakes too), so this is the one place qnnfab sets its private flag;
+    tests use the documented warnings filter instead (``pyproject.toml``)."""
+    component._MustUse__silence = True
+    return component
 
 
 def quiet_on_error(init):
@@ -14,6 +26,6 @@ def quiet_on_error(init):
         try:
             init(self, *args, **kwargs)
         except BaseException:
-            self._MustUse__silence = True
+            mark_used(self)
             raise
     return wrapper

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from . import timing
 from ._checks import quiet_on_error
 
 __all__ = ["Argmax", "argmax_layout"]
@@ -63,18 +64,13 @@ class Argmax(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from ``i.valid`` (unit idle) to ``o.valid``."""
-        return self.latency_for(self.n)
-
-    @staticmethod
-    def latency_for(n):
-        """:attr:`latency` of an argmax over ``n`` scores, without building one."""
-        return 2 * n + 1
+        """Cycles from ``i.valid`` (unit idle) to ``o.valid`` (:func:`qnnfab.rtl.timing.argmax`)."""
+        return timing.argmax(self.n).latency
 
     @property
     def interval(self):
         """Cycles between vectors with an eager source and sink."""
-        return self.latency + 1
+        return timing.argmax(self.n).interval
 
     def elaborate(self, platform):
         m = Module()

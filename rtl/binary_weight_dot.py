@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ._checks import quiet_on_error
-from .dot_unit import DotUnit, dot_unit_shape
+from .dot_unit import DotUnit, adder_lane_cells, dot_unit_shape
 from .xnor_popcount import adder_tree, register_levels
 
 __all__ = ["BinaryWeightDot"]
@@ -85,6 +85,11 @@ class BinaryWeightDot(DotUnit):
         amax = (1 << layer.in_bits) - 1
         zeros = (np.asarray(layer.weights) == 0).sum(axis=1).astype(np.int64)
         return -amax * zeros
+
+    @staticmethod
+    def lane_cells(layer):
+        """Logic cells per lane: :func:`~qnnfab.rtl.dot_unit.adder_lane_cells`."""
+        return adder_lane_cells(layer)
 
     def elaborate(self, platform):
         m = Module()

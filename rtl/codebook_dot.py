@@ -35,7 +35,8 @@ Cost (iCE40 logic cells per lane, decode + product + share of the tree, measured
 0.70 ``synth_ice40`` and nextpnr's packer on one pipelined unit of 16 lanes, 8-bit levels,
 k = 3): select ~16; multiply ~35 for 2-bit and ~91 for 5-bit activations (about
 ``2·mag_bits + k`` per activation bit); shift with 6 exponents ~25 and ~45.
-:func:`codebook_lane_cells` is that model; the folding and fit estimates use it.
+:func:`codebook_lane_cells` is that model (:meth:`CodebookDot.lane_cells`); the folding and
+fit estimates use it.
 """
 
 import functools
@@ -171,8 +172,8 @@ class CodebookDot(DotUnit):
 
     The level table is part of the unit: build one with ``CodebookDot(levels=..., ...)``, or
     take the subclass bound to a table, :meth:`for_levels` (what
-    :func:`~qnnfab.rtl.mvu.dot_unit_class` returns for a codebook layer), whose class methods
-    (the dot-unit protocol of :mod:`qnnfab.rtl.mvu`) know the levels.
+    :func:`~qnnfab.rtl.kinds.dot_unit_class` returns for a codebook layer), whose class methods
+    (the dot-unit protocol of :mod:`qnnfab.rtl.dot_unit`) know the levels.
 
     Parameters
     ----------
@@ -269,6 +270,13 @@ class CodebookDot(DotUnit):
             return -np.abs(levels).sum(axis=1)
         amax = (1 << layer.in_bits) - 1
         return -amax * np.where(levels < 0, -levels, 0).sum(axis=1)
+
+    @classmethod
+    def lane_cells(cls, layer):
+        """Logic cells per lane: :func:`codebook_lane_cells` of the layer's levels and input
+        bits (a conv layer's lanes cost the same)."""
+        table = cls._table_of(layer.weight_levels if cls.levels is None else None)
+        return codebook_lane_cells(table.levels, layer.in_bits)
 
     @classmethod
     def path_for(cls, in_bits):

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from qnnfab import ir
 
+from . import timing
 from ._checks import quiet_on_error
 from .folding import LayerFolding
 from .mvu import MatrixVectorUnit
@@ -35,11 +36,12 @@ class ConvUnit(wiring.Component):
     o : Out(stream.Signature(ArrayLayout(unsigned(out_bits), out_channels)))
         Output pixels in raster order, ``out_height × out_width`` per image.
 
-    Throughput: one window per MVU interval (``(in/simd)·(out/pe)`` cycles, +1 when
-    ``simd == in``) while windows are ready; the window generator adds one cycle per padded
-    position that emits no window (the first ``k-1`` of each padded row and the first ``k-1``
-    padded rows): :attr:`interval_bound` cycles per image at most with an eager source and
-    sink.
+    Timing (:func:`qnnfab.rtl.timing.conv_unit`): one window per MVU interval
+    (``(in/simd)·(out/pe)`` cycles, +1 when ``simd == in``) while windows are ready; the window
+    generator adds one cycle per padded position that emits no window (the first ``k-1`` of
+    each padded row and the first ``k-1`` padded rows): :attr:`interval` cycles per image at
+    most with an eager source and sink. :attr:`latency`: the window generator's first window,
+    then the MVU's latency.
     """
 
     @quiet_on_error
@@ -59,12 +61,23 @@ class ConvUnit(wiring.Component):
         })
 
     @property
-    def interval_bound(self):
+    def _timing(self):
+        layer, f = self.layer, self.folding
+        return timing.conv_unit(layer.height, layer.width, layer.kernel_size, layer.padding,
+                                layer.in_features, layer.out_features, f.pe, f.simd,
+                                self.mvu.dot_latency)
+
+    @property
+    def interval(self):
         """Cycles per image with an eager source and sink, at most: each window costs the
         MVU's interval, each padded position without a window one cycle."""
-        layer = self.layer
-        padded = (layer.height + 2 * layer.padding) * (layer.width + 2 * layer.padding)
-        return layer.positions * self.mvu.interval + padded - layer.positions
+        return self._timing.interval
+
+    @property
+    def latency(self):
+        """Cycles from the first cycle an image's first pixel is offered (unit idle) to the
+        first ``o.valid``: the window generator's latency plus the MVU's."""
+        return self._timing.latency
 
     def elaborate(self, platform):
         m = Module()

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from qnnfab import ir
 
-from .codebook_dot import codebook_lane_cells
+from . import timing
+from .estimate import folding_cost
 
 __all__ = ["LayerFolding", "FoldingError", "divisors", "layer_cycles", "kernel_simd_step",
-           "simd_choices", "check_folding",
-           "auto_folding", "network_cycles", "folding_cost", "lane_cells"]
+           "simd_choices", "check_folding", "auto_folding", "network_cycles"]
 
 
 class FoldingError(ValueError):
@@ -70,12 +70,15 @@ class LayerFolding:
 
 
 def layer_cycles(layer, folding):
-    """Compute cycles one input takes in a layer folded by ``folding``: ``(in/simd)·(out/pe)``
-    for a dense layer, that per window times the windows (``positions``) for a conv layer
-    (``in`` being ``in_channels·k²``), one per input pixel for a max-pool layer."""
+    """Issue steps one input takes in a layer folded by ``folding``, what the search balances:
+    :func:`qnnfab.rtl.timing.fold_steps`, ``(in/simd)·(out/pe)``, for a dense layer, that per
+    window times the windows (``positions``) for a conv layer (``in`` being ``in_channels·k²``),
+    one per input pixel for a max-pool layer. (A stage's interval, :mod:`qnnfab.rtl.timing`,
+    adds the cycles of its hand-overs.)"""
     if isinstance(layer, ir.PoolLayer):
         return layer.height * layer.width
-    per_vector = (layer.in_features // folding.simd) * (layer.out_features // folding.pe)
+    per_vector = timing.fold_steps(layer.in_features, layer.out_features, folding.pe,
+                                   folding.simd)
     return per_vector * getattr(layer, "positions", 1)
 
 
@@ -95,7 +98,8 @@ def simd_choices(layer):
 
 
 def network_cycles(network, folding):
-    """Cycles of the slowest layer (the steady-state interval, see ``Network``)."""
+    """Issue steps of the slowest layer (:func:`layer_cycles`; about the network's interval,
+    see ``Network.interval``)."""
     folding = check_folding(network, folding)
     return max(layer_cycles(layer, f) for layer, f in zip(network.layers, folding))
 
@@ -159,32 +163,9 @@ def check_folding(network, folding):
     return result
 
 
-def lane_cells(layer):
-    """Rough logic cells per lane (one weight × one input per cycle) of a layer's dot-product
-    unit, adder tree included: ~3 per input bit for binary and ternary weights; for codebook
-    weights :func:`~qnnfab.rtl.codebook_dot.codebook_lane_cells` (measured per-lane costs of
-    the decode and the product, e.g. ~35 for 2-bit and ~90 for 5-bit inputs with 3-bit
-    indices into 8-bit levels, ~25 / ~45 on the shift-add path)."""
-    if layer.weight_kind == "codebook":
-        return codebook_lane_cells(layer.weight_levels, layer.in_bits)
-    return 3 * layer.in_bits
-
-
-def folding_cost(layer, folding):
-    """A rough logic-cell estimate of a layer's unit under ``folding``, used to choose among
-    foldings that meet the same cycle target: the lanes (:func:`lane_cells` each), the
-    ``in/simd``-way input multiplexer (~1 cell per 3 inputs per bit), and per-PE accumulator
-    and comparator (~2 cells per accumulator bit)."""
-    sf = layer.in_features // folding.simd
-    trees = folding.lanes * lane_cells(layer)
-    mux = folding.simd * layer.in_bits * (sf - 1) / 3
-    per_pe = folding.pe * 2 * layer.acc_width
-    return trees + mux + per_pe
-
-
 def _best_folding(layer, target, max_simd):
-    """The cheapest folding (:func:`folding_cost`) that meets ``target`` cycles, or the
-    fastest one when none does."""
+    """The cheapest folding (:func:`~qnnfab.rtl.estimate.folding_cost`) that meets ``target``
+    cycles, or the fastest one when none does."""
     if isinstance(layer, ir.PoolLayer):
         return LayerFolding(1, 1)
     best = None
@@ -217,8 +198,9 @@ def auto_folding(network, *, target_cycles=None, max_lanes=256, max_simd=256):
     max_simd : int
         Largest SIMD considered.
 
-    Each layer gets the cheapest folding (:func:`folding_cost`) whose cycles per vector are at
-    most the target (the fastest folding when none is).
+    Each layer gets the cheapest folding (:func:`~qnnfab.rtl.estimate.folding_cost`, the one
+    resource model's) whose cycles per vector are at most the target (the fastest folding when
+    none is).
     """
     if not isinstance(network, ir.Network):
         raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from qnnfab import ir, numerics
 
 from ._checks import quiet_on_error
+from .estimate import BLOCK_RAM_MIN_BITS
 
 __all__ = ["KernelCodebookMemory", "kernel_index_words"]
 
@@ -21,12 +22,13 @@ __all__ = ["KernelCodebookMemory", "kernel_index_words"]
 def kernel_index_words(layer, pe, simd):
     """The index memory's words: word ``nf * SF + sf`` holds, for PE ``p`` and the ``j``-th of
     the ``simd / k²`` input channels of slice ``sf``, ``index | sign << index_bits`` (sign 1 for
-    a negated kernel) at bits ``(p * per_word + j) * slot_bits``; see :func:`slot_bits`."""
+    a negated kernel) at bits ``(p * per_word + j) * slot_bits``
+    (:attr:`~qnnfab.ir.KernelCodebook.slot_bits`)."""
     kc = layer.kernel_codebook
     per = simd // layer.kernel_size ** 2
     sf_n = layer.in_channels // per
     nf_n = layer.out_channels // pe
-    slot = _slot_bits(kc)
+    slot = kc.slot_bits
     value = np.asarray(kc.index, dtype=np.int64)
     if kc.sign is not None:
         value = value | ((np.asarray(kc.sign) < 0).astype(np.int64) << kc.index_bits)
@@ -40,10 +42,6 @@ def kernel_index_words(layer, pe, simd):
             word |= int(v) << (k * slot)
         words.append(word)
     return words
-
-
-def _slot_bits(kc):
-    return kc.index_bits + (kc.sign is not None)
 
 
 class KernelCodebookMemory(wiring.Component):
@@ -97,16 +95,14 @@ class KernelCodebookMemory(wiring.Component):
     @property
     def index_memory_bits(self):
         kc = self.layer.kernel_codebook
-        return kc.index.size * _slot_bits(kc)
+        return kc.index.size * kc.slot_bits
 
     def elaborate(self, platform):
-        from .mvu import BLOCK_RAM_MIN_BITS  # noqa: PLC0415 -- mvu imports this module
-
         m = Module()
         layer, kc = self.layer, self.layer.kernel_codebook
         k2 = layer.kernel_size ** 2
         per = self.simd // k2
-        slot = _slot_bits(kc)
+        slot = kc.slot_bits
         words = kernel_index_words(layer, self.pe, self.simd)
         if self.depth == 1 or slot == 0:
             word = Const(words[0], max(1, self.pe * per * slot))

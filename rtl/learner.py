@@ -22,13 +22,16 @@ address counter. Per sample (learner idle, ``i.valid``), one phase after the oth
                                    register stages); write back; trace
     done      1 cycle              i.ready: the sample is acknowledged
 
-so a learning sample takes :attr:`OnlineLearner.cycles_per_sample` = ``2·n_in·G + n_out + 16``
+so a learning sample takes :attr:`OnlineLearner.interval` = ``2·n_in·G + n_out + 16``
 cycles (``2·n_in + n_out + 16`` with all lanes) and an inference-only one
-:attr:`OnlineLearner.cycles_per_inference` = ``n_in·G + n_out + 10``, with an eager source and
+:attr:`OnlineLearner.inference_interval` = ``n_in·G + n_out + 10``, with an eager source and
 sinks; ``o.valid`` rises :attr:`OnlineLearner.latency` = ``n_in·G + n_out + 9`` cycles after
-``i.valid`` is first seen. Each item passes two register stages before the memories' data
-(the address, and the input code: first the 16-code chunk holding it, then the code), so no
-path selects one of ``n_in`` codes in one cycle.
+``i.valid`` is first seen. These come from :func:`qnnfab.rtl.timing.online_learner` with the
+learner's register stages (:data:`ITEM_STAGES`, :data:`PRODUCT_STAGES`,
+:data:`ABS_ERROR_STAGES`) and its units' latencies (the error quantizer's, the
+:class:`~qnnfab.rtl.update_unit.UpdateUnit`'s). Each item passes two register stages before
+the memories' data (the address, and the input code: first the 16-code chunk holding it, then
+the code), so no path selects one of ``n_in`` codes in one cycle.
 
 The accumulators form a ring: each item's sums enter at the tail while the ring rotates by
 ``lanes``, so the lanes being accumulated are always at its head and every accumulator is
@@ -50,6 +53,7 @@ import operator
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2
@@ -57,12 +61,23 @@ from amaranth.utils import ceil_log2
 from qnnfab import ir, numerics
 from qnnfab.spec.learn_rule import LearnRule, LearnState
 
-from ._checks import quiet_on_error
+from . import timing
+from ._checks import mark_used, quiet_on_error
 from .argmax import argmax_layout
-from .mvu import BLOCK_RAM_MIN_BITS
+from .estimate import BLOCK_RAM_MIN_BITS
+from .network import Network
 from .update_unit import UpdateUnit, logq_exponent, q_layout
 
-__all__ = ["OnlineLearner", "LearningNetwork", "learner_input_layout", "trace_layout"]
+__all__ = ["OnlineLearner", "LearningNetwork", "learner_input_layout", "trace_layout",
+           "ITEM_STAGES", "PRODUCT_STAGES", "ABS_ERROR_STAGES"]
+
+#: Registers an item passes before the memories' data: the address (with the 16-code chunk of
+#: the input), then the memories' synchronous read (with the code itself).
+ITEM_STAGES = 2
+#: The forward product register (``w·v`` by shift-add) before the accumulator ring.
+PRODUCT_STAGES = 1
+#: The ``|e|`` register between the accumulator at the ring's head and the error quantizer.
+ABS_ERROR_STAGES = 1
 
 
 def learner_input_layout(n_in, in_bits, n_out):
@@ -147,8 +162,7 @@ class OnlineLearner(wiring.Component):
 
     Weights and momenta live in two :class:`~amaranth.lib.memory.Memory` of ``n_in·G`` words
     of ``lanes`` lanes (:meth:`memory_words`; ``ram_style = "block"`` when large). Timing (see
-    the module docstring): :attr:`cycles_per_sample`, :attr:`cycles_per_inference`,
-    :attr:`latency`.
+    the module docstring): :attr:`interval`, :attr:`inference_interval`, :attr:`latency`.
     """
 
     @quiet_on_error
@@ -183,21 +197,28 @@ class OnlineLearner(wiring.Component):
         })
 
     @property
-    def cycles_per_sample(self):
-        """Cycles of a learning sample, from the first cycle ``i.valid`` is seen (learner
-        idle) to the next such cycle: ``2·n_in·G + n_out + 16``, ``G = n_out / lanes``."""
-        return 2 * self.n_in * self.groups + self.n_out + 16
+    def _timing(self):
+        return timing.online_learner(
+            self.n_in * self.groups, self.n_out, item_stages=ITEM_STAGES,
+            product_stages=PRODUCT_STAGES, error_stages=ABS_ERROR_STAGES + _Quantizer.LATENCY,
+            update_latency=timing.update_unit(pipelined=True).latency)
 
     @property
-    def cycles_per_inference(self):
+    def interval(self):
+        """Cycles of a learning sample, from the first cycle ``i.valid`` is seen (learner
+        idle) to the next such cycle: ``2·n_in·G + n_out + 16``, ``G = n_out / lanes``."""
+        return self._timing.interval
+
+    @property
+    def inference_interval(self):
         """The same for a sample with ``learn = 0``: ``n_in·G + n_out + 10``."""
-        return self.n_in * self.groups + self.n_out + 10
+        return self._timing.inference_interval
 
     @property
     def latency(self):
         """Cycles from the first cycle ``i.valid`` is seen (learner idle, ``o`` free) to
         ``o.valid``: ``n_in·G + n_out + 9``."""
-        return self.n_in * self.groups + self.n_out + 9
+        return self._timing.latency
 
     @property
     def memory_bits(self):
@@ -231,6 +252,7 @@ class OnlineLearner(wiring.Component):
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         m_rd, m_wr = mmem.read_port(), mmem.write_port()
         m.submodules.update = upd = UpdateUnit(n_lanes=lanes, in_bits=b, rule=rule)
+        assert upd.latency == timing.update_unit(pipelined=True).latency
 
         # -- items: counters, then two register stages before the memories' data -------------
         # issue (cycle t): counters k = i·G + g, i (input), g (lane group).
@@ -415,7 +437,13 @@ class OnlineLearner(wiring.Component):
 
 class _Quantizer(wiring.Component):
     """``exp``: the exponent of ``logq(mag)`` (see :func:`~qnnfab.rtl.update_unit.logq_exponent`),
-    clamped to ``rule.max_shift``, registered (one cycle after ``mag``)."""
+    clamped to ``rule.max_shift``, registered (:data:`LATENCY` cycle after ``mag``)."""
+
+    LATENCY = 1
+
+    @property
+    def latency(self):
+        return self.LATENCY
 
     def __init__(self, width, rule):
         self.rule = rule
@@ -459,13 +487,12 @@ class LearningNetwork(wiring.Component):
     vector in flight, at most two per stage), written when the first stage accepts a vector
     and read when the learner does. The frozen stages work on the next inputs while the
     learner is busy: in steady state a sample takes the slower of the learner's
-    :attr:`cycles_per_sample` and the frozen stages' interval.
+    :attr:`~OnlineLearner.interval` and the frozen stages' interval (:attr:`interval`).
     """
 
     @quiet_on_error
     def __init__(self, network, rule, init_weights, init_momentum=None, *, folding=None,
                  lanes=None, pipelined=True):
-        from .network import Network
         if not isinstance(network, ir.Network):
             raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
         network.validate()
@@ -478,7 +505,7 @@ class LearningNetwork(wiring.Component):
         self.learner = OnlineLearner(last.in_features, last.out_features, last.in_bits, rule,
                                      init_weights, init_momentum, lanes=lanes)
         # Built here for its interface and timing; elaborated (only) by this component.
-        self.learner._MustUse__silence = True
+        mark_used(self.learner)
         self.rule = rule
         super().__init__({
             "i": In(stream.Signature(learner_input_layout(
@@ -492,10 +519,10 @@ class LearningNetwork(wiring.Component):
         return self.frozen.folding
 
     @property
-    def cycles_per_sample(self):
+    def interval(self):
         """Steady-state cycles per learning sample: the learner's, or the frozen stages'
         interval if that is longer."""
-        return max(self.learner.cycles_per_sample, self._frozen_interval())
+        return max(self.learner.interval, self._frozen_interval())
 
     def _frozen_interval(self):
         stages = self.frozen.stage_intervals[:-2] if len(self.network.layers) > 1 else [0]
@@ -507,12 +534,11 @@ class LearningNetwork(wiring.Component):
         return 2 * (len(self.frozen.stage_intervals) - 2) + 2
 
     def elaborate(self, platform):
-        from amaranth.lib.fifo import SyncFIFO
         m = Module()
         m.submodules.learner = learner = self.learner
         stages = self.frozen.stages()
         for _, unused in stages[-2:]:            # the last layer's unit and the argmax
-            unused._MustUse__silence = True
+            mark_used(unused)
         stages = stages[:-2]
         connect(m, learner.o, flipped(self.o))
         connect(m, learner.trace, flipped(self.trace))

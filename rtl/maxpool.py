@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from . import timing
 from ._checks import quiet_on_error
 from .pixels import check_image_shape, check_ram_style
 
@@ -42,8 +43,8 @@ class MaxPool(wiring.Component):
     ~o.ready)``.
 
     Latency: :attr:`latency` = 1 cycle from a block's last input transfer to ``o.valid``.
-    Throughput: :attr:`cycles_per_image` = ``H·W`` cycles per image (one input pixel per
-    cycle) with an eager source and sink.
+    Throughput: :attr:`interval` = ``H·W`` cycles per image (one input pixel per cycle) with an
+    eager source and sink (:func:`qnnfab.rtl.timing.max_pool`).
     """
 
     @quiet_on_error
@@ -75,12 +76,12 @@ class MaxPool(wiring.Component):
     @property
     def latency(self):
         """Cycles from a block's last input transfer to ``o.valid``."""
-        return 1
+        return timing.max_pool(self.height, self.width).latency
 
     @property
-    def cycles_per_image(self):
+    def interval(self):
         """Cycles per input image with an eager source and sink."""
-        return self.height * self.width
+        return timing.max_pool(self.height, self.width).interval
 
     def _max(self, a, b):
         """Elementwise unsigned maximum of two pixels (plain values of ``C·bits``)."""

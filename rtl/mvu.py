@@ -9,29 +9,15 @@ Datapath (each arrow one register, all gated by one clock enable ``en``)::
       -> threshold on ``S`` (or ``acc = scale·S + offset``, the raw scores, for the last layer)
       -> result shift register / output register (``o.payload``)
 
-The dot unit is chosen by weight kind and input bits in :func:`dot_unit_class`; each unit sums
-something cheap (a popcount, ``a XOR ~w``, ``(a XOR neg) AND nz``, ``(a XOR neg)·|level|``)
-whose affine map back to ``Σ a·w`` (``acc = scale·S + offset``) is folded into the thresholds
-at elaboration. A codebook layer's weight memory holds k-bit indices; its unit decodes them
-through the layer's level table, a constant beside the datapath. ``en`` is
-low only while the last group of a vector waits for the output register to be taken
-downstream, so a layer computes its next vector while the next layer still works on the
-previous one.
-
-Dot-unit protocol (:class:`~qnnfab.rtl.xnor_popcount.XnorPopcount`,
-:class:`~qnnfab.rtl.binary_weight_dot.BinaryWeightDot`,
-:class:`~qnnfab.rtl.ternary_dot.TernaryDot`, :class:`~qnnfab.rtl.codebook_dot.CodebookDot`),
-used here and by :class:`~qnnfab.rtl.network.Network` before any unit is built. A unit whose
-hardware depends on more of the layer than its input bits (a codebook's levels) is returned by
-:func:`dot_unit_class` as a class bound to that (``CodebookDot.for_levels(levels)``), so the
-protocol stays the same for every kind:
-
-* ``cls(pe=, simd=, in_bits=, pipelined=)``, members ``x`` (``simd`` activations), ``w``
-  (``pe·simd`` weight codes as packed by :func:`weight_words`), ``en`` (clock enable), ``o``
-  (``pe`` partial sums ``S``); on an instance, ``latency`` and ``scale``;
-* ``cls.pipeline_latency(simd, pipelined, in_bits)``, ``cls.sum_shape(fan_in, in_bits)``,
-  ``cls.scale_for(in_bits)`` and ``cls.offsets(layer)``: per neuron,
-  ``acc = scale_for(in_bits)·S + offsets(layer)``.
+The dot unit is chosen by weight kind and input bits in :func:`dot_unit_class`
+(:mod:`qnnfab.rtl.kinds`, re-exported here); each unit sums something cheap (a popcount,
+``a XOR ~w``, ``(a XOR neg) AND nz``, ``(a XOR neg)·|level|``) whose affine map back to
+``Σ a·w`` (``acc = scale·S + offset``) is folded into the thresholds at elaboration; the
+protocol every unit follows is declared on :class:`~qnnfab.rtl.dot_unit.DotUnit`. A codebook
+layer's weight memory holds k-bit indices; its unit decodes them through the layer's level
+table, a constant beside the datapath. ``en`` is low only while the last group of a vector
+waits for the output register to be taken downstream, so a layer computes its next vector
+while the next layer still works on the previous one.
 """
 
 import numpy as np
@@ -42,38 +28,16 @@ from amaranth.lib.wiring import In, Out
 
 from qnnfab import ir, numerics
 
+from . import timing
 from ._checks import quiet_on_error
-from .binary_weight_dot import BinaryWeightDot
-from .codebook_dot import CodebookDot
+from .estimate import BLOCK_RAM_MIN_BITS
 from .folding import LayerFolding, check_folding
 from .kernel_memory import KernelCodebookMemory
-from .ternary_dot import TernaryDot
+from .kinds import dot_unit_class
 from .threshold import MultiThreshold
-from .xnor_popcount import XnorPopcount
 
 __all__ = ["MatrixVectorUnit", "dot_unit_class", "dot_unit_for", "weight_words",
-           "weight_code_bits", "BLOCK_RAM_MIN_BITS"]
-
-#: Weight memories of at least this many bits are marked ``ram_style = "block"`` (iCE40 EBR).
-BLOCK_RAM_MIN_BITS = 2048
-
-
-def dot_unit_class(layer):
-    """The dot-product unit class for a layer: the one place that maps (weight kind, input
-    bits, levels) to hardware. A new weight kind adds a branch here (a unit with the protocol
-    in the module docstring) and its codes in ``qnnfab.numerics``.
-
-    binary: :class:`XnorPopcount` (1-bit inputs) or :class:`BinaryWeightDot`; ternary:
-    :class:`TernaryDot`; codebook: :class:`CodebookDot` bound to ``layer.weight_levels``
-    (``CodebookDot.for_levels``; its shift-add path when every level is 0 or ``±2**e``)."""
-    if layer.weight_kind == "binary":
-        return XnorPopcount if layer.in_bits == 1 else BinaryWeightDot
-    if layer.weight_kind == "ternary":
-        return TernaryDot
-    if layer.weight_kind == "codebook":
-        return CodebookDot.for_levels(layer.weight_levels)
-    raise ValueError(f"no dot-product unit for weight kind {layer.weight_kind!r} "
-                     f"(known: binary, ternary, codebook)")
+           "weight_code_bits"]
 
 
 def dot_unit_for(layer, pe, simd, *, pipelined=True):
@@ -128,14 +92,14 @@ class MatrixVectorUnit(wiring.Component):
         Output codes; for the output layer (no thresholds) ``ArrayLayout(signed(acc_width),
         out_features)``, the raw accumulators.
 
-    Timing: :attr:`cycles_per_vector` = ``(in/simd)·(out/pe)`` cycles of compute per vector.
-    The unit keeps no copy of its input vector: slices are read from ``i.payload`` (held by the
-    stream rules while ``i.valid`` and not ``i.ready``), into a ``simd``-wide register at each
-    issue, or whole, a cycle after the issue, when ``simd == in_features``; ``i.ready`` rises
-    when the last slice has been read. Vectors go in every :attr:`interval` cycles from an
-    eager source (one more when the source is another unit, whose output register refills
-    the cycle after a transfer). :attr:`latency` cycles pass from the first cycle ``i.valid``
-    is high (unit idle) to ``o.valid``.
+    Timing (:func:`qnnfab.rtl.timing.mvu`): :attr:`steps` = ``(in/simd)·(out/pe)`` issue steps
+    per vector, one weight word each. The unit keeps no copy of its input vector: slices are
+    read from ``i.payload`` (held by the stream rules while ``i.valid`` and not ``i.ready``),
+    into a ``simd``-wide register at each issue, or whole, a cycle after the issue, when
+    ``simd == in_features``; ``i.ready`` rises when the last slice has been read. Vectors go
+    in every :attr:`interval` cycles from an eager source (one more when the source is another
+    unit, whose output register refills the cycle after a transfer). :attr:`latency` cycles
+    pass from the first cycle ``i.valid`` is high (unit idle) to ``o.valid``.
     """
 
     @quiet_on_error
@@ -175,20 +139,26 @@ class MatrixVectorUnit(wiring.Component):
         })
 
     @property
-    def cycles_per_vector(self):
-        """Compute cycles per vector, ``(in/simd)·(out/pe)``."""
+    def steps(self):
+        """Issue steps per vector, ``(in/simd)·(out/pe)``: the weight memory's depth."""
         return self.sf * self.nf
 
     @property
+    def _timing(self):
+        return timing.mvu(self.layer.in_features, self.layer.out_features, self.pe, self.simd,
+                          self.dot_latency)
+
+    @property
     def interval(self):
-        """Cycles between input transfers from an eager source: ``cycles_per_vector``, plus one
-        when ``simd == in_features`` (the whole payload is read a cycle after the issue)."""
-        return self.cycles_per_vector + (self.sf == 1)
+        """Cycles between input transfers from an eager source: :attr:`steps`, plus one when
+        ``simd == in_features`` (the whole payload is read a cycle after the issue)."""
+        return self._timing.interval
 
     @property
     def latency(self):
-        """Cycles from the first cycle the input is offered (unit idle) to ``o.valid``."""
-        return self.cycles_per_vector + 2 + self.dot_latency
+        """Cycles from the first cycle the input is offered (unit idle) to ``o.valid``:
+        ``steps + MVU_STAGES + dot_latency`` (:func:`qnnfab.rtl.timing.mvu`)."""
+        return self._timing.latency
 
     @property
     def dot_latency(self):
@@ -210,7 +180,7 @@ class MatrixVectorUnit(wiring.Component):
         m = Module()
         layer = self.layer
         pe, simd, sf_n, nf_n = self.pe, self.simd, self.sf, self.nf
-        n = self.cycles_per_vector
+        n = self.steps
         in_bits = layer.in_bits
         wbits = weight_code_bits(layer)
         word_width = pe * simd * wbits

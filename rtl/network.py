@@ -9,9 +9,10 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from qnnfab import ir
 
-from ._checks import quiet_on_error
+from ._checks import mark_used, quiet_on_error
 from .argmax import Argmax, argmax_layout
 from .conv import ConvUnit
+from . import timing
 from .folding import auto_folding, check_folding, layer_cycles
 from .maxpool import MaxPool
 from .mvu import MatrixVectorUnit, dot_unit_class
@@ -41,9 +42,10 @@ class Network(wiring.Component):
         "scores": ArrayLayout(signed(last.acc_width), n_out)})))
         The class (first index of the largest score) and the scores.
 
-    Timing: :attr:`cycles_per_inference` is the steady-state interval between inputs (about
-    the slowest layer's cycles per vector); :attr:`latency` the cycles from the first cycle an
-    input is offered (network idle) to ``o.valid``, without back-pressure. ``i.ready`` rises
+    Timing (:mod:`qnnfab.rtl.timing`): :attr:`interval` is the steady-state interval between
+    inputs (about the slowest layer's steps per vector; a report's ``cycles_per_inference``);
+    :attr:`latency` the cycles from the first cycle an input is offered (network idle) to
+    ``o.valid``, without back-pressure. ``i.ready`` rises
     when the first layer has read the last slice of the input, not when it starts: hold
     ``i.payload`` until then, as the stream rules require.
     """
@@ -59,16 +61,10 @@ class Network(wiring.Component):
             folding = auto_folding(network)
         self._folding = check_folding(network, folding)
         self.pipelined = bool(pipelined)
-        # Sub-components are built in elaborate(); the timing comes from the same formulas.
+        # Sub-components are built in elaborate(); the timing comes from the same model.
         self._cycles = [layer_cycles(layer, f) for layer, f in zip(network.layers, self._folding)]
         self.is_cnn = network.input_shape is not None
-        if not self.is_cnn:
-            self._latencies = [
-                c + 2 + dot_unit_class(layer).pipeline_latency(f.simd, self.pipelined,
-                                                               layer.in_bits)
-                for c, layer, f in zip(self._cycles, network.layers, self._folding)]
-        else:
-            self._latencies = None  # not modelled for CNNs
+        self._timings = self._stage_timings()
         last = network.layers[-1]
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(network.input_bits),
@@ -77,80 +73,85 @@ class Network(wiring.Component):
         })
         # A Network is often built only to read its folding and timing (reports, fit checks):
         # do not warn (UnusedElaboratable) when it is never elaborated.
-        self._MustUse__silence = True
+        mark_used(self)
 
     @property
     def folding(self):
         """The folding used, one :class:`~qnnfab.rtl.folding.LayerFolding` per layer."""
         return list(self._folding)
 
-    @property
-    def cycles_per_inference(self):
-        """Steady-state cycles between inferences with an eager source and sink: the slowest
-        layer's cycles per vector, plus one for a layer that reads its whole input at once
-        (``simd == in_features``), plus one for a layer fed by another layer (its source's
-        output register refills the cycle after a transfer); at least the argmax's interval.
-
-        For a CNN (:attr:`is_cnn`) an estimate, and a lower bound: the slowest stage's cycles
-        per image on its own (:attr:`stage_intervals`). Stages hand pixels over through
-        one-deep registers, so a bursty producer (a conv unit's window generator pauses at
-        each row's padding) can stall the next one: simulate for the exact figure
-        (:func:`qnnfab.sim.amaranth_sim.measure_timing`, which reports use)."""
+    def _stage_timings(self):
+        """``(name, Timing, reads_vector)`` per stage of :meth:`stages`, from the IR alone (no
+        component is built): see :func:`qnnfab.rtl.timing.chained`."""
+        net = self.network
+        out = []
         if self.is_cnn:
-            return max(self.stage_intervals)
-        late = [int(layer.in_features == f.simd)
-                for layer, f in zip(self.network.layers, self._folding)]
-        return max([self._cycles[0] + late[0]]
-                   + [c + d + 1 for c, d in zip(self._cycles[1:], late[1:])]
-                   + [Argmax.latency_for(self.network.n_outputs) + 2])  # argmax, fed by a unit
+            h, w, _ = net.input_shape
+            out.append(("pixels", timing.vector_to_pixels(h, w), False))
+        prev = None
+        for k, (layer, f) in enumerate(zip(net.layers, self._folding)):
+            if isinstance(layer, ir.PoolLayer):
+                out.append((f"layer{k}", timing.max_pool(layer.height, layer.width), False))
+                prev = layer
+                continue
+            dot = dot_unit_class(layer).pipeline_latency(f.simd, self.pipelined, layer.in_bits)
+            if isinstance(layer, ir.ConvLayer):
+                t = timing.conv_unit(layer.height, layer.width, layer.kernel_size,
+                                     layer.padding, layer.in_features, layer.out_features,
+                                     f.pe, f.simd, dot)
+                out.append((f"layer{k}", t, False))
+            else:
+                if isinstance(prev, ir.SPATIAL_KINDS):
+                    h, w, _ = prev.out_shape
+                    out.append(("flatten", timing.pixels_to_vector(h, w), True))
+                t = timing.mvu(layer.in_features, layer.out_features, f.pe, f.simd, dot)
+                out.append((f"layer{k}", t, True))
+            prev = layer
+        out.append(("argmax", timing.argmax(net.n_outputs), True))
+        return out
+
+    @property
+    def interval(self):
+        """Steady-state cycles between inferences with an eager source and sink (a report's
+        ``cycles_per_inference``): the largest of :attr:`stage_intervals` (see
+        :func:`qnnfab.rtl.timing.chained`: a layer's steps per vector, plus one for a layer
+        that reads its whole input at once, ``simd == in_features``, plus one for a layer fed
+        by another layer; at least the argmax's interval).
+
+        For a CNN (:attr:`is_cnn`) an estimate, and a lower bound: stages hand pixels over
+        through one-deep registers, so a bursty producer (a conv unit's window generator pauses
+        at each row's padding) can stall the next one: simulate for the exact figure
+        (:func:`qnnfab.sim.amaranth_sim.measure_timing`, which reports use)."""
+        return max(self.stage_intervals)
 
     @property
     def latency(self):
-        """Cycles from the first cycle an input is offered (network idle) to ``o.valid``;
-        None for a CNN (not modelled: simulate it)."""
+        """Cycles from the first cycle an input is offered (network idle) to ``o.valid``: the
+        sum of the stages' latencies; None for a CNN (not modelled: simulate it)."""
         if self.is_cnn:
             return None
-        return sum(self._latencies) + Argmax.latency_for(self.network.n_outputs)
+        return sum(t.latency for _, t, _ in self._timings)
 
     @property
     def stage_intervals(self):
-        """Cycles per image of each stage on its own with an eager source and sink: the pixel
-        serializer and the flatten (``H·W``), each conv unit (``ConvUnit.interval_bound``),
-        max-pool (``H·W``) and dense unit (its cycles per vector + 1)."""
-        out = []
-        net = self.network
-        if self.is_cnn:
-            h, w, _ = net.input_shape
-            out.append(h * w)
-        prev_spatial = self.is_cnn
-        for layer, f, c in zip(net.layers, self._folding, self._cycles):
-            if isinstance(layer, ir.ConvLayer):
-                padded = (layer.height + 2 * layer.padding) * (layer.width + 2 * layer.padding)
-                per_window = c // layer.positions + int(layer.in_features == f.simd)
-                out.append(layer.positions * per_window + padded - layer.positions)
-            elif isinstance(layer, ir.PoolLayer):
-                out.append(c)
-            else:
-                if prev_spatial:
-                    out.append(layer.in_features // self._channels_before(layer) + 1)
-                out.append(c + int(layer.in_features == f.simd) + 1)
-            prev_spatial = isinstance(layer, ir.SPATIAL_KINDS)
-        out.append(Argmax.latency_for(net.n_outputs) + 2)
-        return out
-
-    def _channels_before(self, layer):
-        i = self.network.layers.index(layer)
-        return self.network.layers[i - 1].out_shape[2]
+        """Cycles per input of each stage of :meth:`stages` in the chain, with an eager source
+        and sink (:func:`qnnfab.rtl.timing.chained`): the pixel serializer and the flatten
+        (``H·W``), each conv unit (its ``interval``), max-pool (``H·W``), dense unit and the
+        argmax (their ``interval``, plus one when fed by another stage)."""
+        return timing.chained([(t, reads) for _, t, reads in self._timings])
 
     @property
     def layer_cycles(self):
-        """Compute cycles per vector of each layer, ``(in/simd)·(out/pe)``."""
+        """Issue steps per input of each layer (:func:`~qnnfab.rtl.folding.layer_cycles`):
+        ``(in/simd)·(out/pe)``, times the windows for a conv layer, ``H·W`` for max-pool."""
         return list(self._cycles)
 
     @property
     def layer_latencies(self):
         """Latency of each layer's unit (see ``MatrixVectorUnit.latency``); None for a CNN."""
-        return None if self._latencies is None else list(self._latencies)
+        if self.is_cnn:
+            return None
+        return [t.latency for name, t, _ in self._timings if name.startswith("layer")]
 
     def stages(self, *, argmax=True):
         """The chain of stream components, input to output (built anew on each call): a
@@ -175,7 +176,6 @@ class Network(wiring.Component):
                     h, w, c = prev.out_shape
                     stages.append(("flatten", PixelsToVector(h, w, c, prev.out_bits)))
                 unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined)
-                assert unit.cycles_per_vector == self._cycles[k]
             stages.append((f"layer{k}", unit))
             prev = layer
         if argmax:

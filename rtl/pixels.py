@@ -11,6 +11,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import timing
 from ._checks import quiet_on_error
 
 __all__ = ["VectorToPixels", "PixelsToVector", "check_image_shape", "check_ram_style"]
@@ -57,9 +58,14 @@ class _ImageStream(wiring.Component):
         return self.pixels * self.channels
 
     @property
-    def cycles_per_image(self):
+    def latency(self):
+        """See the class (:mod:`qnnfab.rtl.timing`)."""
+        return self._timing(self.height, self.width).latency
+
+    @property
+    def interval(self):
         """Cycles per image with an eager source and sink: one pixel per cycle."""
-        return self.pixels
+        return self._timing(self.height, self.width).interval
 
 
 class VectorToPixels(_ImageStream):
@@ -83,9 +89,11 @@ class VectorToPixels(_ImageStream):
     ``i.ready`` rises in the cycle the last pixel is loaded into the output register.
 
     Latency: :attr:`latency` = 1 cycle from ``i.valid`` (unit idle) to ``o.valid``.
-    Throughput: :attr:`cycles_per_image` = ``H·W`` cycles per image with an eager source and
+    Throughput: :attr:`interval` = ``H·W`` cycles per image with an eager source and
     sink (images back to back, one pixel every cycle).
     """
+
+    _timing = staticmethod(timing.vector_to_pixels)
 
     @quiet_on_error
     def __init__(self, height, width, channels, bits):
@@ -95,11 +103,6 @@ class VectorToPixels(_ImageStream):
             "i": In(stream.Signature(data.ArrayLayout(unsigned(self.bits), self.features))),
             "o": Out(stream.Signature(_pixel_layout(self.channels, self.bits))),
         })
-
-    @property
-    def latency(self):
-        """Cycles from ``i.valid`` (unit idle) to ``o.valid``."""
-        return 1
 
     def elaborate(self, platform):
         m = Module()
@@ -143,10 +146,12 @@ class PixelsToVector(_ImageStream):
     (the first pixel of the next image shifts in the cycle the image is taken).
 
     Latency: :attr:`latency` = 1 cycle from the last pixel's transfer to ``o.valid``.
-    Throughput: :attr:`cycles_per_image` = ``H·W`` cycles per image with an eager source and
+    Throughput: :attr:`interval` = ``H·W`` cycles per image with an eager source and
     sink (no gap between images). A consumer that takes the vector ``D`` cycles after it is
     offered (an MVU reading it slice by slice) stalls the pixel stream for those ``D`` cycles.
     """
+
+    _timing = staticmethod(timing.pixels_to_vector)
 
     @quiet_on_error
     def __init__(self, height, width, channels, bits):
@@ -156,11 +161,6 @@ class PixelsToVector(_ImageStream):
             "i": In(stream.Signature(_pixel_layout(self.channels, self.bits))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(self.bits), self.features))),
         })
-
-    @property
-    def latency(self):
-        """Cycles from the last pixel's transfer to ``o.valid``."""
-        return 1
 
     def elaborate(self, platform):
         m = Module()

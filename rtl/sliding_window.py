@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from . import timing
 from ._checks import quiet_on_error
 from .pixels import check_image_shape, check_ram_style
 
@@ -54,10 +55,11 @@ class SlidingWindow(wiring.Component):
 
     Latency: :attr:`latency` = ``(k - 1)·Wp + k`` cycles from a frame's first scan cycle to
     its first ``o.valid`` (eager source).
-    Throughput: :meth:`cycles_per_frame` = ``Hp·Wp`` cycles per frame with an eager source
-    and sink; with a consumer that takes each window ``N`` cycles after it is offered (an
-    MVU), ``Hp·Wp + Ho·Wo·(N - 1)``: windows within a row come every ``N`` cycles, each
-    position without a window costs one cycle.
+    Throughput: :attr:`interval` = ``Hp·Wp`` cycles per frame with an eager source and sink;
+    with a consumer that takes each window ``N`` cycles after it is offered (an MVU),
+    :meth:`interval_for` ``(N)`` = ``Hp·Wp + Ho·Wo·(N - 1)``: windows within a row come every
+    ``N`` cycles, each position without a window costs one cycle
+    (:func:`qnnfab.rtl.timing.sliding_window`).
     """
 
     @quiet_on_error
@@ -112,16 +114,21 @@ class SlidingWindow(wiring.Component):
     @property
     def latency(self):
         """Cycles from a frame's first scan cycle to its first ``o.valid`` (eager source)."""
-        return (self.kernel_size - 1) * self.padded_width + self.kernel_size
+        return self._timing(1).latency
 
-    def cycles_per_frame(self, consumer_interval=1):
+    @property
+    def interval(self):
+        """Cycles per frame with an eager source and sink."""
+        return self._timing(1).interval
+
+    def interval_for(self, consumer_interval):
         """Cycles per frame, eager source, a consumer taking each window ``consumer_interval``
         cycles after it is offered (1: an eager sink)."""
-        n = operator.index(consumer_interval)
-        if n < 1:
-            raise ValueError(f"consumer_interval must be >= 1, not {n}")
-        return (self.padded_height * self.padded_width
-                + self.out_height * self.out_width * (n - 1))
+        return self._timing(consumer_interval).interval
+
+    def _timing(self, consumer_interval):
+        return timing.sliding_window(self.height, self.width, self.kernel_size, self.padding,
+                                     consumer_interval)
 
     def elaborate(self, platform):
         m = Module()

@@ -23,10 +23,10 @@ from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from qnnfab import numerics
+from qnnfab.kinds import weight_kind
 
 from ._checks import quiet_on_error
-from .dot_unit import DotUnit, dot_unit_shape
+from .dot_unit import DotUnit, adder_lane_cells, dot_unit_shape
 from .xnor_popcount import adder_tree, popcount, register_levels
 
 __all__ = ["TernaryDot", "TERNARY_CODE_BITS"]
@@ -35,10 +35,10 @@ __all__ = ["TernaryDot", "TERNARY_CODE_BITS"]
 TERNARY_CODE_BITS = 2
 #: The code of each weight value (the decode in :meth:`TernaryDot.elaborate` assumes these).
 _CODES = {0: 0, 1: 1, -1: 2}
-if tuple(sorted(_CODES, key=_CODES.get)) != numerics.WEIGHT_LEVELS["ternary"]:
-    raise ImportError(f"qnnfab.rtl.ternary_dot decodes ternary codes {_CODES}, but "
-                      f"qnnfab.numerics.WEIGHT_LEVELS['ternary'] is "
-                      f"{numerics.WEIGHT_LEVELS['ternary']}")
+if tuple(sorted(_CODES, key=_CODES.get)) != weight_kind("ternary").levels:
+    raise ImportError(f"qnnfab.rtl.ternary_dot decodes ternary codes {_CODES}, but the "
+                      f"registry's ternary levels (qnnfab.kinds) are "
+                      f"{weight_kind('ternary').levels}")
 
 
 class TernaryDot(DotUnit):
@@ -114,6 +114,11 @@ class TernaryDot(DotUnit):
             return -(w != _CODES[0]).sum(axis=1).astype(np.int64)
         amax = (1 << layer.in_bits) - 1
         return -amax * (w == _CODES[-1]).sum(axis=1).astype(np.int64)
+
+    @staticmethod
+    def lane_cells(layer):
+        """Logic cells per lane: :func:`~qnnfab.rtl.dot_unit.adder_lane_cells`."""
+        return adder_lane_cells(layer)
 
     def elaborate(self, platform):
         m = Module()

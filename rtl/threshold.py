@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from qnnfab import numerics
 
+from . import timing
 from ._checks import quiet_on_error
 
 __all__ = ["MultiThreshold", "threshold_entries"]
@@ -119,6 +120,16 @@ class MultiThreshold(wiring.Component):
             "acc": In(data.ArrayLayout(self.in_shape, self.pe)),
             "o": Out(data.ArrayLayout(unsigned(self.out_bits), self.pe)),
         })
+
+    @property
+    def latency(self):
+        """Cycles from ``addr`` to ``o`` (the ROM read); ``o`` is combinational from ``acc``."""
+        return timing.multi_threshold().latency
+
+    @property
+    def interval(self):
+        """Cycles between groups: one group per cycle."""
+        return timing.multi_threshold().interval
 
     def _word(self, g):
         value = 0

@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from qnnfab.spec.learn_rule import ROUNDINGS, LearnRule, sqrt2_threshold
 
+from . import timing
 from ._checks import quiet_on_error
 
 __all__ = ["UpdateUnit", "q_layout", "q_exp_width", "leading_one", "one_hot_index",
@@ -174,8 +175,9 @@ class UpdateUnit(wiring.Component):
 
     @property
     def latency(self):
-        """Enabled cycles from inputs to outputs: 4 pipelined, else 0."""
-        return 4 if self.pipelined else 0
+        """Enabled cycles from inputs to outputs: 4 pipelined, else 0
+        (:func:`qnnfab.rtl.timing.update_unit`)."""
+        return timing.update_unit(self.pipelined).latency
 
     @property
     def shift_width(self):

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ._checks import quiet_on_error
-from .dot_unit import DotUnit, dot_unit_shape
+from .dot_unit import DotUnit, adder_lane_cells, dot_unit_shape
 
 __all__ = ["XnorPopcount", "adder_tree", "popcount", "tree_depth", "register_levels",
            "REGISTER_EVERY"]
@@ -152,6 +152,11 @@ class XnorPopcount(DotUnit):
     def offsets(layer):
         """Per-neuron ``offset`` of ``acc = scale·S + offset``: ``-in_features``."""
         return np.full(layer.out_features, -layer.in_features, dtype=np.int64)
+
+    @staticmethod
+    def lane_cells(layer):
+        """Logic cells per lane: :func:`~qnnfab.rtl.dot_unit.adder_lane_cells`."""
+        return adder_lane_cells(layer)
 
     def elaborate(self, platform):
         m = Module()

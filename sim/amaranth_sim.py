@@ -3,13 +3,13 @@
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from qnnfab import ir
 from qnnfab.spec import golden
 
 from .arguments import check_progress
 from .payload import network_layouts, pack_inputs, unpack_outputs
+from .stream_io import StreamSink, StreamSource, gaps_per_item, run_streams
 
 __all__ = ["AmaranthRun", "run_amaranth", "measure_timing"]
 
@@ -49,53 +49,16 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     codes = golden.check_inputs(network, codes)
     n = len(codes)
     dut = Network(network, folding)
-    n_out = network.n_outputs
     in_layout, out_layout = network_layouts(network)
     packed = pack_inputs(in_layout, codes)
-    classes = np.zeros(n, dtype=np.int64)
-    scores = np.zeros((n, n_out), dtype=np.int64)
-    in_cycles, out_cycles = [], []
-    state = {"cycle": 0}
-
-    async def clock(ctx):
-        while True:
-            await ctx.tick()
-            state["cycle"] += 1
-
-    async def producer(ctx):
-        for k, value in enumerate(packed):
-            if gaps is not None:
-                for _ in range(int(gaps(k))):
-                    await ctx.tick()
-            ctx.set(dut.i.payload.as_value(), value)
-            ctx.set(dut.i.valid, 1)
-            in_cycles.append(state["cycle"])
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        got = 0
-        while got < n:
-            r = 1 if ready is None else int(bool(ready(state["cycle"])))
-            ctx.set(dut.o.ready, r)
-            _, _, valid, value = await ctx.tick().sample(dut.o.valid, dut.o.payload.as_value())
-            if valid and r:
-                (cls,), (sc,) = unpack_outputs(out_layout, [value])
-                classes[got] = cls
-                scores[got] = sc
-                out_cycles.append(state["cycle"] - 1)
-                got += 1
-                if progress is not None:
-                    progress(got, n)
-        ctx.set(dut.o.ready, 0)
-
-    if n:
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(clock, background=True)
-        sim.add_testbench(producer)
-        sim.add_testbench(consumer)
-        sim.run()
+    source = StreamSource(dut.i, packed, raw=True,
+                          idle=None if gaps is None else gaps_per_item(gaps))
+    sink = StreamSink(dut.o, n, raw=True, on_transfer=None if progress is None else
+                      (lambda done: progress(done, n)),
+                      ready=None if ready is None else (lambda cycle: bool(ready(cycle))))
+    run_streams(dut, [source], [sink])
+    classes, scores = unpack_outputs(out_layout, sink.payloads)
+    in_cycles, out_cycles = source.offered, sink.cycles
     cycles = (out_cycles[-1] + 1) if out_cycles else 0
     return AmaranthRun(classes=classes, scores=scores, cycles=cycles, in_cycles=in_cycles,
                        out_cycles=out_cycles)

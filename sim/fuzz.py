@@ -2,8 +2,9 @@
 networks, output by output.
 
 :func:`examples` is a Hypothesis strategy for an :class:`Example`: a random valid network
-(dense and convolutional, every weight kind — binary, ternary, per-weight codebook — kernel
-codebooks with and without per-kernel signs, max-pool layers, 1..8-bit activations), a random
+(dense and convolutional, every weight kind of the registry :data:`qnnfab.kinds.WEIGHT_KINDS`
+— binary, ternary, per-weight codebook — kernel codebooks with and without per-kernel signs,
+max-pool layers, 1..8-bit activations), a random
 folding (any PE that divides the outputs and any allowed SIMD: from fully serial to fully
 parallel), and input vectors mixing random codes with the extremes (all zero, all max,
 alternating 0/max and max/0). The network's structure, kinds, widths and folding are drawn by
@@ -34,6 +35,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from qnnfab import ir, random_net
+from qnnfab.kinds import WEIGHT_KINDS
 from qnnfab.spec import golden
 from qnnfab.rtl.folding import divisors, simd_choices
 
@@ -64,7 +66,7 @@ def _describe_layer(layer):
     if isinstance(layer, ir.PoolLayer):
         return f"maxpool{layer.size} {layer.height}x{layer.width}x{layer.channels}"
     kind = layer.weight_kind
-    if kind == "codebook":
+    if layer.codebook is not None:
         kind += f"[{len(layer.codebook)}]"
     if isinstance(layer, ir.ConvLayer):
         kc = layer.kernel_codebook
@@ -78,14 +80,12 @@ def _describe_layer(layer):
 
 # --- strategies ---------------------------------------------------------------------------------
 
-_KINDS = ("binary", "ternary", "codebook")
-
-
 @st.composite
 def _weight_kind(draw, rng):
-    """A weight kind and, for ``codebook``, its levels (2..8 levels of 2..8 bits)."""
-    kind = draw(st.sampled_from(_KINDS))
-    if kind != "codebook":
+    """A weight kind of the registry and, for a table kind (``codebook``), its levels (2..8
+    levels of 2..8 bits)."""
+    kind = draw(st.sampled_from(tuple(WEIGHT_KINDS)))
+    if not WEIGHT_KINDS[kind].table:
         return kind, None
     levels = random_net.random_codebook(rng, bits=draw(st.integers(1, 3)),
                                         level_bits=draw(st.integers(2, 8)))
@@ -126,7 +126,7 @@ def _conv_layers(draw, rng, shape, bits):
                                       out_bits=draw(st.integers(1, 3)), kernel_size=k,
                                       padding=padding, weight_kind=kind, codebook=levels)
         if k > 1 and draw(st.booleans()):
-            symmetric = kind != "codebook" or set(-levels) == set(levels)
+            symmetric = {-v for v in conv.weight_levels} == set(conv.weight_levels)
             sign = symmetric and draw(st.booleans())
             conv.kernel_codebook = random_net.random_kernel_codebook(
                 rng, conv, draw(st.integers(1, 4)), sign=sign)

@@ -4,7 +4,7 @@ each written to a temporary name and renamed, so a reader never sees half a file
 import json
 import os
 
-__all__ = ["write_json", "write_progress"]
+__all__ = ["write_json", "write_progress", "progress_writer"]
 
 
 def write_json(path, obj):
@@ -21,3 +21,14 @@ def write_progress(path, done, total):
         with open(tmp, "w") as f:
             f.write(f"{done} {total}\n")
         os.replace(tmp, path)
+
+
+def progress_writer(path, total):
+    """A callable(done) that writes ``done total`` to ``path`` about a hundred times over a
+    run (every ``total // 100`` items, at least every item)."""
+    every = max(1, total // 100)
+
+    def write(done):
+        if done % every == 0:
+            write_progress(path, done, total)
+    return write

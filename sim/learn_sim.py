@@ -31,6 +31,7 @@ from qnnfab.spec import learn_rule as lr
 
 from .arguments import check_probabilities, check_progress, check_simulator
 from .runner import build_cached, default_cache_dir, run_cocotb_job, tool_version
+from .stream_io import StreamSink, StreamSource, chance, run_streams
 
 __all__ = ["LearnerDims", "LearnRun", "LearnMismatch", "LearnComparison", "SIMULATORS",
            "TOPLEVEL", "TEST_MODULE", "CONFIG_ENV", "run_learning", "compare_learning",
@@ -259,61 +260,22 @@ def _rebuild(dims, lanes, init_state, flags, trace_words):
 
 def _run_amaranth(dut, words, n_trace, *, progress, ready_probability,
                   valid_probability, trace_ready_probability, seed):
-    """One testbench drives all three streams, one loop iteration per clock cycle (one
-    coroutine per stream and a cycle counter cost about twice as much simulation time)."""
-    from amaranth.sim import Simulator
-
+    """Drive ``i`` and take ``o`` and ``trace`` with :func:`qnnfab.sim.stream_io.run_streams`
+    (one testbench, one loop iteration per clock cycle); the stalls come from one generator,
+    drawn in the order ``i`` valid, ``o`` ready, ``trace`` ready."""
     n = len(words)
     rng = np.random.default_rng(seed)
-    raw_outputs, raw_traces = [], []
-    result = {"last": 0}
-
-    def coin(p):
-        return p >= 1.0 or rng.random() < p
-
-    async def testbench(ctx):
-        i_payload, o_payload = dut.i.payload.as_value(), dut.o.payload.as_value()
-        t_payload = dut.trace.payload.as_value()
-        sent, cycle = 0, 0
-        offering = o_ready = t_ready = False
-        while len(raw_outputs) < n or len(raw_traces) < n_trace:
-            if not offering and sent < n and coin(valid_probability):
-                ctx.set(i_payload, words[sent])
-                ctx.set(dut.i.valid, 1)
-                offering = True
-            r = coin(ready_probability)
-            if r != o_ready:
-                ctx.set(dut.o.ready, r)
-                o_ready = r
-            r = coin(trace_ready_probability)
-            if r != t_ready:
-                ctx.set(dut.trace.ready, r)
-                t_ready = r
-            _, _, i_ready, o_valid, o_word, t_valid, t_word = await ctx.tick().sample(
-                dut.i.ready, dut.o.valid, o_payload, dut.trace.valid, t_payload)
-            cycle += 1
-            if offering and i_ready:
-                sent += 1
-                offering = False
-                ctx.set(dut.i.valid, 0)
-            if o_ready and o_valid:
-                raw_outputs.append(o_word)
-                result["last"] = cycle
-                if progress is not None:
-                    progress(len(raw_outputs), n)
-            if t_ready and t_valid:
-                raw_traces.append(t_word)
-                result["last"] = cycle
-
+    offer = chance(valid_probability, rng)
+    source = StreamSource(dut.i, words, raw=True, idle=lambda k: not offer())
+    outputs = StreamSink(dut.o, n, raw=True, ready=chance(ready_probability, rng),
+                         on_transfer=None if progress is None else (lambda d: progress(d, n)))
+    traces = StreamSink(dut.trace, n_trace, raw=True,
+                        ready=chance(trace_ready_probability, rng))
     start = time.perf_counter()
-    if n:
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(testbench)
-        sim.run()
+    cycles = run_streams(dut, [source], [outputs, traces]) if n else 0
     seconds = time.perf_counter() - start
-    outputs, traces = _decode(dut, raw_outputs, raw_traces)
-    return outputs, traces, result["last"], seconds
+    decoded_outputs, decoded_traces = _decode(dut, outputs.payloads, traces.payloads)
+    return decoded_outputs, decoded_traces, cycles, seconds
 
 
 def _decode(dut, raw_outputs, raw_traces):

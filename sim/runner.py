@@ -377,7 +377,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     as outputs arrive; ``log(message)``, if given, hears about the compile step (which comes
     before the first progress report and can take a minute for a large design).
     ``extra_sources``/``extra_args`` go to :func:`build_cached` (e.g. a synthesized netlist's
-    cell models, see :mod:`qnnfab.sim.gate_level`). Raises
+    cell models, see :mod:`qnnfab.boards.gate_level`). Raises
     ``RuntimeError`` with the end of the log if the build or the run
     fails, and :class:`ToolNotFoundError` if the simulator is missing.
     """

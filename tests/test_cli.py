@@ -120,7 +120,7 @@ def _fake_report(board, fmax, clock, folding):
 
 
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
-def test_sim_verilog_build_use_the_same_board_folding(monkeypatch, default_shape_qnn, tmp_path,
+def test_sim_verilog_build_use_the_same_board_folding(replace_public, default_shape_qnn, tmp_path,
                                                       board, capsys):
     from qnnfab import flow
     from qnnfab.boards import top as top_mod
@@ -152,10 +152,10 @@ def test_sim_verilog_build_use_the_same_board_folding(monkeypatch, default_shape
     def fake_top_verilog(network, folding=None, **kwargs):
         seen["top"] = folding
         return "module t; endmodule\n"
-    monkeypatch.setattr(flow, "simulate_and_compare", fake_sim)
-    monkeypatch.setattr(flow, "build_board", fake_build)
-    monkeypatch.setattr(verilog_mod, "to_verilog", fake_to_verilog)
-    monkeypatch.setattr(top_mod, "board_top_verilog", fake_top_verilog)
+    replace_public(flow, "simulate_and_compare", fake_sim)
+    replace_public(flow, "build_board", fake_build)
+    replace_public(verilog_mod, "to_verilog", fake_to_verilog)
+    replace_public(top_mod, "board_top_verilog", fake_top_verilog)
 
     assert cli.main(["sim", str(path), "--board", board, "--quiet"]) == 0
     assert cli.main(["build", str(path), "--board", board, "--out", str(tmp_path / "b"),
@@ -181,10 +181,11 @@ def test_sim_board_unknown_is_one_line(small_qnn, capsys):
                                               "boards: ")
 
 
-def test_flow_uses_the_board_folding_everywhere(monkeypatch, default_shape_qnn, tmp_path):
+def test_flow_uses_the_board_folding_everywhere(replace_public, default_shape_qnn, tmp_path):
     from types import SimpleNamespace
 
-    from qnnfab import flow, vectors
+    from qnnfab import flow
+    from qnnfab.model import vectors
     from qnnfab.boards.registry import board_folding
     from qnnfab.model import train as train_mod
     net, _ = default_shape_qnn
@@ -204,11 +205,11 @@ def test_flow_uses_the_board_folding_everywhere(monkeypatch, default_shape_qnn, 
                    **kwargs):
         seen.append(("build", folding, clock_mhz))
         return {**_fake_report(board, 90.0, 80.0, folding), **extra}
-    monkeypatch.setattr(train_mod, "train", fake_train)
-    monkeypatch.setattr(vectors, "test_vectors", lambda network, n=None, **kw: SimpleNamespace(
+    replace_public(train_mod, "train", fake_train)
+    replace_public(vectors, "test_vectors", lambda network, n=None, **kw: SimpleNamespace(
         codes=np.zeros((4, 64), int), labels=None, source="random"))
-    monkeypatch.setattr(flow, "simulate_and_compare", fake_sim)
-    monkeypatch.setattr(flow, "build_board", fake_build)
+    replace_public(flow, "simulate_and_compare", fake_sim)
+    replace_public(flow, "build_board", fake_build)
     assert cli.main(["flow", "--board", "ulx3s-85f", "--out", str(tmp_path / "f"),
                      "--clock-mhz", "80", "--quiet"]) == 0
     expected = board_folding(net, "ulx3s-85f")
@@ -217,13 +218,13 @@ def test_flow_uses_the_board_folding_everywhere(monkeypatch, default_shape_qnn, 
 
 
 @pytest.mark.parametrize("fmax", [81.234, None])
-def test_build_warns_when_timing_is_not_met(monkeypatch, small_qnn, tmp_path, capsys, fmax):
+def test_build_warns_when_timing_is_not_met(replace_public, small_qnn, tmp_path, capsys, fmax):
     from qnnfab import flow
     from qnnfab.rtl.folding import auto_folding
 
     def fake_build(network, board, out_dir, *, folding=None, clock_mhz=None, **kwargs):
         return _fake_report(board, fmax, clock_mhz, auto_folding(network))
-    monkeypatch.setattr(flow, "build_board", fake_build)
+    replace_public(flow, "build_board", fake_build)
     assert cli.main(["build", str(small_qnn), "--board", "ulx3s-85f", "--out",
                      str(tmp_path / "b"), "--clock-mhz", "100"]) == 0
     out, err = capsys.readouterr()

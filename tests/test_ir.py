@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from qnnfab import ir, numerics, random_net
+from qnnfab import ir, kinds, numerics, random_net
 from qnnfab.ir import IRError
 
 
@@ -138,7 +138,8 @@ HEADER_CASES = [
     (set_(["layers", 0, "kind"], "conv9"),
      "layers[0].kind: expected one of dense, float_dense, conv, maxpool, got 'conv9'"),
     (set_(["layers", 0, "weight_kind"], "quaternary"),
-     "layers[0].weight_kind: expected one of binary, ternary"),
+     f"layers[0].weight_kind: expected one of {', '.join(kinds.WEIGHT_KINDS)}, got "
+     f"'quaternary'"),
     (set_(["layers", 0, "colour"], "red"), "layers[0]: unknown field(s) colour"),
     (set_(["layers", 2, "arrays", "weights"], "layers/2/nope.npy"),
      "layers[2].weights: array layers/2/nope.npy missing from file"),
@@ -366,7 +367,8 @@ CB_HEADER_CASES = [
     (set_(["layers", 0, "weight_kind"], "ternary"),
      "layers[0].codebook: expected none for ternary weights"),
     (set_(["layers", 0, "weight_kind"], "Codebook"),
-     "layers[0].weight_kind: expected one of binary, ternary, codebook, got 'Codebook'"),
+     f"layers[0].weight_kind: expected one of {', '.join(kinds.WEIGHT_KINDS)}, got "
+     f"'Codebook'"),
 ]
 
 

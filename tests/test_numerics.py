@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from qnnfab import numerics
+from qnnfab import kinds, numerics
 
 
 @pytest.mark.parametrize("lo,hi,width", [(-1, 1, 2), (0, 0, 1), (-1, 0, 1), (-2, 1, 2),
@@ -33,8 +33,14 @@ def test_acc_width_holds_every_reachable_accumulator(fan_in, bits):
 
 
 def test_unknown_weight_kind():
-    with pytest.raises(ValueError, match="unknown weight kind 'quaternary'"):
+    with pytest.raises(ValueError, match=r"unknown weight kind 'quaternary' \(known: binary, "
+                                         r"ternary, codebook\)"):
         numerics.acc_width(4, 1, "quaternary")
+
+
+def test_fixed_levels_come_from_the_registry():
+    assert numerics.WEIGHT_LEVELS == {name: kind.levels for name, kind in
+                                      kinds.WEIGHT_KINDS.items() if not kind.table}
 
 
 # -- a weight given as a sequence of levels (a codebook) ------------------------------------------
@@ -64,7 +70,7 @@ def test_codebook_acc_bound_is_reachable_and_tight(levels, fan_in, in_bits):
     assert numerics.weight_magnitude(levels) == max(abs(v) for v in levels)
 
 
-@pytest.mark.parametrize("kind", ["binary", "ternary"])
+@pytest.mark.parametrize("kind", list(numerics.WEIGHT_LEVELS))
 @pytest.mark.parametrize("fan_in,bits", [(1, 1), (64, 5), (256, 8)])
 def test_kind_name_and_its_levels_agree(kind, fan_in, bits):
     levels = numerics.WEIGHT_LEVELS[kind]
@@ -95,8 +101,8 @@ def test_weight_levels_as_ints():
 
 
 def test_codebook_name_without_levels_is_refused():
-    with pytest.raises(ValueError, match=r"unknown weight kind 'codebook' \(codebook weights: "
-                                         r"pass the layer's levels\)"):
+    with pytest.raises(ValueError, match=r"codebook weights have per-layer levels: pass the "
+                                         r"layer's levels"):
         numerics.acc_width(4, 1, "codebook")
     with pytest.raises(ValueError, match="a codebook needs at least one level"):
         numerics.acc_bound(4, 1, [])

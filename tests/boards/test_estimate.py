@@ -16,7 +16,8 @@ from qnnfab import ir, random_net
 from qnnfab.boards.build import estimate, tool_path
 from qnnfab.boards.registry import LC_HEADROOM, board_folding, get_board
 from qnnfab.rtl.codebook_dot import CodebookDot, codebook_lane_cells
-from qnnfab.rtl.folding import auto_folding, folding_cost, lane_cells
+from qnnfab.rtl.estimate import folding_cost, lane_cells, search_lane_cells
+from qnnfab.rtl.folding import auto_folding
 
 
 def _codebook_net(seed=0, level_bits=8, pow2=False):
@@ -68,7 +69,8 @@ def test_estimate_counts_codebook_lanes():
     # The same layer with ternary weights is counted one cell per input bit and lane.
     tern = random_net.random_dense(np.random.default_rng(1), in_features=64, out_features=128,
                                    in_bits=5, out_bits=2, weight_kind="ternary")
-    assert lane_cells(tern) == 15 < per_lane
+    assert search_lane_cells(tern) == 15 < per_lane   # the search's 3 cells per input bit
+    assert lane_cells(tern) == 5                     # the fit estimate's lower bound
     assert folding_cost(layer, auto_folding(net)[0]) > folding_cost(tern, auto_folding(net)[0])
 
 
@@ -111,3 +113,20 @@ def test_lane_cells_match_a_synthesis(levels, in_bits, tmp_path):
     cells = _packed_cells(dut, tmp_path)
     model = 8 * codebook_lane_cells(levels, in_bits)
     assert abs(cells - model) <= 0.2 * model, (dut.path, cells, model)
+
+
+def test_bram_blocks_and_kernel_slots_come_from_the_one_model():
+    """``boards.registry.bram_blocks_for`` is the estimate module's with the board's ports; a
+    kernel-codebook layer reads ``KernelCodebook.slot_bits`` per kernel."""
+    from qnnfab.boards.registry import bram_blocks_for
+    from qnnfab.rtl import estimate as est
+    net = random_net.random_cnn(np.random.default_rng(0), height=8, width=8, channels=[1, 16, 32],
+                                input_bits=5, pool=(0, 1), n_outputs=10, kernels=16, sign=True)
+    conv = net.layers[0]
+    assert conv.kernel_codebook.slot_bits == conv.kernel_codebook.index_bits + 1 == 5
+    folding = auto_folding(net, max_lanes=64)
+    for name in ("icebreaker", "ulx3s-25f"):
+        board = get_board(name)
+        assert bram_blocks_for(net, folding, name) == est.bram_blocks_for(
+            net, folding, board.bram_port_bits, board.bram_bits // board.bram_blocks)
+    assert estimate(net, folding) == est.estimate(net, folding)

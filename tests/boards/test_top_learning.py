@@ -28,7 +28,7 @@ def test_uart_learning_matches_the_rule():
     codes = random_net.random_inputs(rng, net, 6)
     labels = rng.integers(0, 3, size=6)
     learn = [True, True, False, True, True, False]
-    wait = 60 * 10 * DIVISOR + 4 * core.cycles_per_sample
+    wait = 60 * 10 * DIVISOR + 4 * core.interval
     responses = []
 
     async def bench(ctx):

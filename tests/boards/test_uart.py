@@ -156,6 +156,7 @@ def test_rx_framing_error_glitch_and_break():
 
 
 def test_rx_holds_byte_until_ready_and_flags_overrun():
+    """A second byte arriving while the first waits is dropped: the waiting payload is held."""
     divisor = 4
     dut = UARTRx(divisor=divisor)
 
@@ -173,12 +174,50 @@ def test_rx_holds_byte_until_ready_and_flags_overrun():
             await ctx.tick()
             overrun |= bool(ctx.get(dut.overrun))
         assert overrun
-        assert ctx.get(dut.o.valid) == 1 and ctx.get(dut.o.payload) == 0x22
+        assert ctx.get(dut.o.valid) == 1 and ctx.get(dut.o.payload) == 0x11
         ctx.set(dut.o.ready, 1)
         await ctx.tick()
         assert ctx.get(dut.o.valid) == 0
 
     _run(dut, tb)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rx_payload_is_stable_while_valid_and_not_ready(seed):
+    """Stream rule: while ``valid & ~ready`` the payload does not change (and ``valid`` stays
+    up) until the transfer, under a reader that is often slower than the line."""
+    divisor = 4
+    rng = random.Random(seed)
+    data = bytes(rng.randrange(256) for _ in range(16))
+    dut = UARTRx(divisor=divisor)
+    checked, taken = [], []
+
+    async def sender(ctx):
+        await ctx.tick().repeat(3)
+        await serial_write(ctx, dut.rx, data, divisor=divisor)
+        await ctx.tick().repeat(40 * divisor)
+
+    async def reader(ctx):
+        held = None                      # the payload offered and not taken last cycle
+        for _ in range((len(data) + 44) * 10 * divisor):
+            ready = rng.random() < 0.02  # usually much slower than one byte per frame
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if held is not None:
+                checked.append(held)
+                assert valid, f"seed {seed}: valid fell before the transfer"
+                assert payload == held, (f"seed {seed}: payload changed from 0x{held:02x} to "
+                                         f"0x{payload:02x} while valid and not ready")
+            if valid and ready:
+                taken.append(payload)
+            held = payload if valid and not ready else None
+
+    _run(dut, sender, reader)
+    assert checked, f"seed {seed}: the reader never stalled a valid byte"
+    # Overrun drops bytes, never reorders or alters them: what was taken is a subsequence.
+    rest = iter(data)
+    assert taken and all(b in rest for b in taken), \
+        f"seed {seed}: sent {data.hex(' ')}, took {bytes(taken).hex(' ')}"
 
 
 def test_bad_parameters():

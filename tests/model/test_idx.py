@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from qnnfab import vectors
+from qnnfab.model import vectors
 from qnnfab.model import data
 from qnnfab.model.idx import read_idx
 

@@ -96,7 +96,10 @@ def test_ternary_straight_through_gradient():
 
 # -- weight codes ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["binary", "ternary"])
+FIXED_KINDS = list(numerics.WEIGHT_LEVELS)
+
+
+@pytest.mark.parametrize("kind", FIXED_KINDS)
 def test_weight_codes_round_trip(kind):
     """Codes index numerics.WEIGHT_LEVELS back to the values, for every level, as int64."""
     levels = numerics.WEIGHT_LEVELS[kind]
@@ -129,7 +132,7 @@ def test_weight_codes_reject_non_levels(kind, values, bad):
         weight_codes(torch.tensor(values), kind)
 
 
-@pytest.mark.parametrize("kind", ["binary", "ternary"])
+@pytest.mark.parametrize("kind", FIXED_KINDS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_weight_codes_of_values_reject_nan(kind, bad):
     with pytest.raises(ValueError, match="NaN or inf"):

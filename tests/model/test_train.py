@@ -152,3 +152,57 @@ def test_default_preset_reaches_target():
     assert r.integer_accuracy >= 0.95, f"integer accuracy {r.integer_accuracy:.4f} < 0.95"
     assert r.agreement >= 0.99, f"float/integer agreement {r.agreement:.4f} < 0.99"
     assert r.seconds < 120, f"training took {r.seconds:.1f} s"
+
+
+# -- the weight kind in the state dict ---------------------------------------------------------
+
+def _kind_state(name):
+    return torch.tensor(list(name.encode("ascii")), dtype=torch.uint8)
+
+
+def test_state_dict_keeps_the_kind_by_name():
+    """A layer's kind is saved by name (``_extra_state``), so an adaptive layer's depth and the
+    training loop's best-epoch restore survive a state-dict round trip."""
+    from qnnfab.model.layers import QuantMLP
+    torch.manual_seed(0)
+    a = QuantMLP([6, 5, 3], input_bits=2, weight_kinds="adaptive")
+    a.hidden[0].linear.set_kind("ternary")
+    state = a.state_dict()
+    assert "hidden.0.linear.ternary" not in state
+    assert bytes(state["hidden.0.linear._extra_state"].tolist()) == b"ternary"
+    assert bytes(state["head.linear._extra_state"].tolist()) == b"binary"
+    b = QuantMLP([6, 5, 3], input_bits=2, weight_kinds="adaptive")
+    assert [lin.kind for lin in b.quant_linears()] == ["binary", "binary"]
+    b.load_state_dict(state)
+    assert [lin.kind for lin in b.quant_linears()] == ["ternary", "binary"]
+    assert torch.equal(b.hidden[0].linear.weight_values(), a.hidden[0].linear.weight_values())
+
+
+def test_old_checkpoint_ternary_flag_loads():
+    """State dicts written when the kind was a ``ternary`` bool buffer still load (strictly)."""
+    from qnnfab.model.layers import QuantMLP
+    torch.manual_seed(0)
+    a = QuantMLP([6, 5, 3], input_bits=2, weight_kinds=["adaptive", "binary"])
+    old = {}
+    for key, value in a.state_dict().items():
+        if key.endswith("._extra_state"):
+            old[key.replace("_extra_state", "ternary")] = torch.tensor(key.startswith("hidden"))
+        else:
+            old[key] = value
+    a.load_state_dict(old)
+    assert [lin.kind for lin in a.quant_linears()] == ["ternary", "binary"]
+    f = QuantMLP([6, 5, 3], input_bits=2, weight_kinds="float")
+    old = {k.replace("_extra_state", "ternary") if k.endswith("_extra_state") else k:
+           torch.tensor(False) if k.endswith("_extra_state") else v
+           for k, v in f.state_dict().items()}
+    f.load_state_dict(old)
+    assert [lin.kind for lin in f.quant_linears()] == ["float", "float"]
+
+
+def test_state_dict_refuses_a_foreign_kind():
+    from qnnfab.model.layers import QuantMLP
+    f = QuantMLP([4, 3], input_bits=1, weight_kinds="float")
+    state = f.state_dict()
+    state["head.linear._extra_state"] = _kind_state("ternary")
+    with pytest.raises(ValueError, match="weight kind 'ternary' does not fit this float layer"):
+        f.load_state_dict(state)

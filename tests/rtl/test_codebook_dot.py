@@ -154,6 +154,21 @@ def test_lane_cells_model():
     assert codebook_lane_cells((-7, 7, 1, 2), 2) < codebook_lane_cells((-127, 127, 1, 2), 2)
 
 
+@pytest.mark.parametrize("in_bits", [1, 2, 5])
+def test_protocol_lane_cells_is_the_model(in_bits):
+    """``lane_cells`` of the protocol, bound or not, dense or conv: :func:`codebook_lane_cells`."""
+    rng = np.random.default_rng(in_bits)
+    dense = random_net.random_dense(rng, in_features=6, out_features=2, in_bits=in_bits,
+                                    weight_kind="codebook", codebook=np.asarray(GENERAL3))
+    conv = random_net.random_conv(rng, in_channels=1, out_channels=2, height=3, width=3,
+                                  in_bits=in_bits, weight_kind="codebook",
+                                  codebook=np.asarray(GENERAL3))
+    expected = codebook_lane_cells(GENERAL3, in_bits)
+    for layer in (dense, conv):
+        assert CodebookDot.lane_cells(layer) == expected
+        assert CodebookDot.for_levels(GENERAL3).lane_cells(layer) == expected
+
+
 def test_bound_classes():
     cls = CodebookDot.for_levels(GENERAL3)
     assert cls is CodebookDot.for_levels(list(GENERAL3)) is CodebookDot.for_levels(

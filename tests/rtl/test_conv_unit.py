@@ -4,12 +4,12 @@ with random stalls."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from qnnfab import random_net
 from qnnfab.spec import golden
 from qnnfab.rtl.conv import ConvUnit
 from qnnfab.rtl.folding import simd_choices
+from qnnfab.sim.stream_io import StreamSink, StreamSource, chance, run_streams
 
 CASES = [
     # h, w, cin, cout, k, pad, in_bits, out_bits, kind, kernels, sign
@@ -25,36 +25,14 @@ CASES = [
 def _drive(dut, images, layer, rng):
     """Feed the images' pixels with random gaps; take output pixels with random stalls."""
     h, w, c = layer.in_shape
-    got = []
-    n_out = len(images) * layer.positions
-
-    async def producer(ctx):
-        for img in images:
-            pix = img.reshape(h * w, c)
-            for p in pix:
-                while rng.random() < 0.3:
-                    await ctx.tick()
-                ctx.set(dut.i.payload.as_value(),
-                        sum(int(v) << (j * layer.in_bits) for j, v in enumerate(p)))
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        while len(got) < n_out:
-            ready = int(rng.random() < 0.7)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, value = await ctx.tick().sample(dut.o.valid, dut.o.payload.as_value())
-            if valid and ready:
-                mask = (1 << layer.out_bits) - 1
-                got.append([(value >> (j * layer.out_bits)) & mask
-                            for j in range(layer.out_channels)])
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    words = [sum(int(v) << (j * layer.in_bits) for j, v in enumerate(p))
+             for p in images.reshape(-1, c)]
+    source = StreamSource(dut.i, words, raw=True, idle=chance(0.3, rng))
+    sink = StreamSink(dut.o, len(images) * layer.positions, raw=True, ready=chance(0.7, rng))
+    run_streams(dut, [source], [sink])
+    mask = (1 << layer.out_bits) - 1
+    got = [[(value >> (j * layer.out_bits)) & mask for j in range(layer.out_channels)]
+           for value in sink.payloads]
     return np.array(got).reshape(len(images), -1)
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from qnnfab import random_net
+from qnnfab.rtl.estimate import folding_cost
 from qnnfab.rtl.folding import (FoldingError, LayerFolding, auto_folding, check_folding,
-                                divisors, folding_cost, layer_cycles, network_cycles)
+                                divisors, layer_cycles, network_cycles)
 
 
 def _net(features=(64, 256, 256, 10), input_bits=5, seed=0):

@@ -83,7 +83,6 @@ def test_interfaces():
     rule = lr.LearnRule(weight_bits=12, momentum_bits=10)
     st = lr.init_state(np.random.default_rng(0), 10, 20, rule)
     dut = OnlineLearner(20, 10, 2, rule, st.weights)
-    dut._MustUse__silence = True
     bound = 20 * (1 << 11) * 3
     assert dut.acc_width == (2 * bound).bit_length()
     members = dut.signature.members
@@ -151,7 +150,7 @@ def test_timing(learn, lanes):
         ctx.set(dut.i.valid, 1)
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.trace.ready, 1)
-        for cycle in range(4 * dut.cycles_per_sample):
+        for cycle in range(4 * dut.interval):
             _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
             if i_ready:
                 i_cycles.append(cycle)
@@ -162,7 +161,7 @@ def test_timing(learn, lanes):
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    per = dut.cycles_per_sample if learn else dut.cycles_per_inference
+    per = dut.interval if learn else dut.inference_interval
     assert per == (2 * n_in * groups + n_out + 16 if learn else n_in * groups + n_out + 10)
     assert o_cycles[0] == dut.latency == n_in * groups + n_out + 9
     assert np.all(np.diff(i_cycles) == per), i_cycles
@@ -214,13 +213,12 @@ def test_learning_network_interfaces_and_timing():
     rule = lr.LearnRule()
     st = lr.init_state(rng, 6, 12, rule)
     dut = LearningNetwork(net, rule, st.weights)
-    dut._MustUse__silence = True
     assert dut.signature.members["i"].signature.members["payload"].shape == \
         learner_input_layout(16, 3, 6)
     assert dut.signature.members["o"] == dut.learner.signature.members["o"]
     assert dut.learner.n_in == 12 and dut.learner.in_bits == 2
     assert dut.fifo_depth == 2 * 2 + 2
-    assert dut.cycles_per_sample >= dut.learner.cycles_per_sample
+    assert dut.interval >= dut.learner.interval
     cnn = random_net.random_cnn(rng, height=4, width=4, channels=[1, 2], input_bits=2,
                                 pool=(), dense=(), n_outputs=3)
     with pytest.raises(ValueError, match=r"init_weights: expected shape \(3, 32\)"):

@@ -7,7 +7,7 @@ from amaranth.back import verilog
 
 from qnnfab.rtl.maxpool import MaxPool
 
-from .stream_driver import run_stream
+from qnnfab.sim.stream_io import run_stream
 
 
 def ref_maxpool(img, s):
@@ -61,7 +61,7 @@ def test_maxpool_eager(h, w, c, bits, s):
     # One pixel per cycle, frames back to back; each output the cycle after its block's last
     # (bottom-right) pixel.
     assert t_in == list(range(len(imgs) * h * w))
-    assert dut.cycles_per_image == h * w
+    assert dut.interval == h * w
     last = [f * h * w + (y * s + s - 1) * w + x * s + s - 1
             for f in range(len(imgs)) for y in range(ho) for x in range(wo)]
     assert t_out == [t_in[j] + dut.latency for j in last]

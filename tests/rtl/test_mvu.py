@@ -1,5 +1,5 @@
 """MatrixVectorUnit against golden.layer_forward over random layers, foldings, back-pressure;
-its latency and cycles_per_vector against the simulated cycles."""
+its latency and interval against the simulated cycles."""
 
 import numpy as np
 import pytest
@@ -112,8 +112,8 @@ def test_mvu_matches_golden(kind, n_in, n_out, in_bits, out_bits, fold):
     _check(layer, x, got, seed)
     # Timing without back-pressure: first output after `latency`, then one per vector.
     assert t_out[0] - t_in[0] == dut.latency
-    assert dut.cycles_per_vector == (n_in // fold[1]) * (n_out // fold[0])
-    assert dut.interval == dut.cycles_per_vector + (fold[1] == n_in)
+    assert dut.steps == (n_in // fold[1]) * (n_out // fold[0])
+    assert dut.interval == dut.steps + (fold[1] == n_in)
     assert np.diff(t_in).tolist() == [dut.interval] * (len(x) - 1)
     assert np.diff(t_out).tolist() == [dut.interval] * (len(x) - 1)
 

@@ -35,7 +35,7 @@ def test_default_folding_and_timing():
     assert dut.folding == auto_folding(net)
     assert dut.folding == [LayerFolding(1, 64), LayerFolding(1, 256), LayerFolding(1, 16)]
     # 256 cycles, one for the transfer, one for the source's output register to refill.
-    assert dut.cycles_per_inference == 258
+    assert dut.interval == 258
     # Per layer: cycles + 2 register stages + the dot unit's registers; then the argmax.
     # Dot units: trees of 64 (6 levels) and 128 pair counts (7 levels) registered every 2
     # levels and at the output; 8 pair counts (3 levels) at level 2 and the output.
@@ -46,9 +46,9 @@ def test_default_folding_and_timing():
 def test_explicit_folding_and_refusal():
     net = _net()
     dut = Network(net, [(2, 32), (4, 64), (10, 16)])
-    assert dut.cycles_per_inference == max(2 * 128 + 0, 4 * 64 + 1, 16 + 1)
-    assert Network(net, [(4, 64), (1, 256), (10, 16)]).cycles_per_inference == 256 + 2
-    assert Network(net, [(1, 1), (4, 64), (10, 16)]).cycles_per_inference == 64 * 256
+    assert dut.interval == max(2 * 128 + 0, 4 * 64 + 1, 16 + 1)
+    assert Network(net, [(4, 64), (1, 256), (10, 16)]).interval == 256 + 2
+    assert Network(net, [(1, 1), (4, 64), (10, 16)]).interval == 64 * 256
     with pytest.raises(FoldingError, match=r"^layers\[1\]: SIMD=3 does not divide "
                                            r"in_features=256 \(choose one of 1, 2, 4, 8, 16, "
                                            r"32, 64, 128, 256\)$"):
@@ -103,8 +103,8 @@ def test_mixed_network_bit_exact_and_timing(folding):
                                    for c, ly, f in zip(cycles, net.layers, dut.folding)]
     # Back to back inputs: the first result after `latency`, then one per interval.
     assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
-    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
-    assert dut.cycles_per_inference >= max(cycles)
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.interval}
+    assert dut.interval >= max(cycles)
 
 
 # --- codebook layers (general and shift-add) among ternary and binary ones ----------------------
@@ -163,4 +163,4 @@ def test_codebook_network_bit_exact_and_timing(folding):
             else _dot_latency(ly, f.simd) for ly, f in zip(net.layers, dut.folding)]
     assert dut.layer_latencies == [c + 2 + d for c, d in zip(cycles, dots)]
     assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
-    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.interval}

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 
 from qnnfab.rtl.pixels import PixelsToVector, VectorToPixels
 
-from .stream_driver import run_stream
+from qnnfab.sim.stream_io import run_stream
 
 
 SHAPES = [
@@ -51,9 +51,9 @@ def test_vector_to_pixels(h, w, c, bits, stalls):
                              f"got {got[r, j]}")
     if not stalls:
         # One pixel per cycle from the cycle after the first offer; an image every H·W cycles.
-        assert dut.cycles_per_image == h * w and dut.latency == 1
+        assert dut.interval == h * w and dut.latency == 1
         assert t_out == list(range(dut.latency, dut.latency + len(imgs) * h * w))
-        assert np.diff(t_in).tolist() == [dut.cycles_per_image] * (len(imgs) - 1)
+        assert np.diff(t_in).tolist() == [dut.interval] * (len(imgs) - 1)
 
 
 @pytest.mark.parametrize("h, w, c, bits", SHAPES)
@@ -72,7 +72,7 @@ def test_pixels_to_vector(h, w, c, bits, stalls):
                              f"got {got[r, j]}")
     if not stalls:
         # A pixel every cycle, no gap between images; the vector the cycle after its last pixel.
-        assert dut.cycles_per_image == h * w and dut.latency == 1
+        assert dut.interval == h * w and dut.latency == 1
         assert t_in == list(range(len(imgs) * h * w))
         n = h * w
         assert t_out == [t_in[(f + 1) * n - 1] + dut.latency for f in range(len(imgs))]

@@ -12,7 +12,7 @@ from qnnfab.rtl.maxpool import MaxPool
 from qnnfab.rtl.pixels import PixelsToVector, VectorToPixels
 from qnnfab.rtl.sliding_window import SlidingWindow
 
-from .stream_driver import run_stream
+from qnnfab.sim.stream_io import run_stream
 
 
 def ref_windows(img, k, p):
@@ -83,7 +83,7 @@ def test_sliding_window_eager(h, w, c, bits, k, p):
                 for y in range(dut.out_height) for x in range(dut.out_width)]
     assert t_out == expected
     assert t_out[0] == dut.latency == (k - 1) * wp + k
-    assert dut.cycles_per_frame() == hp * wp == t_out[n_win] - t_out[0]
+    assert dut.interval == hp * wp == t_out[n_win] - t_out[0]
 
 
 @pytest.mark.parametrize("h, w, c, bits, k, p, interval", [
@@ -98,7 +98,7 @@ def test_sliding_window_slow_consumer(h, w, c, bits, k, p, interval):
     got, _, t_out = run_stream(dut, imgs.reshape(-1, c), len(imgs) * n_win, seed=seed,
                          interval=interval)
     _check(imgs, got, k, p, seed)
-    period = dut.cycles_per_frame(interval)
+    period = dut.interval_for(interval)
     assert period == (h + 2 * p) * (w + 2 * p) + n_win * (interval - 1)
     assert [t_out[(f + 1) * n_win] - t_out[f * n_win] for f in range(len(imgs) - 1)] == \
         [period] * (len(imgs) - 1)

@@ -162,7 +162,6 @@ def test_layouts_and_bad_parameters():
     assert q_exp_width(rule) == rule.max_shift.bit_length()
     assert set(q_layout(rule).members) == {"exp", "neg", "nz"}
     dut = UpdateUnit(n_lanes=3, in_bits=2, rule=rule)
-    dut._MustUse__silence = True  # built only to read its properties
     assert dut.shift_width == 2 + rule.max_shift and dut.latency == 4
     with pytest.raises(ValueError, match=r"n_lanes must be >= 1, not 0"):
         UpdateUnit(n_lanes=0, in_bits=2, rule=rule)

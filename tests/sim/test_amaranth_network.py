@@ -44,7 +44,7 @@ def test_random_network_bit_exact(features, input_bits, hidden_bits, folding):
     dut = Network(net, folding)
     # Back to back inputs: the first result after `latency`, then one per interval.
     assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
-    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.interval}
     assert run.cycles == run.out_cycles[-1] + 1
 
 
@@ -80,4 +80,4 @@ def test_default_size_network_bit_exact():
     _check(net, codes, run, seed)
     dut = Network(net)
     assert run.out_cycles[0] - run.in_cycles[0] == dut.latency
-    assert set(np.diff(run.out_cycles).tolist()) == {dut.cycles_per_inference}
+    assert set(np.diff(run.out_cycles).tolist()) == {dut.interval}

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from qnnfab import random_net
+from qnnfab.kinds import WEIGHT_KINDS
 from qnnfab.sim import fuzz
 from qnnfab.sim.runner import SimResult
 
@@ -79,8 +80,8 @@ def test_strategy_covers_every_kind_and_folding():
         seen.update(fuzz.features_of(example))
     collect()
     required = {
-        "dense:binary", "dense:ternary", "dense:codebook", "conv:binary", "conv:ternary",
-        "conv:codebook", "kernel_codebook", "kernel_codebook+sign", "maxpool2",
+        *(f"{where}:{kind}" for where in ("dense", "conv") for kind in WEIGHT_KINDS),
+        "kernel_codebook", "kernel_codebook+sign", "maxpool2",
         "dense:in_bits=1", "dense:in_bits=k", "conv:in_bits=1", "conv:in_bits=k",
         "dense:out_bits=1", "dense:out_bits=3", "threshold_sign:-1",
         "fold:pe=1", "fold:pe=partial", "fold:pe=all", "fold:simd=1", "fold:simd=partial",

