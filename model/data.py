@@ -17,20 +17,42 @@
     split; the rest trains. The set's name records ``DIR`` made absolute, so a network's
     ``meta["data"]["name"]`` loads the same files from any working directory.
 
+``fashion-mnist``
+    Zalando's Fashion-MNIST (28×28 grey images of clothes, 10 classes, 60,000 + 10,000) in the
+    MNIST file format, from the folder Debian's ``dataset-fashion-mnist`` package installs,
+    :data:`FASHION_MNIST_DIR` (``apt-get install dataset-fashion-mnist``); read and split as
+    ``mnist:DIR``, with the class names (:data:`FASHION_MNIST_CLASSES`).
+
+``npz:FILE[,bits=K]``
+    A numpy ``.npz`` with ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``
+    (without them a stratified :data:`VAL_FRACTION` of the training split, chosen by the seed,
+    is the validation split) and ``classes``. Inputs ``(N, F)``, ``(N, H, W)`` or
+    ``(N, H, W, C)``: integer codes, or floats in ``[0, 1]`` quantized to ``K``-bit codes
+    (default 8); see :mod:`qnnfab.model.datafiles`.
+
+``csv:FILE[,label=first|last|N|NAME][,bits=K]``
+    One sample per line, a label column and feature columns (same code rule), split 70/10/20
+    (train/val/test) stratified by class and fixed by the seed, like ``digits``.
+
+The file forms record their path made absolute (and the options given) in the set's name.
+
 numpy and scikit-learn only (no torch): :mod:`qnnfab.model.vectors` reads test splits through
 :func:`load_dataset` without training anything.
 """
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .datafiles import parse_file_spec, read_csv, read_npz
 from .idx import read_idx
 
 __all__ = ["INPUT_BITS", "MNIST_INPUT_BITS", "MNIST_FILES", "DATASETS", "Dataset",
-           "digits_split", "mnist_split", "load_dataset"]
+           "digits_split", "mnist_split", "load_dataset", "FASHION_MNIST_DIR",
+           "FASHION_MNIST_CLASSES", "fashion_mnist_folder"]
 
 #: Bits of each digits input code: pixels are 0..16, so 5 bits.
 INPUT_BITS = 5
@@ -45,6 +67,13 @@ MNIST_FILES = {
     "test images": "t10k-images-idx3-ubyte",
     "test labels": "t10k-labels-idx1-ubyte",
 }
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the four IDX files.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+#: Fashion-MNIST's class names, labels 0..9.
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 #: Fractions of the whole set held out for validation and test (the rest trains).
 VAL_FRACTION = 0.1
@@ -68,6 +97,9 @@ class Dataset:
     x_train, y_train, x_val, y_val, x_test, y_test : ndarray
         Inputs ``(n, features)`` and labels ``(n,)``. The validation split is for model
         selection only; the test split is held out for reporting.
+    input_shape : tuple (H, W, C) or None
+        The image shape of the inputs (flattened ``(y, x, c)``) when the files give one
+        (IDX images, 3-D/4-D npz arrays); None otherwise.
     """
     name: str
     seed: int
@@ -79,6 +111,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    input_shape: "tuple | None" = None
 
     @property
     def n_features(self):
@@ -174,7 +207,8 @@ def _mnist_files(folder):
 
 @functools.lru_cache(maxsize=2)
 def _mnist_arrays(files):
-    """Parsed and checked MNIST arrays ``(x_train, y_train, x_test, y_test, n_classes)``.
+    """Parsed and checked MNIST arrays ``(x_train, y_train, x_test, y_test, n_classes,
+    image_shape)``.
 
     ``files`` is :func:`_mnist_files`' answer, so the cache is keyed on the absolute paths,
     modification times and sizes: a changed file is read again. Inputs are ``(n, rows*cols)``
@@ -216,7 +250,7 @@ def _mnist_arrays(files):
     out = (x_train.reshape(len(x_train), -1), y_train, x_test.reshape(len(x_test), -1), y_test)
     for a in out:
         a.setflags(write=False)
-    return out + (n_classes,)
+    return out + (n_classes, (int(x_train.shape[1]), int(x_train.shape[2]), 1))
 
 
 def mnist_split(folder, seed=0):
@@ -233,7 +267,7 @@ def mnist_split(folder, seed=0):
         raise TypeError(f"mnist folder must be a path, not {folder!r}")
     folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
     files = _mnist_files(folder)
-    x_train, y_train, x_test, y_test, n_classes = _mnist_arrays(files)
+    x_train, y_train, x_test, y_test, n_classes, shape = _mnist_arrays(files)
     n_val = int(round(VAL_FRACTION * len(y_train)))
     try:
         train, val = _holdout(np.arange(len(y_train)), y_train, n_val, seed)
@@ -244,7 +278,7 @@ def mnist_split(folder, seed=0):
                    classes=tuple(str(c) for c in range(n_classes)),
                    x_train=x_train[train].astype(np.int64), y_train=y_train[train],
                    x_val=x_train[val].astype(np.int64), y_val=y_train[val],
-                   x_test=x_test.astype(np.int64), y_test=y_test.copy())
+                   x_test=x_test.astype(np.int64), y_test=y_test.copy(), input_shape=shape)
 
 
 def _load_mnist(seed, arg):
@@ -253,15 +287,81 @@ def _load_mnist(seed, arg):
     return mnist_split(arg, seed)
 
 
+def fashion_mnist_folder():
+    """:data:`FASHION_MNIST_DIR` when it holds the four files; ValueError saying how to install
+    them otherwise."""
+    try:
+        _mnist_files(FASHION_MNIST_DIR)
+    except ValueError as exc:
+        raise ValueError(f"fashion-mnist: not installed ({exc}): apt-get install "
+                         f"dataset-fashion-mnist, or give the four IDX files' folder as "
+                         f"--data mnist:DIR") from None
+    return FASHION_MNIST_DIR
+
+
+def _load_fashion_mnist(seed, arg):
+    if arg is not None:
+        raise ValueError(f"data set 'fashion-mnist' takes no argument, got "
+                         f"'fashion-mnist:{arg}' (for the files in another folder: mnist:DIR)")
+    ds = mnist_split(fashion_mnist_folder(), seed)
+    if ds.n_classes != len(FASHION_MNIST_CLASSES):
+        raise ValueError(f"fashion-mnist: {FASHION_MNIST_DIR} holds {ds.n_classes} classes, "
+                         f"expected {len(FASHION_MNIST_CLASSES)}")
+    return dataclasses.replace(ds, name="fashion-mnist", classes=FASHION_MNIST_CLASSES)
+
+
+def _spec_name(kind, path, options):
+    """``kind:PATH[,key=value...]`` (the options in a fixed order) for a set's name."""
+    return ",".join([f"{kind}:{path}", *(f"{k}={options[k]}" for k in sorted(options))])
+
+
+def _load_npz(seed, arg):
+    path, options = parse_file_spec("npz", arg)
+    f = read_npz(path, bits=options.get("bits"))
+    x_val, y_val, x_train, y_train = f.x_val, f.y_val, f.x_train, f.y_train
+    if x_val is None:
+        n_val = max(len(f.classes), int(round(VAL_FRACTION * len(y_train))))
+        try:
+            train, val = _holdout(np.arange(len(y_train)), y_train, n_val, seed)
+        except ValueError as e:
+            raise ValueError(f"{path}: y_train: cannot hold out a stratified validation split "
+                             f"of {n_val} of {len(y_train)} samples in {len(f.classes)} classes "
+                             f"({e}); add x_val, y_val to the file") from None
+        x_train, y_train, x_val, y_val = x_train[train], y_train[train], x_train[val], \
+            y_train[val]
+    return Dataset(name=_spec_name("npz", path, options), seed=seed, input_bits=f.input_bits,
+                   classes=f.classes, input_shape=f.input_shape,
+                   x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                   x_test=f.x_test, y_test=f.y_test)
+
+
+def _load_csv(seed, arg):
+    path, options = parse_file_spec("csv", arg)
+    f = read_csv(path, label=options.get("label"), bits=options.get("bits"))
+    x, y = f.x_train, f.y_train
+    try:
+        train, val, test = _stratified_split(y, seed)
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot split {len(y)} samples in {len(f.classes)} classes "
+                         f"70/10/20 stratified ({e}); every class needs enough samples") \
+            from None
+    return Dataset(name=_spec_name("csv", path, options), seed=seed, input_bits=f.input_bits,
+                   classes=f.classes,
+                   x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
+                   x_test=x[test], y_test=y[test])
+
+
 #: Data set loaders by kind: ``loader(seed, arg)``, ``arg`` the text after ``kind:`` or None.
-DATASETS = {"digits": _load_digits, "mnist": _load_mnist}
+DATASETS = {"digits": _load_digits, "mnist": _load_mnist, "fashion-mnist": _load_fashion_mnist,
+            "npz": _load_npz, "csv": _load_csv}
 
 
 def load_dataset(name="digits", seed=0):
     """Load data set ``name`` split by ``seed``; ValueError naming the known sets otherwise.
 
-    ``name`` is a key of :data:`DATASETS` (``"digits"``), or for sets that read files
-    ``"kind:PATH"`` (``"mnist:DIR"``), the part before the first colon selecting the loader.
+    ``name`` is a key of :data:`DATASETS` (``"digits"``, ``"fashion-mnist"``), or for sets
+    that read files ``"kind:PATH"`` (``"mnist:DIR"``, ``"npz:FILE"``, ``"csv:FILE"``, the last
+    two with ``,key=value`` options), the part before the first colon selecting the loader.
     The returned :attr:`Dataset.name` loads the same set again.
     """
     if not isinstance(name, str):

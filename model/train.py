@@ -82,12 +82,15 @@ class TrainResult:
 
 
 def input_shape(preset, dataset):
-    """``(H, W, C)`` of a cnn preset's input images: the preset's ``input_shape``, or a square
-    one-channel image of the data set's features."""
-    if preset.input_shape is not None:
-        h, w, c = preset.input_shape
+    """``(H, W, C)`` of a cnn preset's input images: the preset's ``input_shape``, else the data
+    set's (``Dataset.input_shape``), else a square one-channel image of its features."""
+    shape = preset.input_shape
+    if shape is None:
+        shape = getattr(dataset, "input_shape", None)
+    if shape is not None:
+        h, w, c = shape
         if h * w * c != dataset.n_features:
-            raise ValueError(f"preset {preset.name!r}: input_shape {preset.input_shape} holds "
+            raise ValueError(f"preset {preset.name!r}: input_shape {tuple(shape)} holds "
                              f"{h * w * c} values, the data set has {dataset.n_features} "
                              f"features")
         return (h, w, c)
@@ -101,7 +104,13 @@ def input_shape(preset, dataset):
 def build_model(preset, dataset):
     """The untrained float model of ``preset`` for ``dataset``."""
     preset = get_preset(preset)
+    if preset.outputs is not None and preset.outputs != dataset.n_classes:
+        raise ValueError(f"preset {preset.name!r}: the output layer d{preset.outputs} has "
+                         f"{preset.outputs} outputs, the data set {dataset.name!r} has "
+                         f"{dataset.n_classes} classes (end --arch with d{dataset.n_classes})")
     if preset.model == "cnn":
+        if preset.outputs is not None:
+            preset.arch.shapes(input_shape(preset, dataset))  # errors name the --arch token
         return QuantCNN(input_shape(preset, dataset), preset.conv, preset.hidden,
                         dataset.n_classes, input_bits=dataset.input_bits,
                         weight_kinds=preset.weights, act_bits=preset.act_bits,

@@ -79,11 +79,22 @@ def _check_out_file(path):
         raise UserError(f"{path}: folder {folder} is not writable")
 
 
+def train_preset(args):
+    """The preset ``train`` trains: ``--preset`` (default digits-bnn), or with any of
+    ``--arch``, ``--weights``, ``--act-bits``, ``--input-shape`` the preset (or the custom
+    defaults, :data:`qnnfab.model.presets.CUSTOM`) with those replaced
+    (:func:`qnnfab.model.presets.customize`)."""
+    from qnnfab.model.presets import customize
+    return customize(args.preset, arch=args.arch, weights=args.weights, act_bits=args.act_bits,
+                     input_shape=args.input_shape)
+
+
 def cmd_train(args):
     from qnnfab import ir
     from qnnfab.model.train import train
     _check_out_file(args.out)
-    result = train(args.preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs,
+    preset = train_preset(args)
+    result = train(preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs,
                    data=args.data)
     ir.save(result.network, args.out)
     if result.integer_accuracy is None:
@@ -128,6 +139,31 @@ def cmd_quantize(args):
         plot = os.path.splitext(args.out)[0] + ".ga.svg"
         ir.atomic_write_bytes(plot, fitness_curve_svg(result.history).encode())
         print(f"wrote {plot} (GA fitness per generation)")
+    return 0
+
+
+def cmd_import(args):
+    from qnnfab import ir
+    from qnnfab.model.qonnx_check import check_against_qonnx, check_codes
+    from qnnfab.model.qonnx_import import import_qonnx
+    _check_out_file(args.out)
+    network = import_qonnx(args.model)
+    if not args.quiet:
+        q = network.meta["input_quant"]
+        print(f"imported {args.model}: {network.summary()}; input codes = round(x / "
+              f"{q['scale']:.6g}) ({network.input_bits} bits, meta input_quant)")
+    check = None
+    if args.check_vectors:
+        codes, source = check_codes(network, args.check_vectors, data=args.data,
+                                    seed=args.seed)
+        check = check_against_qonnx(network, args.model, codes, input_source=source)
+        print(check.line())
+    ir.save(network, args.out)
+    print(f"wrote {args.out} ({network.summary()}; {network.weight_bits:,} weight bits)")
+    if check is not None and not check.ok:
+        print(f"qnnfab: classes differ on {check.n - check.agree} of {check.n} inputs",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -328,16 +364,51 @@ def build_parser():
 
     def data_arg(p):
         p.add_argument("--data", default=None, metavar="SET",
-                       help="data set instead of the preset's: digits, or mnist:DIR (the four "
-                            "MNIST IDX files as published, optionally gzipped)")
+                       help="data set instead of the preset's: digits; mnist:DIR (the four "
+                            "MNIST IDX files as published, optionally gzipped); fashion-mnist "
+                            "(apt-get install dataset-fashion-mnist); npz:FILE[,bits=K] "
+                            "(x_train, y_train, x_test, y_test[, x_val, y_val]: integer codes, "
+                            "or floats in [0, 1] made K-bit codes, default 8); "
+                            "csv:FILE[,label=first|last|N|NAME][,bits=K] (split 70/10/20)")
 
-    p = add("train", cmd_train, "train a preset and export its network IR")
-    p.add_argument("--preset", default="digits-bnn", help="training preset (default digits-bnn)")
+    p = add("train", cmd_train, "train a preset, or your own architecture, and export its "
+                                "network IR")
+    p.add_argument("--preset", default=None,
+                   help="training preset (default digits-bnn; with --arch: its options, the "
+                        "layers from --arch)")
+    p.add_argument("--arch", metavar="SPEC",
+                   help="layers, e.g. c16,p2,c32,p2,d128,d10: cN[kK][pP] convolution (N "
+                        "channels, KxK kernel, default 3, padding P, default K//2), pS max-pool "
+                        "after a convolution, dN dense; the last dN is the output (N = classes)")
+    p.add_argument("--weights", metavar="KIND[,KIND...]",
+                   help="binary|ternary|adaptive|float, for every layer or one per conv/dense "
+                        "layer (default: the preset's; binary with --arch alone)")
+    p.add_argument("--act-bits", metavar="K[,K...]",
+                   help="bits of the hidden activations (1: sign), for every hidden layer or one "
+                        "each (default: the preset's; with --arch alone 1 if all weights are "
+                        "binary, else 2)")
+    p.add_argument("--input-shape", metavar="HxWxC",
+                   help="image shape of flat inputs for convolutions (default: from the data "
+                        "set, else a square one-channel image)")
     p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     data_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("import", cmd_import, "import a QONNX model (Brevitas export_qonnx) as a network "
+                                  "IR, checked against qonnx's executor")
+    p.add_argument("model", metavar="MODEL.onnx", help="a QONNX file (Brevitas "
+                                                       "`export_qonnx`, dynamo or not)")
+    p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
+    p.add_argument("--check-vectors", type=int, default=100, metavar="N",
+                   help="inputs on which qonnx's executor and the golden model are compared "
+                        "(default 100; 0: no check)")
+    p.add_argument("--data", default=None, metavar="SET",
+                   help="check on the first N test images of this data set (digits, "
+                        "mnist:DIR) instead of random codes")
+    p.add_argument("--seed", type=int, default=0, help="seed for random check codes")
+    p.add_argument("--quiet", action="store_true", help="print only the check and the file")
 
     p = add("cluster", cmd_cluster, "replace a CNN's conv kernels by a small codebook of "
                                     "representative kernels (k-means)")
@@ -450,7 +521,8 @@ def arg_ranges():
     before a command starts."""
     from qnnfab import ir
     return {
-        "vectors": (1, None), "verilator_vectors": (0, None), "epochs": (1, None),
+        "vectors": (1, None), "verilator_vectors": (0, None), "check_vectors": (0, None),
+        "epochs": (1, None),
         "bits": (1, ir.MAX_CODEBOOK_BITS), "level_bits": (2, ir.MAX_LEVEL_BITS),
         "population": (2, None), "generations": (1, None), "kernels": (1, None),
         "finetune": (0, None), "samples": (1, None), "baud": (1, None),

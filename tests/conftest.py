@@ -5,6 +5,10 @@ Icarus Verilog is optional for users (DESIGN.md: "Icarus where installed"): test
 summary with how to install it, never silently passed — unless ``QNNFAB_REQUIRE_ICARUS=1`` is
 set (CI sets it after installing Icarus), in which case they run and fail loudly.
 
+Tests marked ``fashion_mnist`` need Fashion-MNIST's files in
+``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``); the same
+policy, with ``QNNFAB_REQUIRE_FASHION_MNIST=1``.
+
 Hypothesis runs derandomized (the same examples on every run, so CI is repeatable) and keeps no
 example database; ``HYPOTHESIS_PROFILE=random`` draws new examples each run. ``make fuzz``
 (``python -m qnnfab.sim.fuzz``) is the place for long random runs.
@@ -22,17 +26,34 @@ settings.register_profile("random", database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "qnnfab"))
 
 _deselected = []
+_deselected_fashion = []
+
+
+def _fashion_mnist_installed():
+    from qnnfab.model.data import fashion_mnist_folder
+    try:
+        fashion_mnist_folder()
+    except ValueError:
+        return False
+    return True
+
+
+def _deselect(config, items, marker, into):
+    keep = []
+    for item in items:
+        (into if item.get_closest_marker(marker) else keep).append(item)
+    if into:
+        config.hook.pytest_deselected(items=list(into))
+        items[:] = keep
 
 
 def pytest_collection_modifyitems(config, items):
-    if shutil.which("iverilog") or os.environ.get("QNNFAB_REQUIRE_ICARUS") == "1":
-        return
-    keep = []
-    for item in items:
-        (_deselected if item.get_closest_marker("icarus") else keep).append(item)
-    if _deselected:
-        config.hook.pytest_deselected(items=list(_deselected))
-        items[:] = keep
+    if not (shutil.which("iverilog") or os.environ.get("QNNFAB_REQUIRE_ICARUS") == "1"):
+        _deselect(config, items, "icarus", _deselected)
+    if not (os.environ.get("QNNFAB_REQUIRE_FASHION_MNIST") == "1"
+            or not any(item.get_closest_marker("fashion_mnist") for item in items)
+            or _fashion_mnist_installed()):
+        _deselect(config, items, "fashion_mnist", _deselected_fashion)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -41,6 +62,12 @@ def pytest_terminal_summary(terminalreporter):
             f"{len(_deselected)} Icarus tests deselected: iverilog is not installed "
             f"(apt-get install iverilog, then run again; CI sets QNNFAB_REQUIRE_ICARUS=1)",
             yellow=True)
+    if _deselected_fashion:
+        from qnnfab.model.data import FASHION_MNIST_DIR
+        terminalreporter.write_line(
+            f"{len(_deselected_fashion)} Fashion-MNIST tests deselected: its files are not in "
+            f"{FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist, then run again; CI "
+            f"sets QNNFAB_REQUIRE_FASHION_MNIST=1)", yellow=True)
 
 
 @pytest.fixture(scope="session")

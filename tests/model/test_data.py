@@ -53,7 +53,7 @@ def test_load_dataset():
 
 
 @pytest.mark.parametrize("name,match", [
-    ("mnist-ish", "unknown data set 'mnist-ish'; known: digits, mnist"),
+    ("mnist-ish", "unknown data set 'mnist-ish'; known: csv, digits, fashion-mnist, mnist, npz"),
     ("digits:/tmp", "takes no argument"),
 ])
 def test_load_dataset_rejects(name, match):
