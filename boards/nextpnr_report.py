@@ -97,20 +97,23 @@ def parse_yosys_version(log_text):
 
 def resources(family, report, yosys_cells, *, totals=None):
     """The report.json ``resources``: ``lut``, ``ff``, ``bram``, ``dsp`` as
-    ``{"used": n, "total": n}`` (totals from nextpnr, else ``totals``)."""
+    ``{"used": n, "total": n}``. Totals are the smaller of nextpnr's "available" count and
+    the board's data-sheet ``totals``: nextpnr places an LFE5U-12F on the 25F die it shares
+    and reports the die's 24,288 LUTs, of which the 12F offers 12,096."""
     types = get_family(family).cell_types
     totals = totals or {}
+
+    def total(key, cell):
+        counts = [n for n in (report.available(cell), int(totals.get(key, 0))) if n]
+        return min(counts) if counts else 0
     out = {}
     for key in ("lut", "bram", "dsp"):
         cell = types[key]
-        out[key] = {"used": report.used(cell),
-                    "total": report.available(cell) or int(totals.get(key, 0))}
+        out[key] = {"used": report.used(cell), "total": total(key, cell)}
     if types["ff"] is not None:
-        out["ff"] = {"used": report.used(types["ff"]),
-                     "total": report.available(types["ff"]) or int(totals.get("ff", 0))}
+        out["ff"] = {"used": report.used(types["ff"]), "total": total("ff", types["ff"])}
     else:
         # iCE40: every logic cell has one flip-flop; nextpnr counts cells, Yosys counts FFs.
         used = sum(n for name, n in yosys_cells.items() if name.startswith(types["ff_cells"]))
-        out["ff"] = {"used": used,
-                     "total": report.available(types["lut"]) or int(totals.get("ff", 0))}
+        out["ff"] = {"used": used, "total": total("ff", types["lut"])}
     return {key: out[key] for key in ("lut", "ff", "bram", "dsp")}

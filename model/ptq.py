@@ -211,14 +211,12 @@ def _check_exact(model, network):
 
 class _Bar:
     def __init__(self, generations):
-        import sys
-
-        from tqdm import tqdm
-        self._bar = tqdm(total=generations, desc="GA", unit="gen", file=sys.stderr, leave=False)
+        from qnnfab.progress import progress_bar
+        self._bar = progress_bar(generations, "GA", unit="gen")
 
     def update(self, generation, best, mean):
-        self._bar.update(1)
         self._bar.set_postfix(best=f"{best:.4f}", mean=f"{mean:.4f}")
+        self._bar.update(1)
 
     def close(self):
         self._bar.close()

@@ -16,7 +16,6 @@ import hashlib
 import io
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -243,7 +242,7 @@ def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, co
     ``(history, best_epoch)``.
     ``progress``: a bool (a tqdm bar on stderr) or a callable taking each epoch's history
     entry."""
-    from tqdm import tqdm
+    from qnnfab.progress import iterate
 
     lr = p.lr if lr is None else lr
     x = torch.as_tensor(ds.x_train, dtype=torch.float32)
@@ -262,9 +261,8 @@ def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, co
     history, best, best_key, best_epoch = [], None, None, 0
     step = 0
     callback = progress if callable(progress) else None
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr,
-               disable=callback is not None or not progress, leave=False)
-    for epoch in bar:
+    for epoch, bar in iterate(range(1, epochs + 1), epochs, desc, unit="epoch",
+                              enabled=callback is None and bool(progress)):
         model.train()
         order = torch.randperm(n, generator=gen)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -304,7 +302,6 @@ def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, co
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
         if callback is not None:
             callback(dict(history[-1]))
-    bar.close()
     if best is None:  # the depths were decided at the last epoch: keep that model
         best, best_epoch = copy.deepcopy(holder.state_dict()), epochs
     holder.load_state_dict(best)

@@ -48,6 +48,23 @@ def resolve_folding(args, network):
     return folding
 
 
+def folding_and_source(args, network):
+    """``(folding to pass on, folding used, source)``: :func:`resolve_folding`, the folding it
+    stands for (the automatic one for None) and where it came from (``given (--folding)``,
+    ``board NAME default``, ``automatic``)."""
+    from qnnfab.flow import folding_source
+    folding = resolve_folding(args, network)
+    used, source = folding_source(network, folding, given=args.folding is not None,
+                                  board=getattr(args, "board", None))
+    return folding, used, source
+
+
+def _print_folding(used, source, *, hint=False):
+    from qnnfab.flow import folding_text
+    print(f"folding {folding_text(used)} ({source})"
+          + ("; `--board NAME` simulates the folding a board builds" if hint else ""))
+
+
 def _load(path, *, integer_for=None):
     """Read an IR file; ``integer_for``: what needs quantized weights (refuses a float net)."""
     from qnnfab import ir
@@ -89,10 +106,18 @@ def train_preset(args):
                      input_shape=args.input_shape)
 
 
+def _prepare_out_file(path):
+    """Create the folder of the output file ``path`` (like ``--out DIR`` of build/flow/verilog),
+    then check it is writable."""
+    folder = os.path.dirname(os.path.abspath(path))
+    _prepare_out_dir(folder)
+    _check_out_file(path)
+
+
 def cmd_train(args):
     from qnnfab import ir
     from qnnfab.model.train import train
-    _check_out_file(args.out)
+    _prepare_out_file(args.out)
     preset = train_preset(args)
     result = train(preset, seed=args.seed, progress=not args.quiet, epochs=args.epochs,
                    data=args.data)
@@ -216,8 +241,9 @@ def cmd_verilog(args):
     from qnnfab import ir
     from qnnfab.rtl.verilog import to_verilog
     network = _load(args.model, integer_for="verilog")
-    folding = resolve_folding(args, network)
+    folding, used, source = folding_and_source(args, network)
     _prepare_out_dir(args.out)
+    _print_folding(used, source)
     path = os.path.join(args.out, f"{args.name}.v")
     ir.atomic_write_bytes(path, to_verilog(network, folding, name=args.name).encode())
     print(f"wrote {path}")
@@ -236,8 +262,10 @@ def cmd_sim(args):
     if args.gate_level and simulator == "amaranth":
         raise UserError("--gate-level simulates the synthesized netlist in Verilator or "
                         "Icarus, not Amaranth: use --simulator verilator or icarus")
+    folding, used, source = folding_and_source(args, network)
+    _print_folding(used, source, hint=source == "automatic")
     comparison = simulate_and_compare(network, simulator=simulator, vectors=args.vectors,
-                                      folding=resolve_folding(args, network), seed=args.seed,
+                                      folding=folding, seed=args.seed,
                                       progress=not args.quiet, gate_level=args.gate_level)
     print(comparison.summary())
     if comparison.mismatches:
@@ -251,8 +279,13 @@ def cmd_build(args):
     network = _load(args.model, integer_for="build")
     _prepare_out_dir(args.out)
     folding = resolve_folding(args, network)
+    seed = args.pnr_seed
+    if args.seed is not None:
+        print("qnnfab: note: `build --seed` is deprecated: it is the nextpnr placement seed, "
+              "now `--pnr-seed`", file=sys.stderr)
+        seed = args.seed
     report = build_board(network, args.board, args.out, folding=folding,
-                         clock_mhz=args.clock_mhz, seed=args.seed, progress=not args.quiet,
+                         clock_mhz=args.clock_mhz, seed=seed, progress=not args.quiet,
                          learn=args.learn)
     _print_report_summary(report, args.out)
     return 0
@@ -262,7 +295,7 @@ def cmd_flow(args):
     from qnnfab.flow import run_flow
     _prepare_out_dir(args.out)
     report = run_flow(board=args.board, preset=args.preset, data=args.data, out_dir=args.out,
-                      seed=args.seed,
+                      seed=args.seed, pnr_seed=args.pnr_seed,
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
                       epochs=args.epochs, progress=not args.quiet)
@@ -331,26 +364,90 @@ def _print_report_summary(report, out_dir):
     print(f"report: {os.path.join(out_dir, 'report.json')}")
 
 
+def _choices_text(kind):
+    """The names ``{presets}`` / ``{boards}`` stand for in a help text (imported only when a
+    help text is shown: the preset registry imports torch)."""
+    if kind == "presets":
+        from qnnfab.model.presets import PRESETS
+        return ", ".join(PRESETS)
+    from qnnfab.boards.registry import BOARDS
+    return ", ".join(BOARDS)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Help with every option's default (unless the text already says it) and the preset and
+    board names filled in."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        says_default = "default" in text
+        for kind in ("presets", "boards"):
+            if "{" + kind + "}" in text:
+                text = text.replace("{" + kind + "}", _choices_text(kind))
+        default = action.default
+        if (action.option_strings and not action.required and not says_default
+                and default is not None and default is not False
+                and default != argparse.SUPPRESS
+                and not isinstance(action, argparse._HelpAction)):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error format of every other error (exit 2, no usage dump)."""
+    """argparse with the one-line error format of every other error (exit 2, no usage dump),
+    no abbreviated options, defaults in the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(2, f"qnnfab: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        where = "" if self.prog == "qnnfab" else f"{self.prog.split()[-1]}: "
+        self.exit(2, f"qnnfab: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("qnnfab")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+GLOBAL_OPTIONS_HELP = {
+    "--debug": "show the traceback on errors (the exit code stays 2 for usage errors, 1 for "
+               "failures)",
+    "--progress": "progress bars: tqdm bars with --progress, a few lines (every 10 %%) with "
+                  "--no-progress (default: bars when stderr is a terminal, else lines)",
+}
 
 
 def build_parser():
     from qnnfab.boards.families import FAMILIES
     parser = _Parser(
         prog="qnnfab", description="Quantized neural networks onto small FPGAs, bit-exact.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"qnnfab {_version()}")
+
+    def global_options(p, default):
+        p.add_argument("--debug", action="store_true", default=default or False,
+                       help=GLOBAL_OPTIONS_HELP["--debug"])
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                       default=default, help=GLOBAL_OPTIONS_HELP["--progress"])
+    global_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, func, help_):
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show tracebacks on errors")
+        global_options(p, argparse.SUPPRESS)
         return p
+
+    def quiet_arg(p):
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    def board_help(what):
+        return f"{what}: one of {{boards}} (see `qnnfab boards`)"
 
     def folding_arg(p):
         p.add_argument("--folding", metavar="PE:SIMD,...",
@@ -373,9 +470,9 @@ def build_parser():
 
     p = add("train", cmd_train, "train a preset, or your own architecture, and export its "
                                 "network IR")
-    p.add_argument("--preset", default=None,
-                   help="training preset (default digits-bnn; with --arch: its options, the "
-                        "layers from --arch)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="training preset, one of {presets} (default digits-bnn; with --arch: "
+                        "its options, the layers from --arch)")
     p.add_argument("--arch", metavar="SPEC",
                    help="layers, e.g. c16,p2,c32,p2,d128,d10: cN[kK][pP] convolution (N "
                         "channels, KxK kernel, default 3, padding P, default K//2), pS max-pool "
@@ -390,11 +487,14 @@ def build_parser():
     p.add_argument("--input-shape", metavar="HxWxC",
                    help="image shape of flat inputs for convolutions (default: from the data "
                         "set, else a square one-channel image)")
-    p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--out", required=True, metavar="FILE.qnn",
+                   help="IR file to write (its folder is created)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="training seed (weights init, data order)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="training epochs (default: the preset's)")
     data_arg(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_arg(p)
 
     p = add("import", cmd_import, "import a QONNX model (Brevitas export_qonnx) as a network "
                                   "IR, checked against qonnx's executor")
@@ -407,7 +507,8 @@ def build_parser():
     p.add_argument("--data", default=None, metavar="SET",
                    help="check on the first N test images of this data set (digits, "
                         "mnist:DIR) instead of random codes")
-    p.add_argument("--seed", type=int, default=0, help="seed for random check codes")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for the random check codes")
     p.add_argument("--quiet", action="store_true", help="print only the check and the file")
 
     p = add("cluster", cmd_cluster, "replace a CNN's conv kernels by a small codebook of "
@@ -424,22 +525,25 @@ def build_parser():
     p.add_argument("--finetune", type=int, default=None, metavar="EPOCHS",
                    help="fine-tune the representatives after assignment (default: 10 epochs "
                         "when FILE.pt from `qnnfab train` is beside FILE.qnn, else 0)")
-    p.add_argument("--out", required=True, metavar="CLUSTERED.qnn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, metavar="CLUSTERED.qnn", help="IR file to write")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for k-means and fine-tuning")
+    quiet_arg(p)
 
     p = add("learn", cmd_learn, "learn the last layer on the device model from a random "
                                 "start, checked against the integer rule step by step")
     p.add_argument("model", metavar="FILE.qnn", help="a trained network (its last layer is "
                                                      "replaced by a random one that learns)")
-    p.add_argument("--samples", type=int, default=1000,
+    p.add_argument("--samples", type=int, default=1000, metavar="N",
                    help="labelled training samples streamed in (default 1000)")
-    p.add_argument("--simulator", choices=["amaranth", "verilator"], default="amaranth")
+    p.add_argument("--simulator", choices=["amaranth", "verilator"], default="amaranth",
+                   help="simulator of the hardware")
     p.add_argument("--plot", metavar="FILE.svg|FILE.png",
                    help="accuracy against samples for the hardware and the float rule (PNG "
                         "needs matplotlib)")
-    p.add_argument("--seed", type=int, default=0, help="random start and sample order")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the random start and the sample order")
+    quiet_arg(p)
 
     p = add("quantize", cmd_quantize, "quantize a float network's weights to per-layer "
                                       "codebooks (post-training)")
@@ -447,70 +551,92 @@ def build_parser():
                                                       "`qnnfab train --preset digits-mlp`)")
     p.add_argument("--method", choices=["ga", "kmeans", "fixed", "uniform", "minifloat", "pow2"],
                    default="ga", help="how to choose the levels (default ga)")
-    p.add_argument("--bits", type=int, default=3, help="index bits per weight (default 3)")
-    p.add_argument("--level-bits", type=int, default=8,
+    p.add_argument("--bits", type=int, default=3, metavar="K",
+                   help="index bits per weight (default 3)")
+    p.add_argument("--level-bits", type=int, default=8, metavar="K",
                    help="bits of each signed integer level (default 8)")
-    p.add_argument("--out", required=True, metavar="FILE.qnn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--population", type=int, default=24, help="GA population (default 24)")
-    p.add_argument("--generations", type=int, default=30, help="GA generations (default 30)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="FILE.qnn", help="IR file to write")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the GA / k-means")
+    p.add_argument("--population", type=int, default=24, metavar="N",
+                   help="GA population (default 24)")
+    p.add_argument("--generations", type=int, default=30, metavar="N",
+                   help="GA generations (default 30)")
+    quiet_arg(p)
 
     p = add("verilog", cmd_verilog, "write the Verilog of a network")
-    p.add_argument("model", metavar="FILE.qnn")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--name", default="qnnfab_network", help="top module name")
-    p.add_argument("--board", help="also write the board top (UART) for this board")
+    p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--name", default="qnnfab_network", metavar="NAME", help="top module name")
+    p.add_argument("--board", metavar="NAME",
+                   help=board_help("also write the board top (UART) for this board, with its "
+                                   "folding"))
     folding_arg(p)
 
     p = add("sim", cmd_sim, "simulate the hardware and compare it with the golden model")
-    p.add_argument("model", metavar="FILE.qnn")
+    p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
     p.add_argument("--simulator", choices=["amaranth", "verilator", "icarus"],
-                   default=None, help="default: amaranth; verilator with --gate-level")
+                   default=None, help="simulator (default: amaranth; verilator with "
+                                      "--gate-level)")
     p.add_argument("--gate-level", choices=list(FAMILIES), default=None, metavar="FAMILY",
                    help="simulate the netlist Yosys synthesizes for this FPGA family (ice40 "
                         "or ecp5) with its cell models, instead of the RTL")
-    p.add_argument("--vectors", type=int, default=None,
-                   help="number of test vectors (default: the whole test split, or 64 random)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random vectors")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--board", help="simulate the folding this board's build uses (default: "
-                                   "the plain automatic folding)")
+    p.add_argument("--vectors", type=int, default=None, metavar="N",
+                   help="number of test vectors (default: the whole test split, or 64 random "
+                        "for a network without a data set)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for random vectors")
+    quiet_arg(p)
+    p.add_argument("--board", metavar="NAME",
+                   help=board_help("simulate the folding this board's build uses (default: "
+                                   "the plain automatic folding)"))
     folding_arg(p)
 
     p = add("build", cmd_build, "build a bitstream and report.json for a board")
-    p.add_argument("model", metavar="FILE.qnn")
-    p.add_argument("--board", required=True)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0, help="place-and-route seed")
+    p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
+    p.add_argument("--board", required=True, metavar="NAME", help=board_help("target board"))
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--pnr-seed", type=int, default=0, metavar="N",
+                   help="nextpnr placement seed")
+    p.add_argument("--seed", type=int, default=None, dest="seed", help=argparse.SUPPRESS)
     p.add_argument("--learn", action="store_true",
                    help="the learning board: the last layer learns on chip from a random "
                         "start (labelled samples over the UART, 0x4C frames)")
-    p.add_argument("--quiet", action="store_true")
+    quiet_arg(p)
     clock_arg(p)
     folding_arg(p)
 
     p = add("flow", cmd_flow, "train, export, simulate (Amaranth + Verilator), build: the "
                               "whole flow")
-    p.add_argument("--board", default="icebreaker")
-    p.add_argument("--preset", default="digits-bnn")
-    p.add_argument("--out", default="build/flow", metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--board", default="icebreaker", metavar="NAME",
+                   help=board_help("target board"))
+    p.add_argument("--preset", default="digits-bnn", metavar="NAME",
+                   help="training preset, one of {presets}")
+    p.add_argument("--out", default="build/flow", metavar="DIR", help="output folder (created)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="training seed (weights init, data order)")
+    p.add_argument("--pnr-seed", type=int, default=0, metavar="N",
+                   help="nextpnr placement seed")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="training epochs (default: the preset's)")
     data_arg(p)
-    p.add_argument("--vectors", type=int, default=None,
+    p.add_argument("--vectors", type=int, default=None, metavar="N",
                    help="vectors for Amaranth's simulator (default: the whole test split)")
-    p.add_argument("--verilator-vectors", type=int, default=64)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verilator-vectors", type=int, default=64, metavar="N",
+                   help="of those, how many also run in Verilator (0: skip Verilator)")
+    quiet_arg(p)
     clock_arg(p)
     folding_arg(p)
 
     p = add("run", cmd_run, "run inference on a board over UART")
-    p.add_argument("model", metavar="FILE.qnn")
-    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--timeout", type=float, default=2.0)
-    p.add_argument("--vectors", type=int, default=10)
+    p.add_argument("model", metavar="FILE.qnn", help="the network the board was built from")
+    p.add_argument("--port", required=True, metavar="PORT",
+                   help="serial port, e.g. /dev/ttyUSB1")
+    p.add_argument("--baud", type=int, default=115200, metavar="N", help="UART baud rate")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                   help="seconds to wait for each answer")
+    p.add_argument("--vectors", type=int, default=10, metavar="N",
+                   help="test vectors sent to the board")
 
     add("boards", cmd_boards, "list the supported boards")
     return parser
@@ -544,21 +670,34 @@ def check_arg_ranges(args):
             raise UserError(f"{option}: expected {want}, got {value:g}")
 
 
+def _silence_unraisable():
+    """After Ctrl-C, an interrupted simulator's coroutines are closed by the garbage collector
+    and report ``RuntimeError: aclose(): ...`` as "Exception ignored": the user asked to stop,
+    so say nothing more than ``qnnfab: interrupted``."""
+    import gc
+    sys.unraisablehook = lambda unraisable: None
+    gc.collect()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    from qnnfab.progress import set_mode
+    set_mode(args.progress)
     try:
         check_arg_ranges(args)
         return args.func(args)
     except KeyboardInterrupt:
+        _silence_unraisable()
         print("qnnfab: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, traceback with --debug
-        if args.debug:
-            raise
         known = (UserError, ValueError, TypeError, OSError, RuntimeError, LookupError)
         if not isinstance(exc, known):
-            raise
+            raise  # a failure: Python's traceback, exit 1
+        if args.debug:
+            import traceback
+            traceback.print_exc()
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"qnnfab: error: {text}", file=sys.stderr)
         return 2

@@ -13,8 +13,8 @@ import numpy as np
 from . import ir
 
 __all__ = ["simulate_and_compare", "build_board", "preset_network", "run_flow", "step",
-           "folding_text", "write_sq_plot", "checkpoint_path", "cluster_kernels", "test_accuracy",
-           "learn_on_device"]
+           "folding_text", "folding_source", "write_sq_plot", "checkpoint_path",
+           "cluster_kernels", "test_accuracy", "learn_on_device", "flow_precheck"]
 
 
 def _log(msg):
@@ -30,6 +30,18 @@ def folding_text(folding):
     return ",".join(parts)
 
 
+def folding_source(network, folding, *, given=False, board=None):
+    """``(folding used, source)`` for a command's folding: ``folding`` (None: the automatic one
+    that :class:`qnnfab.rtl.network.Network` picks); source ``"given (--folding)"``,
+    ``"board NAME default"`` or ``"automatic"``."""
+    if folding is None:
+        from qnnfab.rtl.folding import auto_folding
+        return auto_folding(network), "automatic"
+    if given:
+        return folding, "given (--folding)"
+    return folding, f"board {board} default" if board else "given"
+
+
 @contextmanager
 def step(title):
     """Print ``title``, then how long the step took."""
@@ -40,17 +52,13 @@ def step(title):
 
 
 def _bar(total, desc, enabled):
-    """A tqdm bar as a ``progress(done, total)`` callable, or None when disabled."""
+    """A progress reporter (:mod:`qnnfab.progress`) as a ``progress(done, total)`` callable, or
+    None when disabled."""
     if not enabled:
         return None, (lambda: None)
-    from tqdm import tqdm
-    bar = tqdm(total=total, desc=desc, unit="vec", file=sys.stderr, leave=False)
-
-    def progress(done, total_):
-        bar.total = total_
-        bar.n = done
-        bar.refresh()
-    return progress, bar.close
+    from .progress import progress_bar
+    bar = progress_bar(total, desc, unit="vec")
+    return bar.set, bar.close
 
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
@@ -266,14 +274,31 @@ def write_sq_plot(network, path):
     return path
 
 
+def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None):
+    """The flow's checks between training and the long steps: the network fits ``board`` at
+    ``folding`` (:func:`qnnfab.boards.build.check_fit`, FitError otherwise), and ``log`` is
+    told what the simulations will cost (vectors and simulator)."""
+    from qnnfab.boards.build import check_fit
+    check_fit(network, board, folding)
+    if log is not None:
+        log(f"    fits {board} at this folding; the check simulates {n_vectors} vectors in "
+            f"Amaranth's simulator" + (f" and {n_verilator} in Verilator" if n_verilator else "")
+            + ("" if n_vectors <= 1000 else
+               " (a large split: this can take hours; `--vectors N` checks fewer)"))
+
+
 def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
-             progress=True):
+             progress=True, pnr_seed=None):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
     the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`), the same one
-    for both simulations and the build; ``clock_mhz`` None: the board's design clock."""
+    for both simulations and the build; ``clock_mhz`` None: the board's design clock;
+    ``pnr_seed`` None: ``seed`` (the nextpnr placement seed; ``seed`` trains).
+
+    Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
+    after training and before simulating: the fit (:func:`flow_precheck`)."""
     from qnnfab.boards.registry import board_folding, get_board
     from qnnfab.model.train import train
     from qnnfab.model.vectors import test_vectors
@@ -284,6 +309,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         from qnnfab.sim.runner import tool_version
         tool_version("verilator")
     os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise OSError(f"{out_dir}: output folder is not writable")
     stale = os.path.join(out_dir, "report.json")  # the mark of a complete run: not until the end
     if os.path.exists(stale):
         os.unlink(stale)
@@ -302,10 +329,13 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         _log(f"    float accuracy {trained.float_accuracy:.2%}, integer accuracy "
              f"{trained.integer_accuracy:.2%}, agreement {trained.agreement:.2%} -> {model_path}")
 
+    source = "given (--folding)"
     if folding is None:
-        folding = board_folding(network, board)
-    _log(f"    folding (PE:SIMD per layer): {folding_text(folding)}")
+        folding, source = board_folding(network, board), f"board {board} default"
+    _log(f"    folding (PE:SIMD per layer): {folding_text(folding)} ({source})")
     vecs = test_vectors(network, vectors)
+    flow_precheck(network, board, folding, len(vecs.codes),
+                  n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log)
     with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
         amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
                                         folding=folding, progress=progress)
@@ -342,6 +372,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     }
     with step(f"[4/4] bitstream for {board} (Yosys + nextpnr via YoWASP)"):
         report = build_board(network, board, out_dir, folding=folding, clock_mhz=clock_mhz,
-                             seed=seed, progress=progress, extra=extra)
+                             seed=seed if pnr_seed is None else pnr_seed,
+                             progress=progress, extra=extra)
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

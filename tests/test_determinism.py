@@ -142,7 +142,7 @@ def test_training_is_reproducible(tmp_path):
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-    """Three real iCE40 builds of one small network: ``qnnfab build --seed 1`` twice, in two
+    """Three real iCE40 builds of one small network: ``qnnfab build --pnr-seed 1`` twice, in two
     processes at once with different hash seeds, then ``build(seed=2)`` in this process over a
     copy of the first build's folder (a rebuild into an existing folder)."""
     from qnnfab.boards.build import build
@@ -151,7 +151,7 @@ def builds(tmp_path_factory):
     path = root / "net.qnn"
     ir.save(net, path)
     dirs = [root / f"seed1-hash{h}" for h in (1, 2)]
-    _cli_parallel([(["build", str(path), "--board", BOARD, "--out", str(d), "--seed", "1",
+    _cli_parallel([(["build", str(path), "--board", BOARD, "--out", str(d), "--pnr-seed", "1",
                      "--quiet"], {"PYTHONHASHSEED": str(h)}) for h, d in zip((1, 2), dirs)])
     rebuilt = root / "seed2"
     shutil.copytree(dirs[0], rebuilt)
