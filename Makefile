@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
-	bench-optim bench-boards clean
+	bench-optim bench-boards bench-fmnist clean
 
 setup: $(STAMP)
 
@@ -54,12 +54,18 @@ bench-cluster: setup
 bench-optim: setup
 	$(PY) benchmarks/bench_optim.py $(if $(MNIST),--mnist $(MNIST))
 
-# Every preset on every board, each a real bitstream with timing met (slow: ~1.5 h).
+# Every preset on every board, each a real bitstream with timing met (slow: ~1.5 h);
+# MATRIX_BOARDS="icebreaker ulx3s-12f" limits the boards.
 bench-boards: setup
-	$(PY) benchmarks/bench_boards.py
+	$(PY) benchmarks/bench_boards.py $(if $(MATRIX_BOARDS),--boards $(MATRIX_BOARDS))
 
 bench-gradquant: setup
 	$(PY) benchmarks/bench_gradquant.py
+
+# Fashion-MNIST (apt-get install dataset-fashion-mnist): qnnfab's networks, Brevitas/QONNX imports
+# and hls4ml on 28x28 images, bit-exact in Verilator; BUILD=1 adds real ULX3S builds (~20 min each).
+bench-fmnist: setup
+	$(PY) benchmarks/bench_fmnist.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(BUILD),--build)
 
 clean:
 	rm -rf build .pytest_cache
