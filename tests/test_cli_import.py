@@ -5,11 +5,14 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("qonnx")
+# qonnx and brevitas come with the test extra (`pip install -e ".[test]"`, `make test`): a
+# missing one fails the collection with its ImportError, it does not skip.
+import qonnx  # noqa: E402, F401
+import torch  # noqa: E402
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # brevitas's own import-time deprecations
-    qnn = pytest.importorskip("brevitas.nn")
+    import brevitas.nn as qnn
     from brevitas.export import export_qonnx
     from brevitas.inject.enum import QuantType
     from brevitas.quant import SignedBinaryWeightPerTensorConst
