@@ -50,6 +50,8 @@ class Board:
         equal to ``clock_mhz``); measured-fmax based, with margin
     nextpnr_opts : str, extra nextpnr options for this board's builds
     uart_baud : int, the rate of the board top's UART
+    program_command : str, how to load a bitstream onto the board (``{bitstream}``: its path)
+    uart_port : str, where the board's UART usually appears on a Linux host, and why
     """
     name: str
     description: str
@@ -67,6 +69,8 @@ class Board:
     design_clock_mhz: float = None
     nextpnr_opts: str = ""
     uart_baud: int = 115200
+    program_command: str = ""
+    uart_port: str = ""
 
     def __post_init__(self):
         get_family(self.family)  # an unknown family fails here, naming the known ones
@@ -102,7 +106,9 @@ BOARDS = {
         # Measured (default net, 256 lanes = 258 cycles/inference): fmax 45.9 / 45.2 MHz at a
         # 36 MHz constraint (seeds 0, 1), 38.8 MHz at 39.75 MHz; 4.3k LCs, 23 EBR. 512 lanes
         # needs 45 EBR of 30, so 256 it is.
-        max_lanes=256, design_clock_mhz=36.0),
+        max_lanes=256, design_clock_mhz=36.0,
+        program_command="openFPGALoader -b icebreaker {bitstream}  (or: iceprog {bitstream})",
+        uart_port="/dev/ttyUSB1 (the FT2232H's second channel; the first programs the flash)"),
     "ulx3s-85f": Board(
         name="ulx3s-85f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-85F (83640 LUTs, 208 EBR), 25 MHz",
@@ -111,7 +117,9 @@ BOARDS = {
         # Measured (default net, 4096 lanes = 23 cycles/inference): fmax 57.4 MHz at a 100 MHz
         # constraint, 60.1 MHz at 50 MHz (router2; 35k LUTs, 148 DP16KD; ~13 min of P&R).
         # router1 had routed ~6k of its 114k arcs in 200 s.
-        max_lanes=4096, design_clock_mhz=50.0, nextpnr_opts="--router router2"),
+        max_lanes=4096, design_clock_mhz=50.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b ulx3s {bitstream}  (or: fujprog {bitstream})",
+        uart_port="/dev/ttyUSB0 (the FT231X, the same USB port that programs the board)"),
     "ulx3s-25f": Board(
         name="ulx3s-25f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-25F (24288 LUTs, 56 EBR), 25 MHz",
@@ -119,7 +127,9 @@ BOARDS = {
         lut=24288, ff=24288, bram_blocks=56, bram_bits=56 * 18432, dsp=28, clock_mhz=25.0,
         # Measured (default net, 1024 lanes = 66 cycles/inference): fmax 81.9 MHz at a 50 MHz
         # constraint, 63.0 MHz at 65 MHz; 9.8k LUTs, 39 of 56 DP16KD (2048 lanes: ~75).
-        max_lanes=1024, design_clock_mhz=55.0, nextpnr_opts="--router router2"),
+        max_lanes=1024, design_clock_mhz=55.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b ulx3s {bitstream}  (or: fujprog {bitstream})",
+        uart_port="/dev/ttyUSB0 (the FT231X, the same USB port that programs the board)"),
     "ulx3s-12f": Board(
         name="ulx3s-12f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-12F (12096 LUTs, 32 EBR), 25 MHz",
@@ -127,7 +137,9 @@ BOARDS = {
         lut=12096, ff=12096, bram_blocks=32, bram_bits=32 * 18432, dsp=28, clock_mhz=25.0,
         # The smallest ECP5 board: the build matrix of the slow tests uses it. Measured
         # (digits-bnn, 512 lanes): see README "Supported boards" (make bench-boards).
-        max_lanes=512, design_clock_mhz=50.0, nextpnr_opts="--router router2"),
+        max_lanes=512, design_clock_mhz=50.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b ulx3s {bitstream}  (or: fujprog {bitstream})",
+        uart_port="/dev/ttyUSB0 (the FT231X, the same USB port that programs the board)"),
 }
 
 

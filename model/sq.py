@@ -264,7 +264,9 @@ def depth_plot_svg(history, *, names=None, title="Smart Quantization: depth per 
     names = list(names or [f"layer {i}" for i in range(n_layers)])
     epochs = [h["epoch"] for h in history]
     e0, e1 = min(epochs), max(epochs)
-    left, top, width, row_h, gap = 90, 40, 560, 60, 18
+    # The row labels sit left of the bands: room for the longest (about 7 px a character).
+    left = 20 + 7 * max(len(str(n)) for n in names)
+    top, width, row_h, gap = 40, 560, 60, 18
     height = top + n_layers * (row_h + gap) + 40
     span = max(1, e1 - e0 + 1)
 

@@ -42,6 +42,14 @@ def resolve_folding(args, network):
     ``flow`` all go through here, so the same board gives the same folding everywhere."""
     folding = parse_folding(args.folding)
     board = getattr(args, "board", None)
+    if folding is not None:
+        from qnnfab.rtl.folding import FoldingError, check_folding
+        try:
+            check_folding(network, folding)
+        except FoldingError as exc:
+            text = str(exc).replace("LayerFolding.pe", "PE").replace("LayerFolding.simd",
+                                                                     "SIMD")
+            raise UserError(f"--folding {args.folding}: {text}") from None
     if folding is None and board is not None:
         from qnnfab.boards.registry import board_folding
         folding = board_folding(network, board)
@@ -77,18 +85,61 @@ def _load(path, *, integer_for=None):
     return network
 
 
+#: Output folders this command created (parents first): :func:`main` removes those still empty
+#: when the command fails, so a failed command leaves nothing behind.
+_created_dirs = []
+
+
 def _prepare_out_dir(path):
     """Create ``path`` (a folder) or fail with a one-line error if it cannot be written."""
+    missing, probe = [], os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{path}: cannot create output folder (a file of that name exists)")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{path}: cannot create output folder ({exc.strerror})") from None
+    _created_dirs.extend(reversed(missing))
     if not os.access(path, os.W_OK):
         raise UserError(f"{path}: output folder is not writable")
     return path
 
 
+def _remove_created_empty_dirs():
+    """After a failed command: remove the output folders it created that are still empty."""
+    for folder in reversed(_created_dirs):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass   # not empty (a build's logs stay for the user to read) or already gone
+    _created_dirs.clear()
+
+
+def _lock_out_dir(path):
+    """Hold an exclusive lock on the folder ``path`` until the process ends, so a second
+    command writing the same folder is refused at once instead of racing the first."""
+    import fcntl
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{path}: another qnnfab command is writing this folder; wait for it "
+                        f"or choose another --out") from None
+    _held_locks.append(fd)
+    return fd
+
+
+_held_locks = []
+
+
 def _check_out_file(path):
+    if os.path.isdir(path):
+        example = os.path.join(path, "net.qnn")
+        raise UserError(f"{path}: is a folder; give a file name (e.g. {example})")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"{path}: folder {folder} does not exist")
@@ -241,6 +292,9 @@ def cmd_verilog(args):
     from qnnfab import ir
     from qnnfab.rtl.verilog import to_verilog
     network = _load(args.model, integer_for="verilog")
+    if not args.name.isidentifier() or not args.name.isascii():
+        raise UserError(f"--name: must be a Verilog identifier (letters, digits, _; not "
+                        f"starting with a digit), not {args.name!r}")
     folding, used, source = folding_and_source(args, network)
     _prepare_out_dir(args.out)
     _print_folding(used, source)
@@ -256,18 +310,38 @@ def cmd_verilog(args):
 
 
 def cmd_sim(args):
+    import numpy as np
     from qnnfab.flow import simulate_and_compare
+    from qnnfab.model.vectors import test_vectors
+    from qnnfab.spec import golden
     network = _load(args.model, integer_for="sim")
+    if args.dump:
+        from qnnfab.predictions import check_dump_path
+        check_dump_path(args.dump)
     simulator = args.simulator or ("verilator" if args.gate_level else "amaranth")
     if args.gate_level and simulator == "amaranth":
         raise UserError("--gate-level simulates the synthesized netlist in Verilator or "
                         "Icarus, not Amaranth: use --simulator verilator or icarus")
     folding, used, source = folding_and_source(args, network)
     _print_folding(used, source, hint=source == "automatic")
-    comparison = simulate_and_compare(network, simulator=simulator, vectors=args.vectors,
-                                      folding=folding, seed=args.seed,
-                                      progress=not args.quiet, gate_level=args.gate_level)
+    vecs = test_vectors(network, args.vectors, seed=args.seed)
+    comparison = simulate_and_compare(network, simulator=simulator, codes=vecs.codes,
+                                      folding=folding, progress=not args.quiet,
+                                      gate_level=args.gate_level)
     print(comparison.summary())
+    result = comparison.result
+    trace = golden.forward(network, vecs.codes)
+    if vecs.labels is not None:
+        hw = float(np.mean(np.asarray(result.classes) == vecs.labels))
+        gold = float(np.mean(trace.classes == vecs.labels))
+        print(f"accuracy: hardware {hw:.2%}, golden {gold:.2%} on {len(vecs.codes)} "
+              f"labelled vectors ({vecs.source})")
+    if args.dump:
+        from qnnfab.predictions import write_predictions
+        write_predictions(args.dump, result.classes, result.scores, labels=vecs.labels,
+                          golden_classes=trace.classes, golden_scores=trace.scores)
+        print(f"wrote {args.dump} (class and scores of every vector, beside the golden "
+              f"model's)")
     if comparison.mismatches:
         print(comparison.report(), file=sys.stderr)
         return 1
@@ -277,8 +351,8 @@ def cmd_sim(args):
 def cmd_build(args):
     from qnnfab.flow import build_board
     network = _load(args.model, integer_for="build")
-    _prepare_out_dir(args.out)
     folding = resolve_folding(args, network)
+    _lock_out_dir(_prepare_out_dir(args.out))
     seed = args.pnr_seed
     if args.seed is not None:
         print("qnnfab: note: `build --seed` is deprecated: it is the nextpnr placement seed, "
@@ -293,8 +367,9 @@ def cmd_build(args):
 
 def cmd_flow(args):
     from qnnfab.flow import run_flow
-    _prepare_out_dir(args.out)
-    report = run_flow(board=args.board, preset=args.preset, data=args.data, out_dir=args.out,
+    _lock_out_dir(_prepare_out_dir(args.out))
+    report = run_flow(board=args.board, preset=train_preset(args), data=args.data,
+                      out_dir=args.out,
                       seed=args.seed, pnr_seed=args.pnr_seed,
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
@@ -305,29 +380,136 @@ def cmd_flow(args):
 
 def cmd_run(args):
     import numpy as np
-    from qnnfab.boards.driver import infer
-    from qnnfab.spec import golden
+    from qnnfab.boards import session
     from qnnfab.model.vectors import test_vectors
+    from qnnfab.progress import progress_bar
     network = _load(args.model, integer_for="run")
+    build = session.load_build(args.build, network) if args.build else None
+    if args.learn:
+        return _run_learning(args, network, build)
+    if build is not None and build.learning:
+        raise UserError(f"{build.path}: this board was built with --learn: drive it with "
+                        f"`qnnfab run --learn`")
     vecs = test_vectors(network, args.vectors)
-    ok = 0
-    for k, codes in enumerate(vecs.codes):
-        cls, scores = infer(args.port, codes, network=network, baud=args.baud,
-                            timeout=args.timeout)
-        trace = golden.forward(network, codes[None, :])
-        same = cls == int(trace.classes[0]) and np.array_equal(scores, trace.scores[0])
-        ok += same
-        label = "" if vecs.labels is None else f" label {int(vecs.labels[k])}"
-        print(f"vector {k}: class {cls}{label}{'' if same else ' MISMATCH with golden'}")
-    print(f"{ok}/{len(vecs.codes)} vectors bit-exact (board at {args.port})")
-    return 0 if ok == len(vecs.codes) else 1
+    n = len(vecs.codes)
+    fmt_bytes = 11 * (1 + network.input_features)
+    print(f"sending {n} vectors ({vecs.source}) to {args.port} at {args.baud} baud "
+          f"(about {n * fmt_bytes / args.baud:.0f} s)")
+    bar = progress_bar(n, "run", unit="vec", enabled=not args.quiet)
+
+    def on_answer(k, cls, same):
+        bar.update(1)
+    try:
+        result = session.run_inference(args.port, network, vecs.codes, vecs.labels,
+                                       baud=args.baud, timeout=args.timeout,
+                                       on_answer=on_answer)
+    finally:
+        bar.close()
+    ok = int(result.bit_exact.sum())
+    for k in np.flatnonzero(~result.bit_exact)[:5]:
+        print(f"vector {k}: expected class {result.golden_classes[k]} scores "
+              f"{result.golden_scores[k].tolist()}, got class {result.classes[k]} scores "
+              f"{result.scores[k].tolist()}", file=sys.stderr)
+    print(f"{ok}/{n} vectors bit-exact (board at {args.port})")
+    acc = result.accuracy()
+    if acc is not None:
+        print(f"accuracy: board {acc:.2%}, golden {result.accuracy(result.golden_classes):.2%} "
+              f"({vecs.source})")
+    _print_rates(result.frames_per_s, build)
+    return 0 if ok == n else 1
+
+
+def _print_rates(frames_per_s, build):
+    chip = ""
+    if build is not None and build.inferences_per_s:
+        chip = (f"; the chip alone: {build.inferences_per_s:,.0f} inferences/s "
+                f"({build.path}): the UART is the limit")
+    print(f"measured over the UART: {frames_per_s:,.1f} frames/s{chip}")
+
+
+def _run_learning(args, network, build):
+    import numpy as np
+    from qnnfab.boards import session
+    from qnnfab.model.data import load_dataset
+    from qnnfab.progress import progress_bar
+    if build is None:
+        raise UserError("--learn needs --build DIR: the learning board's report.json holds "
+                        "its rule and initial weights")
+    if not build.learning:
+        raise UserError(f"{build.path}: this board was built without --learn (rebuild with "
+                        f"`qnnfab build --learn`)")
+    data = network.meta.get("data") if isinstance(network.meta, dict) else None
+    if not data:
+        raise UserError(f"{args.model}: no data set recorded in the network: learning needs "
+                        f"labelled samples; train it with `qnnfab train`")
+    ds = load_dataset(data["name"], seed=data.get("split_seed", 0))
+    rng = np.random.default_rng(args.seed)
+    samples = args.samples
+    order = np.concatenate([rng.permutation(len(ds.x_train))
+                            for _ in range(-(-samples // len(ds.x_train)))])[:samples]
+    test_n = len(ds.x_test) if args.vectors is None else min(args.vectors, len(ds.x_test))
+    print(f"learning on {args.port}: {samples} labelled samples ({data['name']} training "
+          f"split), accuracy on {test_n} test vectors before and after")
+    bar = progress_bar(samples, "learn", unit="sample", enabled=not args.quiet)
+    try:
+        result = session.run_learning(
+            args.port, network, build.learning, ds.x_train[order], ds.y_train[order],
+            ds.x_test[:test_n], ds.y_test[:test_n], baud=args.baud, timeout=args.timeout,
+            on_sample=lambda k, same: bar.update(1))
+    finally:
+        bar.close()
+    agree = int(result.agree.sum())
+    print(f"{agree}/{samples} learning answers and {result.test_agree}/{result.test_total} "
+          f"test answers equal the integer rule's")
+    if result.first_mismatch:
+        print(f"first mismatch: {result.first_mismatch}", file=sys.stderr)
+    print(f"accuracy: board {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} "
+          f"after learning (the rule: {result.rule_accuracy_before:.2%}, "
+          f"{result.rule_accuracy_after:.2%})")
+    _print_rates(result.frames_per_s, build)
+    return 0 if result.all_agree else 1
+
+
+def cmd_infer(args):
+    import numpy as np
+    from qnnfab.model.new_inputs import read_inputs
+    from qnnfab.spec import golden
+    network = _load(args.model, integer_for="infer")
+    if args.out:
+        from qnnfab.predictions import check_dump_path
+        check_dump_path(args.out)
+    inputs = read_inputs(args.input, network)
+    trace = golden.forward(network, inputs.codes)
+    classes = np.asarray(trace.classes)
+    names = network.meta.get("classes") if isinstance(network.meta, dict) else None
+    shown = min(len(classes), args.show)
+    for k in range(shown):
+        name = f" ({names[classes[k]]})" if names and classes[k] < len(names) else ""
+        label = "" if inputs.labels is None else f", label {inputs.labels[k]}"
+        print(f"sample {k}: class {classes[k]}{name}{label}")
+    if shown < len(classes):
+        counts = np.bincount(classes, minlength=network.layers[-1].out_features)
+        print(f"... {len(classes) - shown} more; classes of all {len(classes)}: "
+              + ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if n))
+    if inputs.labels is not None:
+        print(f"accuracy {float(np.mean(classes == inputs.labels)):.2%} on {len(classes)} "
+              f"labelled samples (the golden model: what the hardware computes, bit for bit)")
+    if args.out:
+        from qnnfab.predictions import write_predictions
+        write_predictions(args.out, classes, trace.scores, labels=inputs.labels)
+        print(f"wrote {args.out} (class and scores of every sample)")
+    return 0
 
 
 def cmd_boards(args):
+    from qnnfab.boards.families import get_family
     from qnnfab.boards.registry import BOARDS
     for name, board in BOARDS.items():
         print(f"{name:12s} {board.description}; default design clock "
               f"{board.design_clock_mhz:g} MHz, folding budget {board.max_lanes} lanes")
+        bitstream = f"DIR/{name}{get_family(board.family).bitstream_suffix}"
+        print(f"{'':12s} program: {board.program_command.format(bitstream=bitstream)}; "
+              f"UART: {board.uart_port}")
     return 0
 
 
@@ -361,7 +543,20 @@ def _print_report_summary(report, out_dir):
     if vec:
         print(f"vectors: {vec.get('bit_exact')}/{vec.get('checked')} bit-exact "
               f"({vec.get('simulator')})")
+    if report.get("bitstream"):
+        print(f"bitstream: {os.path.join(out_dir, report['bitstream'])} "
+              f"({_program_hint(report.get('board'), out_dir, report['bitstream'])})")
     print(f"report: {os.path.join(out_dir, 'report.json')}")
+
+
+def _program_hint(board, out_dir, bitstream):
+    """How to load the bitstream onto ``board``, from the board's registry entry."""
+    from qnnfab.boards.registry import BOARDS
+    entry = BOARDS.get(board)
+    command = getattr(entry, "program_command", None)
+    if not command:
+        return "program it with your board's loader"
+    return "program: " + command.format(bitstream=os.path.join(out_dir, bitstream))
 
 
 def _choices_text(kind):
@@ -468,25 +663,29 @@ def build_parser():
                             "or floats in [0, 1] made K-bit codes, default 8); "
                             "csv:FILE[,label=first|last|N|NAME][,bits=K] (split 70/10/20)")
 
+    def arch_args(p):
+        p.add_argument("--arch", metavar="SPEC",
+                       help="layers, e.g. c16,p2,c32,p2,d128,d10: cN[kK][pP] convolution (N "
+                            "channels, KxK kernel, default 3, padding P, default K//2), pS "
+                            "max-pool after a convolution, dN dense; the last dN is the "
+                            "output (N = classes)")
+        p.add_argument("--weights", metavar="KIND[,KIND...]",
+                       help="binary|ternary|adaptive|float, for every layer or one per "
+                            "conv/dense layer (default: the preset's; binary with --arch alone)")
+        p.add_argument("--act-bits", metavar="K[,K...]",
+                       help="bits of the hidden activations (1: sign), for every hidden layer "
+                            "or one each (default: the preset's; with --arch alone 1 if all "
+                            "weights are binary, else 2)")
+        p.add_argument("--input-shape", metavar="HxWxC",
+                       help="image shape of flat inputs for convolutions (default: from the "
+                            "data set, else a square one-channel image)")
+
     p = add("train", cmd_train, "train a preset, or your own architecture, and export its "
                                 "network IR")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="training preset, one of {presets} (default digits-bnn; with --arch: "
                         "its options, the layers from --arch)")
-    p.add_argument("--arch", metavar="SPEC",
-                   help="layers, e.g. c16,p2,c32,p2,d128,d10: cN[kK][pP] convolution (N "
-                        "channels, KxK kernel, default 3, padding P, default K//2), pS max-pool "
-                        "after a convolution, dN dense; the last dN is the output (N = classes)")
-    p.add_argument("--weights", metavar="KIND[,KIND...]",
-                   help="binary|ternary|adaptive|float, for every layer or one per conv/dense "
-                        "layer (default: the preset's; binary with --arch alone)")
-    p.add_argument("--act-bits", metavar="K[,K...]",
-                   help="bits of the hidden activations (1: sign), for every hidden layer or one "
-                        "each (default: the preset's; with --arch alone 1 if all weights are "
-                        "binary, else 2)")
-    p.add_argument("--input-shape", metavar="HxWxC",
-                   help="image shape of flat inputs for convolutions (default: from the data "
-                        "set, else a square one-channel image)")
+    arch_args(p)
     p.add_argument("--out", required=True, metavar="FILE.qnn",
                    help="IR file to write (its folder is created)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
@@ -586,6 +785,9 @@ def build_parser():
                         "for a network without a data set)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed for random vectors")
+    p.add_argument("--dump", metavar="FILE.npz|FILE.csv",
+                   help="write every vector's class and scores (and label, and the golden "
+                        "model's) to this file")
     quiet_arg(p)
     p.add_argument("--board", metavar="NAME",
                    help=board_help("simulate the folding this board's build uses (default: "
@@ -610,8 +812,10 @@ def build_parser():
                               "whole flow")
     p.add_argument("--board", default="icebreaker", metavar="NAME",
                    help=board_help("target board"))
-    p.add_argument("--preset", default="digits-bnn", metavar="NAME",
-                   help="training preset, one of {presets}")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="training preset, one of {presets} (default digits-bnn; with --arch: "
+                        "its options, the layers from --arch)")
+    arch_args(p)
     p.add_argument("--out", default="build/flow", metavar="DIR", help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="training seed (weights init, data order)")
@@ -628,15 +832,41 @@ def build_parser():
     clock_arg(p)
     folding_arg(p)
 
-    p = add("run", cmd_run, "run inference on a board over UART")
+    p = add("run", cmd_run, "run the network on a built board over its UART and check every "
+                            "answer")
     p.add_argument("model", metavar="FILE.qnn", help="the network the board was built from")
     p.add_argument("--port", required=True, metavar="PORT",
-                   help="serial port, e.g. /dev/ttyUSB1")
+                   help="serial port, e.g. /dev/ttyUSB1 (iCEBreaker) or /dev/ttyUSB0 (ULX3S)")
+    p.add_argument("--build", metavar="DIR",
+                   help="the board's build folder: its report.json gives the chip's own "
+                        "inferences/s (printed beside the measured frames/s) and, with "
+                        "--learn, the learning rule and initial weights")
     p.add_argument("--baud", type=int, default=115200, metavar="N", help="UART baud rate")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S",
                    help="seconds to wait for each answer")
-    p.add_argument("--vectors", type=int, default=10, metavar="N",
-                   help="test vectors sent to the board")
+    p.add_argument("--vectors", type=int, default=None, metavar="N",
+                   help="test vectors sent to the board (default: the whole test split, or "
+                        "64 random for a network without a data set)")
+    p.add_argument("--learn", action="store_true",
+                   help="drive a board built with `build --learn`: labelled training samples, "
+                        "test accuracy before and after, answers checked against the rule")
+    p.add_argument("--samples", type=int, default=1000, metavar="N",
+                   help="with --learn: labelled training samples sent")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="with --learn: seed of the training samples' order")
+    quiet_arg(p)
+
+    p = add("infer", cmd_infer, "classify new samples with a network (the golden model, "
+                                "bit-exact with the hardware)")
+    p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="samples: .npz (x, optional labels y), .npy, .csv (one sample per "
+                        "line), an IDX file (MNIST format, plain or .gz) or a .pgm image; "
+                        "integer codes, or floats in [0, 1]")
+    p.add_argument("--out", metavar="FILE.npz|FILE.csv",
+                   help="write every sample's class and scores to this file")
+    p.add_argument("--show", type=int, default=20, metavar="N",
+                   help="print the class of the first N samples")
 
     add("boards", cmd_boards, "list the supported boards")
     return parser
@@ -652,7 +882,7 @@ def arg_ranges():
         "bits": (1, ir.MAX_CODEBOOK_BITS), "level_bits": (2, ir.MAX_LEVEL_BITS),
         "population": (2, None), "generations": (1, None), "kernels": (1, None),
         "finetune": (0, None), "samples": (1, None), "baud": (1, None),
-        "timeout": (0.001, None), "clock_mhz": (0.001, None),
+        "timeout": (0.001, None), "clock_mhz": (0.001, None), "show": (0, None),
     }
 
 
@@ -684,6 +914,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from qnnfab.progress import set_mode
     set_mode(args.progress)
+    _created_dirs.clear()
+    try:
+        rc = _main(args)
+        if rc:
+            _remove_created_empty_dirs()
+        return rc
+    except BaseException:
+        _remove_created_empty_dirs()
+        raise
+    finally:
+        for fd in _held_locks:
+            os.close(fd)
+        _held_locks.clear()
+
+
+def _main(args):
     try:
         check_arg_ranges(args)
         return args.func(args)

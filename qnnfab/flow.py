@@ -231,7 +231,9 @@ def learn_on_device(path, *, samples=1000, simulator="amaranth", seed=0, plot=No
         golden_run = lr.learn(rule, init, feats, labels, last.in_bits, keep_weights=True)
         float_run = lr.learn(rule, init, feats, labels, last.in_bits, keep_weights=True,
                              use_float=True)
-    marks = sorted({0, *np.linspace(0, samples, points + 1).astype(int).tolist()})
+    # Marks spaced evenly on the plot's log axis: the first samples change the most.
+    marks = sorted({0, *np.unique(np.geomspace(1, samples, points).astype(int)).tolist(),
+                    samples})
 
     def acc(weights):
         return lr.accuracy(lr.LearnState(weights, weights), test, y_test, last.in_bits)
@@ -255,7 +257,7 @@ def learn_on_device(path, *, samples=1000, simulator="amaranth", seed=0, plot=No
             plot, {"hardware rule (integer, shifts)": (marks, curve["integer"]),
                    "float rule": (marks, curve["float"])},
             title=f"On-chip learning of the last layer: test accuracy ({data['name']})",
-            xlabel="labelled samples", ylabel="accuracy")
+            xlabel="labelled samples", ylabel="accuracy", xscale="log")
     return {"comparison": comparison, "accuracy_before": acc(init.weights),
             "accuracy_after": acc(run.weights[-1]), "curve": curve, "run": run, "rule": rule,
             "plot": written}
@@ -316,18 +318,30 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         os.unlink(stale)
     started = time.monotonic()
 
-    with step(f"[1/4] training preset {preset} (seed {seed})"):
+    from qnnfab.model.presets import get_preset
+    preset_name = get_preset(preset).name
+    with step(f"[1/4] training preset {preset_name} (seed {seed})"):
         trained = train(preset, seed=seed, progress=progress, epochs=epochs, data=data)
         network = trained.network
+        if trained.integer_accuracy is None:
+            # Float weights (digits-mlp, --weights float): 3-bit per-layer codebooks by the
+            # genetic algorithm, as preset_network and the README's `qnnfab quantize` do.
+            from qnnfab.model.ptq import quantize
+            _log(f"    float accuracy {trained.float_accuracy:.2%}; quantizing to 3-bit "
+                 f"codebooks (genetic algorithm)")
+            network = quantize(network, "ga", 3, seed=seed, progress=progress).network
+            integer_accuracy, agreement = test_accuracy(network), None
+        else:
+            integer_accuracy, agreement = trained.integer_accuracy, trained.agreement
         model_path = os.path.join(out_dir, "network.qnn")
         ir.save(network, model_path)
         _log(f"    {network.summary()}")
-        network.require_integer(f"the flow's simulation and build (preset {preset})")
         plot = write_sq_plot(network, os.path.join(out_dir, "network.sq.svg"))
         if plot:
             _log(f"    Smart Quantization chose {', '.join(network.meta['sq']['depth'])} -> {plot}")
-        _log(f"    float accuracy {trained.float_accuracy:.2%}, integer accuracy "
-             f"{trained.integer_accuracy:.2%}, agreement {trained.agreement:.2%} -> {model_path}")
+        agreed = "" if agreement is None else f", agreement {agreement:.2%}"
+        integer = "" if integer_accuracy is None else f", integer accuracy {integer_accuracy:.2%}"
+        _log(f"    float accuracy {trained.float_accuracy:.2%}{integer}{agreed} -> {model_path}")
 
     source = "given (--folding)"
     if folding is None:
@@ -360,15 +374,15 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
             _log(comp.report())
 
     extra = {
-        "accuracy": {"float": trained.float_accuracy, "integer": trained.integer_accuracy,
-                     "hardware": hardware_accuracy, "agreement": trained.agreement,
+        "accuracy": {"float": trained.float_accuracy, "integer": integer_accuracy,
+                     "hardware": hardware_accuracy, "agreement": agreement,
                      "test_vectors": int(len(vecs.codes))},
         "vectors": {"checked": sum(c.checked for c in comparisons),
                     "bit_exact": sum(c.bit_exact for c in comparisons),
                     "simulator": " + ".join(f"{c.simulator} ({c.checked})"
                                             for c in comparisons)},
         "network": {"file": "network.qnn", "summary": network.summary(), "macs": network.macs,
-                    "weight_bits": network.weight_bits, "preset": preset},
+                    "weight_bits": network.weight_bits, "preset": preset_name},
     }
     with step(f"[4/4] bitstream for {board} (Yosys + nextpnr via YoWASP)"):
         report = build_board(network, board, out_dir, folding=folding, clock_mhz=clock_mhz,

@@ -1047,14 +1047,31 @@ def from_bytes(data, source="<bytes>"):
         raise IRError(f"{source}: {exc}") from None
 
 
+#: The largest ``.qnn`` file :func:`load` reads (a network of a billion weights is far beyond
+#: any FPGA this tool targets); a larger file is refused before it is read.
+MAX_FILE_BYTES = 512 << 20
+
+
 def load(path):
     """Read and validate a ``.qnn`` file. Raises :class:`IRError` (or ``OSError``)."""
+    import stat
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            info = os.fstat(f.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(info.st_mode):
+                raise IRError(f"{path}: not a regular file (a device, pipe or socket), "
+                              f"expected a .qnn file")
+            if info.st_size > MAX_FILE_BYTES:
+                raise IRError(f"{path}: {info.st_size:,} bytes, larger than any network IR "
+                              f"(at most {MAX_FILE_BYTES:,}): not a .qnn file?")
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise IRError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise IRError(f"{path}: is a folder, expected a .qnn file") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise IRError(f"{path}: larger than any network IR (at most {MAX_FILE_BYTES:,} bytes)")
     return from_bytes(data, source=path)

@@ -71,7 +71,7 @@ def test_help_lists_presets_and_boards_and_defaults(capsys, monkeypatch):
     for name in [*PRESETS, *BOARDS]:
         assert name in text
     for default in ("(default: 64)", "(default: build/flow)", "(default: icebreaker)",
-                    "(default: digits-bnn)"):
+                    "(default digits-bnn; with --arch: its options"):
         assert default in text
 
 
@@ -111,6 +111,30 @@ def test_build_pnr_seed_and_deprecated_seed(replace_public, small_qnn, tmp_path,
         "qnnfab: note: `build --seed` is deprecated: it is the nextpnr placement seed, now "
         "`--pnr-seed`"]
     assert seen == [7, 5]
+
+
+def test_build_prints_the_bitstream_and_how_to_program_it(replace_public, small_qnn, tmp_path,
+                                                          capsys):
+    # item 2: the summary names the bitstream and the loader, not only report.json
+    from qnnfab import flow
+    replace_public(flow, "build_board", lambda network, board, out_dir, *, folding=None, **kw:
+                   {**_fake_report(board, folding), "bitstream": f"{board}.bit"})
+    out = tmp_path / "b"
+    assert cli.main(["build", str(small_qnn), "--board", "ulx3s-12f", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"bitstream: {out}/ulx3s-12f.bit (program: openFPGALoader -b ulx3s {out}/ulx3s-12f.bit" \
+        in text
+
+
+def test_boards_says_how_to_program_each_board_and_where_its_uart_is(capsys):
+    from qnnfab.boards.registry import BOARDS
+    assert cli.main(["boards"]) == 0
+    out = capsys.readouterr().out
+    for name, board in BOARDS.items():
+        assert board.program_command and board.uart_port, name
+        block = out.split(name, 1)[1]
+        assert "program: openFPGALoader -b " in block and f"DIR/{name}." in block, name
+        assert "UART: /dev/ttyUSB" in block, name
 
 
 def test_version_prints_and_exits_0(capsys):
@@ -189,13 +213,15 @@ def test_progress_helper_modes(capsys, monkeypatch):
 
 # --- item 3: flow checks before the long steps -------------------------------------------------
 
-def _flow_fakes(replace_public, net, n_vectors, seen):
+def _flow_fakes(replace_public, net, n_vectors, seen, presets=None):
     from qnnfab import flow
     from qnnfab.model import train as train_mod
     from qnnfab.model import vectors
+    presets = [] if presets is None else presets
 
     def fake_train(preset, **kwargs):
         seen.append(("train", kwargs.get("seed")))
+        presets.append(preset)
         return SimpleNamespace(network=net, float_accuracy=0.9, integer_accuracy=0.9,
                                agreement=1.0)
 
@@ -249,6 +275,41 @@ def test_flow_checks_the_output_folder_before_training(replace_public, tmp_path,
     assert cli.main(["flow", "--out", str(blocker / "f"), "--quiet"]) == 2
     assert "cannot create output folder" in capsys.readouterr().err
     assert seen == []
+
+
+def test_flow_takes_an_architecture_like_train(replace_public, tmp_path, capsys):
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 32, 10],
+                                    input_bits=5)
+    seen, presets = [], []
+    _flow_fakes(replace_public, net, 4, seen, presets)
+    assert cli.main(["flow", "--arch", "d32,d10", "--weights", "ternary", "--act-bits", "2",
+                     "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    (preset,) = presets
+    assert str(preset.arch) == "d32,d10" and preset.weights == "ternary" \
+        and preset.act_bits == 2
+    assert "training preset custom(arch=d32,d10" in capsys.readouterr().err
+
+
+def test_flow_quantizes_a_float_network_before_simulating(replace_public, tmp_path, capsys):
+    from types import SimpleNamespace
+    from qnnfab.model import ptq, train as train_mod
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 32, 10],
+                                    input_bits=5)
+    seen = []
+    _flow_fakes(replace_public, net, 4, seen)
+    replace_public(train_mod, "train", lambda preset, **kw: SimpleNamespace(
+        network="float net", float_accuracy=0.95, integer_accuracy=None, agreement=None))
+    quantized = []
+
+    def fake_quantize(network, method, bits, **kwargs):
+        quantized.append((network, method, bits))
+        return SimpleNamespace(network=net)
+    replace_public(ptq, "quantize", fake_quantize)
+    assert cli.main(["flow", "--preset", "digits-mlp", "--out", str(tmp_path / "f"),
+                     "--quiet"]) == 0
+    assert quantized == [("float net", "ga", 3)]
+    assert "quantizing to 3-bit codebooks" in capsys.readouterr().err
+    assert [s[0] for s in seen] == ["amaranth", "verilator", "build"]
 
 
 # --- item 4: every command says which folding it used ------------------------------------------

@@ -12,6 +12,8 @@ from qnnfab.boards.top import BoardTop
 from qnnfab.boards.uart import serial_read, serial_write
 from qnnfab.spec import golden
 
+from .fake_boards import FakeBoard
+
 DIVISOR = 4
 BAUD = 1_000_000
 CLK = DIVISOR * BAUD
@@ -190,33 +192,6 @@ def test_signature_and_properties():
 
 
 # -- protocol and host driver ---------------------------------------------------------------
-
-class FakeBoard:
-    """A serial-like object answering requests with the golden model (what a board should)."""
-
-    def __init__(self, net, *, noise=b"", corrupt=False):
-        self.net, self.fmt = net, protocol.FrameFormat.from_network(net)
-        self.noise, self.corrupt = noise, corrupt
-        self.out = bytearray()
-        self.requests = []
-
-    def reset_input_buffer(self):
-        self.out.clear()
-
-    def write(self, data):
-        self.requests.append(bytes(data))
-        assert data[0] == protocol.REQUEST_SYNC
-        codes = np.frombuffer(bytes(data[1:]), dtype=np.uint8).astype(np.int64)
-        trace = golden.forward(self.net, codes[None, :])
-        resp = bytearray(self.fmt.encode_response(int(trace.classes[0]), trace.scores[0]))
-        if self.corrupt:
-            resp[1] = 0xEE
-        self.out += self.noise + resp
-
-    def read(self, n):
-        data, self.out[:] = bytes(self.out[:n]), self.out[n:]
-        return data
-
 
 def test_driver_against_fake_board():
     from qnnfab.boards.driver import BoardTimeout, infer
