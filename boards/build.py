@@ -113,6 +113,34 @@ def _learning_core(network, folding, seed):
     return core, {"rule": dataclasses.asdict(rule), "init_seed": int(seed)}
 
 
+def _selftest_vectors(network, folding, board, n):
+    """The first ``n`` test vectors and their labels (the golden classes for a network without
+    a data set) for the on-chip self-test, and the report's entry; ValueError if their ROM
+    does not fit beside the network's block RAMs."""
+    import numpy as np
+
+    from qnnfab.model.vectors import test_vectors
+    from qnnfab.spec import golden
+
+    from .registry import bram_blocks_for
+    if isinstance(n, bool) or int(n) < 1 or int(n) >= 1 << 16:
+        raise ValueError(f"--selftest: expected 1..65535 vectors, got {n}")
+    vecs = test_vectors(network, int(n))
+    classes = golden.forward(network, vecs.codes).classes
+    labels = classes if vecs.labels is None else np.asarray(vecs.labels)
+    block = board.bram_bits // board.bram_blocks
+    need = -(-len(vecs.codes) * network.input_features * network.input_bits // block) + 1
+    used = bram_blocks_for(network, folding, board)
+    if used + need > board.bram_blocks:
+        raise ValueError(f"--selftest {n}: the stored vectors need about {need} block RAMs, "
+                         f"{board.bram_blocks - used} of {board.bram_blocks} are free beside "
+                         f"the network's on {board.name}; store fewer")
+    entry = {"vectors": len(vecs.codes), "source": vecs.source,
+             "labels": "data set" if vecs.labels is not None else "golden classes",
+             "golden_correct": int((classes == labels).sum())}
+    return (vecs.codes, labels), entry
+
+
 @dataclasses.dataclass
 class BuildPlan:
     """What :func:`plan_build` settled before any tool runs.
@@ -124,6 +152,8 @@ class BuildPlan:
     clock_mhz, pll : the design clock and PLL settings (None without a PLL)
     baud, seed, learning : UART rate, nextpnr seed, the learning rule (None)
     estimate : the fit estimate
+    selftest : the stored self-test vectors (``vectors``, ``source``, ``golden_correct``,
+        ``expected_cycles``), or None
     top : the :class:`~qnnfab.boards.top.BoardTop`
     out_dir, build_dir : the output folder and its ``gateware/``
     commands : the platform's tool commands (argv lists)
@@ -146,6 +176,7 @@ class BuildPlan:
     commands: list
     env: dict
     rtl_sha256: str
+    selftest: "dict | None" = None
     name: str = "top"
 
     @property
@@ -159,7 +190,7 @@ class BuildPlan:
 
 
 def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, baud=None,
-               learn=False):
+               learn=False, folding_source=None, selftest=0):
     """Step 1 of :func:`build` (same arguments): check everything quick, clear stale outputs
     from ``out_dir`` and write the tools' inputs into ``out_dir/gateware``; a
     :class:`BuildPlan`."""
@@ -171,20 +202,31 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     if folding is None:
         folding = default
     same = _folding_pairs(network, folding) == _folding_pairs(network, default)
-    folding_source = f"board default (max_lanes={board.max_lanes})" if same else "given"
+    if folding_source is None:
+        folding_source = f"board default (max_lanes={board.max_lanes})" if same else "given"
     est = check_fit(network, board, folding)           # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 
     from .top import BoardTop
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    if selftest and learn:
+        raise ValueError("--selftest and --learn: a learning board has no self-test; give one")
+    stored, selftest_entry = _selftest_vectors(network, folding, board, selftest) \
+        if selftest else (None, None)
     core, learning = _learning_core(network, folding, seed) if learn else (None, None)
-    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core)
+    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
+                   selftest=stored)
+    if selftest_entry is not None:
+        from .selftest import expected_cycles
+        selftest_entry["expected_cycles"] = expected_cycles(
+            selftest_entry["vectors"], top.core.latency, top.core.interval)
     build_dir = os.path.join(out_dir, "gateware")
     plan = BuildPlan(network=network, board=board, folding=folding,
                      folding_source=folding_source, clock_mhz=clock_mhz, pll=pll, baud=baud,
                      seed=int(seed), learning=learning, estimate=est, top=top, out_dir=out_dir,
-                     build_dir=build_dir, commands=[], env=env, rtl_sha256="")
+                     build_dir=build_dir, commands=[], env=env, rtl_sha256="",
+                     selftest=selftest_entry)
     for stale in (plan.report_path, os.path.join(out_dir, plan.bitstream)):
         if os.path.exists(stale):
             os.unlink(stale)
@@ -205,7 +247,7 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
 
 
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
-          extra=None, baud=None, learn=False):
+          extra=None, baud=None, learn=False, folding_source=None, selftest=0):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
 
     Parameters
@@ -231,6 +273,10 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         learns on chip from a random start, seeded by ``seed``, with
         :data:`qnnfab.spec.learn_rule.DEFAULT_RULE`; 0x4C frames over the UART).
 
+    selftest : int
+        Store this many test vectors on chip for the self-test (0: none;
+        :mod:`qnnfab.boards.selftest`, the 0x54 request of :mod:`qnnfab.boards.protocol`).
+
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
     file bytes, ``options``, ``sha256`` of both, and ``rtl_sha256`` of the RTLIL Yosys read)
@@ -242,7 +288,8 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     """
     started = time.monotonic()
     plan = plan_build(network, board, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
-                      baud=baud, learn=learn)
+                      baud=baud, learn=learn,
+                      folding_source=folding_source, selftest=selftest)
     notes = []
     seconds = run_steps(plan.commands, plan.build_dir, plan.env, plan.board.family,
                         progress=progress, notes=notes)

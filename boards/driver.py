@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 
-from .protocol import RESPONSE_SYNC, FrameFormat, ProtocolError
+from .protocol import (RESPONSE_SYNC, SELFTEST_LENGTH, SELFTEST_RESPONSE_SYNC, SELFTEST_SYNC,
+                       FrameFormat, ProtocolError, decode_selftest_response)
 
-__all__ = ["infer", "learn", "open_port", "BoardTimeout", "ProtocolError"]
+__all__ = ["infer", "learn", "selftest", "open_port", "BoardTimeout", "ProtocolError"]
 
 
 class BoardTimeout(TimeoutError):
@@ -30,7 +31,7 @@ def open_port(port, *, baud, timeout):
         raise OSError(f"serial port {port}: cannot open ({exc})") from None
 
 
-def _read_response(ser, fmt, timeout):
+def _read_response(ser, fmt, timeout, *, sync=RESPONSE_SYNC, length=None, decode=None):
     """Skip bytes up to the response sync byte, then read the rest of the response."""
     deadline = time.monotonic() + timeout
     skipped = 0
@@ -41,17 +42,17 @@ def _read_response(ser, fmt, timeout):
         byte = ser.read(1)
         if not byte:
             continue
-        if byte[0] == RESPONSE_SYNC:
+        if byte[0] == sync:
             break
         skipped += 1
+    length = fmt.response_length if length is None else length
     data = bytearray(byte)
-    while len(data) < fmt.response_length:
+    while len(data) < length:
         if time.monotonic() > deadline:
             raise BoardTimeout(f"incomplete response from the board within {timeout} s: got "
-                               f"{len(data)} of {fmt.response_length} bytes "
-                               f"({bytes(data).hex(' ')})")
-        data += ser.read(fmt.response_length - len(data))
-    return fmt.decode_response(bytes(data))
+                               f"{len(data)} of {length} bytes ({bytes(data).hex(' ')})")
+        data += ser.read(length - len(data))
+    return (fmt.decode_response if decode is None else decode)(bytes(data))
 
 
 def infer(port, codes, *, network=None, fmt=None, baud=115200, timeout=2.0):
@@ -86,7 +87,16 @@ def learn(port, codes, label, *, fmt, baud=115200, timeout=2.0):
                      timeout)
 
 
-def _exchange(port, request, fmt, baud, timeout):
+def selftest(port, *, baud=115200, timeout=10.0):
+    """Ask a board built with ``--selftest N`` to run its stored vectors; returns
+    ``(n, correct, cycles)`` (:func:`~qnnfab.boards.protocol.decode_selftest_response`).
+    Errors as :func:`infer`; a board without a self-test does not answer (BoardTimeout)."""
+    return _exchange(port, bytes([SELFTEST_SYNC]), None, baud, timeout,
+                     sync=SELFTEST_RESPONSE_SYNC, length=SELFTEST_LENGTH,
+                     decode=decode_selftest_response)
+
+
+def _exchange(port, request, fmt, baud, timeout, **read):
     own = isinstance(port, (str, os.PathLike))
     ser = open_port(os.fspath(port), baud=baud, timeout=min(timeout, 0.1)) if own else port
     try:
@@ -94,7 +104,7 @@ def _exchange(port, request, fmt, baud, timeout):
         ser.write(request)
         if hasattr(ser, "flush"):
             ser.flush()
-        return _read_response(ser, fmt, timeout)
+        return _read_response(ser, fmt, timeout, **read)
     finally:
         if own:
             ser.close()

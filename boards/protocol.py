@@ -26,6 +26,20 @@ The answer is the same response frame: the class and scores *before* the sample'
 update. A label of ``n_outputs`` or more aborts the frame (error LED). A board without
 learning ignores 0x4C outside a frame.
 
+Self-test request (host → board), for a board built with ``qnnfab build --selftest N``
+(test vectors stored on chip, :class:`~qnnfab.boards.selftest.SelfTest`), one byte::
+
+    0x54
+
+The board runs its N stored vectors through the network back to back and answers
+(:data:`SELFTEST_LENGTH` bytes)::
+
+    0x53, n (2 bytes), correct (2 bytes), cycles (4 bytes)
+
+little-endian unsigned: the vectors run, the outputs whose class equals the stored label, and
+the cycles from the first vector offered to the last output taken. A board without a self-test
+ignores 0x54.
+
 Robustness (the board never wedges on garbage):
 
 - Outside a frame, every byte but 0x51 is ignored.
@@ -44,13 +58,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REQUEST_SYNC", "LEARN_SYNC", "RESPONSE_SYNC", "TIMEOUT_BYTES", "FrameFormat",
-           "ProtocolError"]
+__all__ = ["REQUEST_SYNC", "LEARN_SYNC", "RESPONSE_SYNC", "SELFTEST_SYNC",
+           "SELFTEST_RESPONSE_SYNC", "SELFTEST_LENGTH", "TIMEOUT_BYTES", "FrameFormat",
+           "ProtocolError", "encode_selftest_response", "decode_selftest_response"]
 
 REQUEST_SYNC = 0x51
 #: First byte of a learning request (a labelled sample).
 LEARN_SYNC = 0x4C
 RESPONSE_SYNC = 0x52
+#: The self-test request (one byte) and the first byte of its answer.
+SELFTEST_SYNC = 0x54
+SELFTEST_RESPONSE_SYNC = 0x53
+#: Bytes of the self-test answer.
+SELFTEST_LENGTH = 9
 #: Byte times of silence after which the board drops a half-received frame.
 TIMEOUT_BYTES = 16
 
@@ -162,3 +182,23 @@ class FrameFormat:
                                           signed=True) for k in range(self.n_outputs)],
                           dtype=np.int64)
         return int(cls), scores
+
+
+def encode_selftest_response(n, correct, cycles):
+    """The self-test answer bytes (what a board sends; tests expect it)."""
+    return (bytes([SELFTEST_RESPONSE_SYNC]) + int(n).to_bytes(2, "little")
+            + int(correct).to_bytes(2, "little") + int(cycles).to_bytes(4, "little"))
+
+
+def decode_selftest_response(data):
+    """``(n, correct, cycles)`` from the self-test answer; :class:`ProtocolError` if
+    malformed."""
+    data = bytes(data)
+    if len(data) != SELFTEST_LENGTH or data[0] != SELFTEST_RESPONSE_SYNC:
+        raise ProtocolError(f"self-test answer: expected {SELFTEST_LENGTH} bytes starting "
+                            f"0x{SELFTEST_RESPONSE_SYNC:02x}, got {data.hex(' ')}")
+    n = int.from_bytes(data[1:3], "little")
+    correct = int.from_bytes(data[3:5], "little")
+    if correct > n:
+        raise ProtocolError(f"self-test answer: {correct} correct of {n} vectors")
+    return n, correct, int.from_bytes(data[5:9], "little")

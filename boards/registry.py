@@ -23,7 +23,8 @@ from qnnfab.rtl import estimate as _estimate
 
 from .families import get_family
 
-__all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for"]
+__all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
+           "TargetUnreachable"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,96 @@ def board_folding(network, board, *, max_lanes=None):
         lanes //= 2
         folding = auto_folding(network, max_lanes=lanes)
     return folding
+
+
+class TargetUnreachable(ValueError):
+    """No folding that fits the board meets the asked speed; the message gives the best
+    reachable figure."""
+
+
+def _fits(network, folding, board):
+    from qnnfab.rtl.folding import check_folding
+    lane_scale = get_family(board.family).lane_scale
+    pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
+    return (_estimate.estimate(network, pairs, lane_scale=lane_scale)["lc"]
+            <= LC_HEADROOM * board.lut
+            and bram_blocks_for(network, folding, board) <= board.bram_blocks)
+
+
+def network_interval(network, folding):
+    """Cycles between inferences of the streaming network under ``folding`` (its
+    ``interval``, the report's ``cycles_per_inference``)."""
+    from qnnfab.rtl.network import Network
+    return Network(network, folding).interval
+
+
+def target_folding(network, board, *, target_ips=None, target_cycles=None, clock_mhz=None):
+    """The cheapest folding that meets a speed target on ``board``, as FINN's SetFolding
+    chooses: every layer gets the cheapest folding (:func:`qnnfab.rtl.folding.auto_folding`)
+    whose cycles meet the target, so no stage is faster than it needs to be.
+
+    ``target_ips``: inferences per second at ``clock_mhz`` (default: the board's design
+    clock), or ``target_cycles``: cycles per inference. Returns ``(folding, description)``.
+    Raises :class:`TargetUnreachable`, with the best reachable figure (the board's default
+    folding, the fastest qnnfab places on it), when the folding that meets the target does
+    not fit the board or no folding reaches it.
+    """
+    from qnnfab.rtl.folding import auto_folding
+    board = get_board(board)
+    if (target_ips is None) == (target_cycles is None):
+        raise ValueError("target_folding: give target_ips or target_cycles")
+    clock = float(board.design_clock_mhz if clock_mhz is None else clock_mhz)
+    if target_ips is not None:
+        if not target_ips > 0:
+            raise ValueError(f"--target-ips: expected a positive rate, got {target_ips}")
+        limit = int(clock * 1e6 // target_ips)
+        what = f"--target-ips {target_ips:,.0f} at {clock:g} MHz"
+    else:
+        limit = operator.index(target_cycles)
+        what = f"--target-cycles {limit}"
+
+    def best_reachable():
+        best = board_folding(network, board)
+        cycles = network_interval(network, best)
+        return (f"the fastest folding that fits {board.name} runs {cycles} cycles per "
+                f"inference, {clock * 1e6 / cycles:,.0f} inferences/s at {clock:g} MHz")
+    if limit < 1:
+        raise TargetUnreachable(f"{what}: unreachable (less than one cycle per inference); "
+                                f"{best_reachable()}")
+    # Candidates: the per-layer cheapest folding for the limit (the network's interval is its
+    # slowest stage plus the hand-overs, so aim lower until the whole network meets it), the
+    # same for ever tighter aims, and the board's own; the cheapest by the fit estimate of
+    # those that meet the limit and fit wins. (The per-layer search and the whole-design
+    # estimate weigh the input multiplexers differently, so a faster folding can be cheaper.)
+    lane_scale = get_family(board.family).lane_scale
+    candidates, aim, fastest = [], limit, None
+    while aim >= 1:
+        folding = auto_folding(network, target_cycles=aim)
+        cycles = network_interval(network, folding)
+        fastest = cycles if fastest is None else min(fastest, cycles)
+        if cycles <= limit:
+            candidates.append(folding)
+            aim //= 2
+        else:
+            aim -= max(1, cycles - limit)
+    default = board_folding(network, board)
+    if network_interval(network, default) <= limit:
+        candidates.append(default)
+    fitting = [f for f in candidates if _fits(network, f, board)]
+    if not fitting:
+        if not candidates:
+            raise TargetUnreachable(f"{what}: unreachable: the fastest folding of this network "
+                                    f"takes {fastest} cycles; {best_reachable()}")
+        raise TargetUnreachable(f"{what}: unreachable on {board.name}: the folding that meets "
+                                f"it does not fit the device; {best_reachable()}")
+
+    def cost(folding):
+        pairs = [(f.pe, f.simd) for f in folding]
+        return (_estimate.estimate(network, pairs, lane_scale=lane_scale)["lc"],
+                bram_blocks_for(network, folding, board))
+    folding = min(fitting, key=cost)
+    cycles = network_interval(network, folding)
+    return folding, f"{what}: {cycles} cycles per inference, the cheapest folding that meets it"
 
 
 def bram_blocks_for(network, folding, board):

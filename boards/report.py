@@ -106,7 +106,8 @@ def make_report(plan, seconds, notes, *, started, extra=None):
         tools[package] = _version(package)
     options = {"board": board.name, "folding": jsonable(plan.folding),
                "clock_mhz": plan.clock_mhz, "baud": plan.baud, "seed": plan.seed,
-               "nextpnr_opts": board.nextpnr_opts}
+               "nextpnr_opts": board.nextpnr_opts,
+               "selftest": plan.selftest["vectors"] if plan.selftest else 0}
     ir_sha = hashlib.sha256(ir.to_bytes(plan.network)).hexdigest()
     clock_mhz = plan.clock_mhz
     report = {
@@ -125,6 +126,7 @@ def make_report(plan, seconds, notes, *, started, extra=None):
         "latency_cycles": jsonable(latency),
         "timing_source": timing_source,
         "learning": plan.learning,
+        "selftest": plan.selftest,
         "inferences_per_s": clock_mhz * 1e6 / cycles,
         "inferences_per_s_at_fmax": (fmax * 1e6 / cycles) if fmax else None,
         "folding": jsonable(plan.top.folding if plan.top.folding is not None

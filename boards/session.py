@@ -34,6 +34,8 @@ class BuildInfo:
     baud: int
     learning: "dict | None"
     ir_sha256: "str | None"
+    clock_mhz: "float | None" = None
+    selftest: "dict | None" = None
 
 
 def load_build(build_dir, network):
@@ -60,7 +62,8 @@ def load_build(build_dir, network):
     return BuildInfo(path=path, board=str(report["board"]),
                      inferences_per_s=report.get("inferences_per_s"),
                      baud=int(uart.get("baud", 115200)), learning=report.get("learning"),
-                     ir_sha256=want)
+                     ir_sha256=want, clock_mhz=report.get("clock_mhz"),
+                     selftest=report.get("selftest"))
 
 
 @dataclasses.dataclass

@@ -66,7 +66,7 @@ class BoardTop(wiring.Component):
     (``cycles_per_inference``).
     """
 
-    def __init__(self, network, folding=None, *, clk_freq, baud, core=None):
+    def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None):
         try:
             self.network = network
             self.frame = protocol.FrameFormat.from_network(network)
@@ -82,10 +82,20 @@ class BoardTop(wiring.Component):
             if self.learning:
                 score_shape = core.o.payload.shape()["scores"].shape.elem_shape
                 self.frame = dataclasses.replace(self.frame, acc_width=score_shape.width)
+            if selftest is not None:
+                if self.learning:
+                    raise ValueError("a learning board has no self-test (--selftest and "
+                                     "--learn: give one)")
+                from .selftest import SelfTest
+                codes, labels = selftest
+                selftest = SelfTest(codes, labels, input_bits=network.input_bits,
+                                    n_outputs=self.frame.n_outputs,
+                                    acc_width=self.frame.acc_width)
         except Exception:
             mark_used(self)   # refused, not "created but never used"
             raise
         self.core = core
+        self.selftest = selftest
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -145,7 +155,8 @@ class BoardTop(wiring.Component):
         # -- request: sync byte, then input_features codes, shifted into `vec` ----------------
         bits = fmt.input_bits
         vec = Signal(bits * fmt.input_features)
-        count = Signal(range(max(fmt.input_features, fmt.response_length) + 1))
+        count = Signal(range(max(fmt.input_features, fmt.response_length,
+                                 protocol.SELFTEST_LENGTH) + 1))
         timer = Signal(range(self.timeout_cycles + 1))
         byte = rx.o.payload
         got = rx.o.valid          # rx.o.ready is always high: bytes are consumed at once
@@ -176,6 +187,14 @@ class BoardTop(wiring.Component):
         else:
             m.d.comb += core.i.payload.eq(vec)
 
+        test = self.selftest
+        if test is not None:
+            m.submodules.selftest = test
+            answer = Cat(C(protocol.SELFTEST_RESPONSE_SYNC, 8), C(test.n, 16), test.correct,
+                         test.cycles)
+            answer_bytes = Array(answer[8 * k:8 * (k + 1)]
+                                 for k in range(protocol.SELFTEST_LENGTH))
+
         with m.FSM(name="frame"):
             with m.State("IDLE"):
                 with m.If(got & (byte == protocol.REQUEST_SYNC)):
@@ -183,10 +202,33 @@ class BoardTop(wiring.Component):
                     if self.learning:
                         m.d.sync += learn.eq(0)
                     m.next = "RECEIVE"
+                if test is not None:
+                    with m.Elif(got & (byte == protocol.SELFTEST_SYNC)):
+                        m.d.comb += test.start.eq(1)
+                        m.next = "TEST"
                 if self.learning:
                     with m.Elif(got & (byte == protocol.LEARN_SYNC)):
                         m.d.sync += [count.eq(0), timer.eq(0), learn.eq(1)]
                         m.next = "LABEL"
+            if test is not None:
+                # The stored vectors drive the core; its outputs go to the counter.
+                with m.State("TEST"):
+                    m.d.comb += [core.i.payload.eq(test.x.payload),
+                                 core.i.valid.eq(test.x.valid),
+                                 test.x.ready.eq(core.i.ready),
+                                 test.y.payload.eq(core.o.payload),
+                                 test.y.valid.eq(core.o.valid),
+                                 core.o.ready.eq(test.y.ready)]
+                    with m.If(~test.busy):
+                        m.d.sync += count.eq(0)
+                        m.next = "TEST_SEND"
+                with m.State("TEST_SEND"):
+                    m.d.comb += [tx.i.payload.eq(answer_bytes[count]), tx.i.valid.eq(1)]
+                    with m.If(tx.i.ready):
+                        m.d.sync += count.eq(count + 1)
+                        with m.If(count == protocol.SELFTEST_LENGTH - 1):
+                            m.d.sync += [answered.eq(~answered), error.eq(0)]
+                            m.next = "IDLE"
             if self.learning:
                 with m.State("LABEL"):
                     with m.If(got):

@@ -36,13 +36,23 @@ def parse_folding(text):
 
 
 def resolve_folding(args, network):
-    """The folding a command uses: ``--folding`` if given, else the board's
-    (:func:`qnnfab.boards.registry.board_folding`) when ``--board`` is given, else None (the
+    """The folding a command uses: ``--folding`` if given; else ``--target-ips`` /
+    ``--target-cycles`` (:func:`qnnfab.boards.registry.target_folding`); else the board's
+    (:func:`qnnfab.boards.registry.board_folding`) when ``--board`` is given; else None (the
     plain :func:`qnnfab.rtl.folding.auto_folding`). ``sim``, ``verilog``, ``build`` and
     ``flow`` all go through here, so the same board gives the same folding everywhere."""
+    return _resolve(args, network)[0]
+
+
+def _resolve(args, network):
+    """``(folding, source or None)``, see :func:`resolve_folding`."""
     folding = parse_folding(args.folding)
     board = getattr(args, "board", None)
+    target_ips = getattr(args, "target_ips", None)
+    target_cycles = getattr(args, "target_cycles", None)
     if folding is not None:
+        if target_ips is not None or target_cycles is not None:
+            raise UserError("--folding and --target-ips/--target-cycles: give one of them")
         from qnnfab.rtl.folding import FoldingError, check_folding
         try:
             check_folding(network, folding)
@@ -50,18 +60,34 @@ def resolve_folding(args, network):
             text = str(exc).replace("LayerFolding.pe", "PE").replace("LayerFolding.simd",
                                                                      "SIMD")
             raise UserError(f"--folding {args.folding}: {text}") from None
-    if folding is None and board is not None:
+        return folding, None
+    if target_ips is not None or target_cycles is not None:
+        if target_ips is not None and target_cycles is not None:
+            raise UserError("--target-ips and --target-cycles: give one of them")
+        if board is None:
+            if target_ips is not None:
+                raise UserError("--target-ips needs --board (its clock and size)")
+            from qnnfab.rtl.folding import auto_folding
+            return (auto_folding(network, target_cycles=target_cycles),
+                    f"--target-cycles {target_cycles}, no board: cheapest per layer")
+        from qnnfab.boards.registry import target_folding
+        return target_folding(network, board, target_ips=target_ips,
+                              target_cycles=target_cycles,
+                              clock_mhz=getattr(args, "clock_mhz", None))
+    if board is not None:
         from qnnfab.boards.registry import board_folding
-        folding = board_folding(network, board)
-    return folding
+        return board_folding(network, board), None
+    return None, None
 
 
 def folding_and_source(args, network):
     """``(folding to pass on, folding used, source)``: :func:`resolve_folding`, the folding it
     stands for (the automatic one for None) and where it came from (``given (--folding)``,
-    ``board NAME default``, ``automatic``)."""
+    ``--target-ips ...``, ``board NAME default``, ``automatic``)."""
     from qnnfab.flow import folding_source
-    folding = resolve_folding(args, network)
+    folding, target = _resolve(args, network)
+    if target is not None:
+        return folding, folding, target
     used, source = folding_source(network, folding, given=args.folding is not None,
                                   board=getattr(args, "board", None))
     return folding, used, source
@@ -351,7 +377,7 @@ def cmd_sim(args):
 def cmd_build(args):
     from qnnfab.flow import build_board
     network = _load(args.model, integer_for="build")
-    folding = resolve_folding(args, network)
+    folding, target = _resolve(args, network)
     _lock_out_dir(_prepare_out_dir(args.out))
     seed = args.pnr_seed
     if args.seed is not None:
@@ -360,20 +386,25 @@ def cmd_build(args):
         seed = args.seed
     report = build_board(network, args.board, args.out, folding=folding,
                          clock_mhz=args.clock_mhz, seed=seed, progress=not args.quiet,
-                         learn=args.learn)
+                         learn=args.learn, baud=args.baud, folding_source=target,
+                         selftest=args.selftest)
     _print_report_summary(report, args.out)
     return 0
 
 
 def cmd_flow(args):
     from qnnfab.flow import run_flow
+    if args.folding is not None and (args.target_ips is not None
+                                     or args.target_cycles is not None):
+        raise UserError("--folding and --target-ips/--target-cycles: give one of them")
     _lock_out_dir(_prepare_out_dir(args.out))
     report = run_flow(board=args.board, preset=train_preset(args), data=args.data,
                       out_dir=args.out,
                       seed=args.seed, pnr_seed=args.pnr_seed,
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
-                      epochs=args.epochs, progress=not args.quiet)
+                      epochs=args.epochs, progress=not args.quiet,
+                      target_ips=args.target_ips, target_cycles=args.target_cycles)
     _print_report_summary(report, args.out)
     return 0 if report["vectors"]["bit_exact"] == report["vectors"]["checked"] else 1
 
@@ -385,8 +416,12 @@ def cmd_run(args):
     from qnnfab.progress import progress_bar
     network = _load(args.model, integer_for="run")
     build = session.load_build(args.build, network) if args.build else None
+    if args.baud is None:
+        args.baud = build.baud if build is not None else 115200
     if args.learn:
         return _run_learning(args, network, build)
+    if args.selftest:
+        return _run_selftest(args, build)
     if build is not None and build.learning:
         raise UserError(f"{build.path}: this board was built with --learn: drive it with "
                         f"`qnnfab run --learn`")
@@ -417,6 +452,27 @@ def cmd_run(args):
               f"({vecs.source})")
     _print_rates(result.frames_per_s, build)
     return 0 if ok == n else 1
+
+
+def _run_selftest(args, build):
+    from qnnfab.boards.driver import selftest
+    if build is None or not build.selftest:
+        raise UserError("--selftest needs --build DIR of a board built with `qnnfab build "
+                        "--selftest N`")
+    entry = build.selftest
+    n, correct, cycles = selftest(args.port, baud=args.baud, timeout=max(args.timeout, 10.0))
+    ips = n * build.clock_mhz * 1e6 / cycles if cycles else float("inf")
+    print(f"self-test on chip: {n} vectors ({entry['source']}) in {cycles:,} cycles: "
+          f"{ips:,.0f} inferences/s at {build.clock_mhz:g} MHz (the timing model: "
+          f"{entry['expected_cycles']:,} cycles)")
+    print(f"{correct}/{n} classes right (the golden model: {entry['golden_correct']}/{n}, "
+          f"labels from the {entry['labels']})")
+    ok = n == entry["vectors"] and correct == entry["golden_correct"] \
+        and cycles == entry["expected_cycles"]
+    if not ok:
+        print("qnnfab: the self-test differs from the golden model or the timing model",
+              file=sys.stderr)
+    return 0 if ok else 1
 
 
 def _print_rates(frames_per_s, build):
@@ -648,6 +704,13 @@ def build_parser():
         p.add_argument("--folding", metavar="PE:SIMD,...",
                        help="per-layer folding (default: chosen automatically, from the "
                             "board's folding budget when a board is given)")
+        p.add_argument("--target-ips", type=float, metavar="N",
+                       help="instead of --folding: the cheapest folding that reaches N "
+                            "inferences/s at the board's clock (needs --board); refused, with "
+                            "the best reachable figure, when nothing that fits reaches it")
+        p.add_argument("--target-cycles", type=int, metavar="N",
+                       help="instead of --folding: the cheapest folding of at most N cycles "
+                            "per inference")
 
     def clock_arg(p):
         p.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ",
@@ -801,6 +864,12 @@ def build_parser():
     p.add_argument("--pnr-seed", type=int, default=0, metavar="N",
                    help="nextpnr placement seed")
     p.add_argument("--seed", type=int, default=None, dest="seed", help=argparse.SUPPRESS)
+    p.add_argument("--baud", type=int, default=None, metavar="N",
+                   help="UART baud rate of the board top (default: the board's, 115200; the "
+                        "iCEBreaker's FT2232H and the ULX3S's FT231X take up to 3000000)")
+    p.add_argument("--selftest", type=int, default=0, metavar="N",
+                   help="store the first N test vectors on chip: `qnnfab run --selftest` then "
+                        "runs them back to back and the chip measures its own inferences/s")
     p.add_argument("--learn", action="store_true",
                    help="the learning board: the last layer learns on chip from a random "
                         "start (labelled samples over the UART, 0x4C frames)")
@@ -841,7 +910,8 @@ def build_parser():
                    help="the board's build folder: its report.json gives the chip's own "
                         "inferences/s (printed beside the measured frames/s) and, with "
                         "--learn, the learning rule and initial weights")
-    p.add_argument("--baud", type=int, default=115200, metavar="N", help="UART baud rate")
+    p.add_argument("--baud", type=int, default=None, metavar="N",
+                   help="UART baud rate (default: the build's, from --build DIR, else 115200)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S",
                    help="seconds to wait for each answer")
     p.add_argument("--vectors", type=int, default=None, metavar="N",
@@ -850,6 +920,9 @@ def build_parser():
     p.add_argument("--learn", action="store_true",
                    help="drive a board built with `build --learn`: labelled training samples, "
                         "test accuracy before and after, answers checked against the rule")
+    p.add_argument("--selftest", action="store_true",
+                   help="run the vectors stored on a board built with `build --selftest N` "
+                        "back to back: the chip's own inferences/s and correct classes")
     p.add_argument("--samples", type=int, default=1000, metavar="N",
                    help="with --learn: labelled training samples sent")
     p.add_argument("--seed", type=int, default=0, metavar="N",
@@ -883,6 +956,7 @@ def arg_ranges():
         "population": (2, None), "generations": (1, None), "kernels": (1, None),
         "finetune": (0, None), "samples": (1, None), "baud": (1, None),
         "timeout": (0.001, None), "clock_mhz": (0.001, None), "show": (0, None),
+        "target_ips": (0.001, None), "target_cycles": (1, None), "selftest": (0, 65535),
     }
 
 

@@ -95,11 +95,12 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
 
 
 def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
-                extra=None, learn=False):
+                extra=None, learn=False, baud=None, folding_source=None, selftest=0):
     """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
-    None: the board's ``design_clock_mhz``. A build whose timing is not met has
+    None: the board's ``design_clock_mhz``; ``baud`` None: the board's UART rate;
+    ``folding_source``: what the report says the folding came from. A build whose timing is not met has
     ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI prints it)."""
     from qnnfab.boards.build import build
     from qnnfab.boards.registry import get_board
@@ -109,7 +110,8 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
         if progress:
             _log(f"    {name} ...")
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
-                 progress=on_step, extra=extra or {}, learn=learn)
+                 progress=on_step, extra=extra or {}, learn=learn, baud=baud,
+                 folding_source=folding_source, selftest=selftest)
 
 
 def preset_network(preset, *, seed=0, epochs=None, progress=False):
@@ -291,13 +293,15 @@ def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None
 
 def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
-             progress=True, pnr_seed=None):
+             progress=True, pnr_seed=None, target_ips=None, target_cycles=None):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
     the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`), the same one
     for both simulations and the build; ``clock_mhz`` None: the board's design clock;
-    ``pnr_seed`` None: ``seed`` (the nextpnr placement seed; ``seed`` trains).
+    ``pnr_seed`` None: ``seed`` (the nextpnr placement seed; ``seed`` trains); ``target_ips`` /
+    ``target_cycles``: instead of ``folding``, the cheapest folding that meets the target
+    (:func:`qnnfab.boards.registry.target_folding`).
 
     Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
     after training and before simulating: the fit (:func:`flow_precheck`)."""
@@ -344,7 +348,11 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         _log(f"    float accuracy {trained.float_accuracy:.2%}{integer}{agreed} -> {model_path}")
 
     source = "given (--folding)"
-    if folding is None:
+    if folding is None and (target_ips is not None or target_cycles is not None):
+        from qnnfab.boards.registry import target_folding
+        folding, source = target_folding(network, board, target_ips=target_ips,
+                                         target_cycles=target_cycles, clock_mhz=clock_mhz)
+    elif folding is None:
         folding, source = board_folding(network, board), f"board {board} default"
     _log(f"    folding (PE:SIMD per layer): {folding_text(folding)} ({source})")
     vecs = test_vectors(network, vectors)
@@ -387,6 +395,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     with step(f"[4/4] bitstream for {board} (Yosys + nextpnr via YoWASP)"):
         report = build_board(network, board, out_dir, folding=folding, clock_mhz=clock_mhz,
                              seed=seed if pnr_seed is None else pnr_seed,
-                             progress=progress, extra=extra)
+                             progress=progress, extra=extra,
+                             folding_source=None if source.startswith(("given", "board"))
+                             else source)
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

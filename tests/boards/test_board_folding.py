@@ -137,7 +137,7 @@ def test_build_uses_board_defaults(monkeypatch, default_net, tmp_path):
     seen = {}
 
     class FakeTop:
-        def __init__(self, network, folding=None, *, clk_freq, baud, core=None):
+        def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None):
             seen.update(folding=folding, clk_freq=clk_freq, baud=baud)
             raise _Stop
     monkeypatch.setattr(top_mod, "BoardTop", FakeTop)

@@ -148,3 +148,46 @@ def test_run_learn_errors(net_file, tmp_path, capsys, argv, words):
     rc = cli.main(["run", str(path), "--port", "/dev/ttyFAKE", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and words in err, err
+
+
+class SelfTestBoard(FakeBoard):
+    """Answers the 0x54 self-test request with fixed figures."""
+
+    def __init__(self, net, figures):
+        super().__init__(net)
+        self.figures = figures
+
+    def write(self, data):
+        from qnnfab.boards import protocol
+        assert bytes(data) == bytes([protocol.SELFTEST_SYNC])
+        self.out += protocol.encode_selftest_response(*self.figures)
+
+
+@pytest.mark.parametrize("figures, rc", [((50, 46, 12_902), 0), ((50, 45, 12_902), 1),
+                                         ((50, 46, 13_000), 1)])
+def test_run_selftest_prints_the_chips_own_rate(net_file, tmp_path, replace_public, capsys,
+                                                figures, rc):
+    net, path = net_file
+    plug_in(replace_public, SelfTestBoard(net, figures))
+    build = write_report(tmp_path / "build", net)
+    report = json.loads((build / "report.json").read_text())
+    report.update(clock_mhz=36.0, selftest={"vectors": 50, "source": "digits test split",
+                                            "labels": "data set", "golden_correct": 46,
+                                            "expected_cycles": 12_902})
+    (build / "report.json").write_text(json.dumps(report))
+    assert cli.main(["run", str(path), "--port", "/dev/ttyFAKE", "--build", str(build),
+                     "--selftest"]) == rc
+    out = capsys.readouterr().out
+    n, correct, cycles = figures
+    assert (f"self-test on chip: 50 vectors (digits test split) in {cycles:,} cycles: "
+            f"{50 * 36e6 / cycles:,.0f} inferences/s at 36 MHz (the timing model: 12,902 "
+            f"cycles)") in out
+    assert f"{correct}/50 classes right (the golden model: 46/50" in out
+
+
+def test_run_selftest_needs_a_selftest_build(net_file, tmp_path, capsys):
+    net, path = net_file
+    build = write_report(tmp_path / "build", net)
+    assert cli.main(["run", str(path), "--port", "/dev/ttyFAKE", "--build", str(build),
+                     "--selftest"]) == 2
+    assert "built with `qnnfab build --selftest N`" in capsys.readouterr().err
