@@ -39,13 +39,15 @@ back in place after each input; the errors phase rotates it by one, so the score
 at ``acc[0]`` in lane order. The errors, in lane order, shift into a ring of ``q`` that the
 update phase rotates by ``lanes`` per item. Nothing multiplexes one lane out of ``n_out``.
 
-Resources, measured (iCE40 UP5K, Yosys ``synth_ice40`` + nextpnr, default rule, 128 2-bit
-inputs, 10 classes, the learner alone behind a few pins): ``lanes=1`` ~1570 logic cells,
-10 EBR, 37 MHz (the critical path is the errors phase's adder); ``lanes=10`` ~5400 cells
-and 20 EBR, more than the device has. The update unit is ~200 cells a lane and the memories
-``n_in·n_out·(weight_bits + momentum_bits)`` bits, so a small device wants ``lanes`` of 1
-or 2: a sample then takes ``~2·n_in·n_out`` cycles (~75 µs at 36 MHz), far less than its
-transfer over a UART.
+Resources, measured before the momentum was stored as a code (iCE40 UP5K, Yosys
+``synth_ice40`` + nextpnr, default rule, 128 2-bit inputs, 10 classes, the learner alone
+behind a few pins): ``lanes=1`` ~1570 logic cells, 10 EBR, 37 MHz (the critical path is the
+errors phase's adder); ``lanes=10`` ~5400 cells and 20 EBR, more than the device has. The
+update unit is ~200 cells a lane and the memories ``n_in·n_out·(weight_bits +
+momentum_code_bits)`` bits (16 + 6 by default, was 16 + 16: the momentum is stored as
+``logq`` of itself, a sign, a non-zero flag and an exponent), so a small device wants
+``lanes`` of 1 or 2: a sample then takes ``~2·n_in·n_out`` cycles (~75 µs at 36 MHz), far
+less than its transfer over a UART.
 """
 
 import operator
@@ -66,7 +68,7 @@ from ._checks import mark_used, quiet_on_error
 from .argmax import argmax_layout
 from .estimate import BLOCK_RAM_MIN_BITS
 from .network import Network
-from .update_unit import UpdateUnit, logq_exponent, q_layout
+from .update_unit import UpdateUnit, encode_momentum, logq_exponent, q_layout
 
 __all__ = ["OnlineLearner", "LearningNetwork", "learner_input_layout", "trace_layout",
            "ITEM_STAGES", "PRODUCT_STAGES", "ABS_ERROR_STAGES"]
@@ -93,15 +95,16 @@ def learner_input_layout(n_in, in_bits, n_out):
 def trace_layout(n_in, n_out, rule, lanes=None):
     """``trace.payload``: ``{"index": unsigned(max(1, ceil_log2(n_in))), "group":
     unsigned(max(1, ceil_log2(n_out // lanes))), "w": ArrayLayout(signed(weight_bits), lanes),
-    "m": ArrayLayout(signed(momentum_bits), lanes)}``: what one update cycle writes back,
-    ``W[g·lanes : (g+1)·lanes, index]`` and the same of ``M`` for ``g = group`` (always 0 when
+    "m": ArrayLayout(signed(momentum_bits + 1), lanes)}``: what one update cycle writes back,
+    ``W[g·lanes : (g+1)·lanes, index]`` and the same of the stored momentum ``M = logq(m)``
+    (its value; the memory holds its code) for ``g = group`` (always 0 when
     ``lanes == n_out``, the default)."""
     lanes = n_out if lanes is None else lanes
     return data.StructLayout({
         "index": unsigned(max(1, ceil_log2(n_in))),
         "group": unsigned(max(1, ceil_log2(n_out // lanes))),
         "w": data.ArrayLayout(signed(rule.weight_bits), lanes),
-        "m": data.ArrayLayout(signed(rule.momentum_bits), lanes),
+        "m": data.ArrayLayout(signed(rule.momentum_bits + 1), lanes),
     })
 
 
@@ -222,8 +225,10 @@ class OnlineLearner(wiring.Component):
 
     @property
     def memory_bits(self):
-        """Bits of weight and momentum memory."""
-        return self.n_in * self.n_out * (self.rule.weight_bits + self.rule.momentum_bits)
+        """Bits of weight and momentum memory: ``weight_bits`` and the momentum's code
+        (:attr:`LearnRule.momentum_code_bits
+        <qnnfab.spec.learn_rule.LearnRule.momentum_code_bits>`) per learned weight."""
+        return self.n_in * self.n_out * self.rule.state_bits_per_weight
 
     def memory_words(self, state):
         """The contents of a weight or momentum memory for ``state`` (n_out, n_in): word
@@ -232,11 +237,19 @@ class OnlineLearner(wiring.Component):
         return [[int(v) for v in a[g * self.lanes:(g + 1) * self.lanes, i]]
                 for i in range(self.n_in) for g in range(self.groups)]
 
-    def _memory(self, bits, init):
-        shape = data.ArrayLayout(signed(bits), self.lanes)
+    def momentum_words(self, momentum):
+        """The momentum memory's contents: :meth:`memory_words` of the codes of
+        ``logq(momentum)`` (:func:`~qnnfab.rtl.update_unit.encode_momentum`), each word the
+        lanes' codes packed, lane 0 lowest."""
+        width = self.rule.momentum_code_bits
+        return [sum(encode_momentum(v, self.rule) << (width * j) for j, v in enumerate(word))
+                for word in self.memory_words(momentum)]
+
+    def _memory(self, shape, init):
         depth = self.n_in * self.groups
-        attrs = {"ram_style": "block"} if depth * self.lanes * bits >= BLOCK_RAM_MIN_BITS \
-            else {}
+        bits = data.Layout.cast(shape).size if isinstance(shape, data.Layout) \
+            else len(Const(0, shape))
+        attrs = {"ram_style": "block"} if depth * bits >= BLOCK_RAM_MIN_BITS else {}
         return Memory(shape=shape, depth=depth, init=init, attrs=attrs)
 
     def elaborate(self, platform):
@@ -245,10 +258,11 @@ class OnlineLearner(wiring.Component):
         n_in, n_out, b = self.n_in, self.n_out, self.in_bits
         groups, lanes = self.groups, self.lanes
         depth = n_in * groups
-        m.submodules.weights = wmem = self._memory(rule.weight_bits,
-                                                   self.memory_words(self.init_weights))
-        m.submodules.momenta = mmem = self._memory(rule.momentum_bits,
-                                                   self.memory_words(self.init_momentum))
+        m.submodules.weights = wmem = self._memory(
+            data.ArrayLayout(signed(rule.weight_bits), lanes),
+            self.memory_words(self.init_weights))
+        m.submodules.momenta = mmem = self._memory(
+            unsigned(lanes * rule.momentum_code_bits), self.momentum_words(self.init_momentum))
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         m_rd, m_wr = mmem.read_port(), mmem.write_port()
         m.submodules.update = upd = UpdateUnit(n_lanes=lanes, in_bits=b, rule=rule)
@@ -386,16 +400,18 @@ class OnlineLearner(wiring.Component):
                 m.d.sync += [regs[0].eq(first)]
                 m.d.sync += [a.eq(b_) for a, b_ in zip(regs[1:], regs[:-1])]
         m.d.comb += q_rot.eq(step)
-        m.d.comb += [upd.w.eq(w_rd.data), upd.m.eq(m_rd.data), upd.v.eq(s2_v),
+        m.d.comb += [upd.w.eq(w_rd.data), upd.m.as_value().eq(m_rd.data), upd.v.eq(s2_v),
                      upd.q.eq(Cat(*qs[:lanes]))]
         m.d.comb += [self.trace.valid.eq(out_valid),
                      self.trace.payload.index.eq(p_i[-1]),
                      self.trace.payload.group.eq(p_g[-1]),
-                     self.trace.payload.w.eq(upd.w_new), self.trace.payload.m.eq(upd.m_new)]
+                     self.trace.payload.w.eq(upd.w_new),
+                     self.trace.payload.m.eq(upd.m_value)]
         write = Signal()
         m.d.comb += write.eq(out_valid & self.trace.ready)
         m.d.comb += [w_wr.addr.eq(p_k[-1]), w_wr.data.eq(upd.w_new), w_wr.en.eq(write),
-                     m_wr.addr.eq(p_k[-1]), m_wr.data.eq(upd.m_new), m_wr.en.eq(write)]
+                     m_wr.addr.eq(p_k[-1]), m_wr.data.eq(upd.m_new.as_value()),
+                     m_wr.en.eq(write)]
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)

@@ -3,8 +3,14 @@
 For input ``i`` and each lane ``j`` (:mod:`qnnfab.spec.learn_rule` is the spec)::
 
     d      = (q_j · v_i) >> lr_shift            q_j = ±2**exp or 0; v_i the activation value
-    m_new  = sat(decay(logq(m_j)) - d, momentum_bits)
-    w_new  = sat(w_j + m_new, weight_bits)
+    m      = sat(decay(M_j) - d, momentum_bits)  M_j = ±2**e or 0: the stored logq(momentum)
+    w_new  = sat(w_j + m, weight_bits)
+    M_new  = logq(m)                             stored again as a code
+
+The momentum is stored as a code (:func:`momentum_code_layout`: exponent, sign, non-zero
+flag; 6 bits for the default 16-bit momentum) because the rule only ever reads ``logq`` of it
+(:mod:`qnnfab.spec.learn_rule`): ``decay(M)`` of a stored code is a decoder (no leading-one
+search on the way in), and the leading one is found once, on the way out.
 
 Built from zero tests of the momentum's upper bits (``logq``), a barrel shifter
 (``v << exp``), one adder per sum and saturation: no ``*`` anywhere (Yosys would map a
@@ -17,11 +23,12 @@ few LUT levels between registers.
   <qnnfab.spec.learn_rule.LearnRule.max_shift>` (any larger exponent saturates the momentum
   the same way), so the shifter is ``in_bits + momentum_bits + lr_shift`` bits wide.
 * ``>> lr_shift`` is an arithmetic (floor) shift by a constant: wiring.
-* ``decay(logq(m))`` is ``±2**E`` with ``E`` the position of ``|m|``'s leading one minus
-  ``momentum_decay``; with ``"nearest"`` rounding ``|m|`` is also compared with
-  ``ceil(sqrt(2)·2**e)`` (a constant chosen by the leading one) and ``E`` raised by one when
-  it is not smaller. Each bit of ``+2**E`` and of ``-2**E`` (ones from bit ``E`` up) is a zero
-  test of ``|m|``'s bits above a fixed position: no adder, no chain.
+* ``decay(M)`` of the stored ``±2**e`` is ``±2**(e - momentum_decay)`` (0 below ``2**0``):
+  each bit of ``+2**E`` and of ``-2**E`` (ones from bit ``E`` up) is a comparison of the
+  small exponent with a constant: no adder, no chain.
+* ``logq(m)``: the exponent is the position of ``|m|``'s leading one; with ``"nearest"``
+  rounding ``|m|`` is also compared with ``ceil(sqrt(2)·2**e)`` (a constant chosen by the
+  leading one) and the exponent raised by one when it is not smaller.
 
 The helpers :func:`leading_one`, :func:`one_hot_index`, :func:`logq_exponent` and
 :func:`saturate` are shared with :class:`~qnnfab.rtl.learner.OnlineLearner`.
@@ -33,6 +40,7 @@ its own small module, and its registers are only clocked (``en``) during an upda
 
 import operator
 
+import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -42,7 +50,8 @@ from qnnfab.spec.learn_rule import ROUNDINGS, LearnRule, sqrt2_threshold
 from . import timing
 from ._checks import quiet_on_error
 
-__all__ = ["UpdateUnit", "q_layout", "q_exp_width", "leading_one", "one_hot_index",
+__all__ = ["UpdateUnit", "q_layout", "q_exp_width", "momentum_code_layout",
+           "encode_momentum", "decode_momentum", "leading_one", "one_hot_index",
            "logq_exponent", "saturate"]
 
 
@@ -56,6 +65,34 @@ def q_layout(rule):
     ``neg`` (``q < 0``), ``nz`` (``q != 0``; ``exp`` and ``neg`` are ignored when 0)."""
     return data.StructLayout({"exp": unsigned(q_exp_width(rule)), "neg": unsigned(1),
                               "nz": unsigned(1)})
+
+
+def momentum_code_layout(rule):
+    """The layout of one stored momentum ``M = logq(m)``: ``exp`` (``|M| = 2**exp``), ``neg``
+    (``M < 0``), ``nz`` (``M != 0``; ``exp`` and ``neg`` are 0 when it is 0):
+    :attr:`LearnRule.momentum_code_bits <qnnfab.spec.learn_rule.LearnRule.momentum_code_bits>`
+    bits."""
+    return data.StructLayout({"exp": unsigned(rule.momentum_exp_bits), "neg": unsigned(1),
+                              "nz": unsigned(1)})
+
+
+def encode_momentum(value, rule):
+    """The code (an int, :func:`momentum_code_layout` packed) of the stored momentum
+    ``logq(value)`` (any integer in the rule's range; it is quantized first)."""
+    from qnnfab.spec.learn_rule import logq
+    stored = int(logq(np.array([int(value)]), rule.rounding)[0])
+    if stored == 0:
+        return 0
+    exp = abs(stored).bit_length() - 1
+    e_bits = rule.momentum_exp_bits
+    return exp | (int(stored < 0) << e_bits) | (1 << (e_bits + 1))
+
+
+def decode_momentum(code, rule):
+    """The stored momentum (an int, ``±2**exp`` or 0) of a code."""
+    e_bits = rule.momentum_exp_bits
+    exp, neg, nz = code & ((1 << e_bits) - 1), (code >> e_bits) & 1, (code >> (e_bits + 1)) & 1
+    return 0 if not nz else (-(1 << exp) if neg else 1 << exp)
 
 
 def leading_one(x):
@@ -131,13 +168,15 @@ class UpdateUnit(wiring.Component):
     rule : qnnfab.spec.learn_rule.LearnRule
     pipelined : bool
         Four register stages (default), each holding at most one carry chain and a few LUT
-        levels: ``|m|`` and ``-d``; ``decay(logq(m))`` (leading one, its negation as a run of
-        ones, no adder); ``m_new``; ``w_new``. Without: purely combinational.
+        levels: ``decay(M)`` (a decoder) and ``-d``; ``m = sat(decay(M) - d)``;
+        ``w_new = sat(w + m)`` and ``|m|``; ``logq(m)``'s code (leading one). Without:
+        purely combinational.
 
     Members
     -------
     w : In(ArrayLayout(signed(weight_bits), n_lanes))
-    m : In(ArrayLayout(signed(momentum_bits), n_lanes))
+    m : In(ArrayLayout(momentum_code_layout(rule), n_lanes))
+        Each lane's stored momentum code.
     q : In(ArrayLayout(q_layout(rule), n_lanes))
         Each lane's ``logq(e)``; an exponent above ``rule.max_shift`` acts as ``max_shift``.
     v : In(unsigned(in_bits))
@@ -145,7 +184,11 @@ class UpdateUnit(wiring.Component):
     en : In(1, init=1)
         Clock enable of every pipeline register (ignored without a pipeline).
     w_new : Out(ArrayLayout(signed(weight_bits), n_lanes))
-    m_new : Out(ArrayLayout(signed(momentum_bits), n_lanes))
+    m_new : Out(ArrayLayout(momentum_code_layout(rule), n_lanes))
+        The code to store, ``logq(m)``.
+    m_value : Out(ArrayLayout(signed(momentum_bits + 1), n_lanes))
+        The value of ``m_new`` (``±2**exp`` or 0), for a trace; unused in a bitstream, it
+        costs nothing there.
 
     Latency: :attr:`latency` enabled cycles from inputs to outputs (4, or 0 when not
     pipelined). Throughput: one set of inputs per enabled cycle.
@@ -164,13 +207,14 @@ class UpdateUnit(wiring.Component):
         self.rule = rule
         self.pipelined = bool(pipelined)
         wl = data.ArrayLayout(signed(rule.weight_bits), self.n_lanes)
-        ml = data.ArrayLayout(signed(rule.momentum_bits), self.n_lanes)
+        ml = data.ArrayLayout(momentum_code_layout(rule), self.n_lanes)
         super().__init__({
             "w": In(wl), "m": In(ml),
             "q": In(data.ArrayLayout(q_layout(rule), self.n_lanes)),
             "v": In(unsigned(self.in_bits)),
             "en": In(1, init=1),
             "w_new": Out(wl), "m_new": Out(ml),
+            "m_value": Out(data.ArrayLayout(signed(rule.momentum_bits + 1), self.n_lanes)),
         })
 
     @property
@@ -194,8 +238,22 @@ class UpdateUnit(wiring.Component):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.w.eq(self.w[j]), lane.m.eq(self.m[j]), lane.q.eq(self.q[j]),
                          lane.v.eq(self.v), lane.en.eq(self.en),
-                         self.w_new[j].eq(lane.w_new), self.m_new[j].eq(lane.m_new)]
+                         self.w_new[j].eq(lane.w_new), self.m_new[j].eq(lane.m_new),
+                         self.m_value[j].eq(lane.m_value)]
         return m
+
+
+def _power_of_two(m, exp, neg, nz, width, shift, name):
+    """``±2**(exp - shift)`` (0 when ``nz`` is low or ``exp < shift``) as a ``width``-bit
+    signed value: each bit a comparison of the small ``exp`` with a constant (``+2**E`` has bit
+    ``j`` iff ``E == j``; ``-2**E`` has the bits from ``E`` up)."""
+    valid = Signal(name=f"{name}_valid")
+    m.d.comb += valid.eq(nz & (exp >= shift) if shift else nz)
+    pos = [exp == j + shift for j in range(width)]
+    ones = [exp <= j + shift for j in range(width)]
+    value = Mux(neg, Cat(*[b & valid for b in ones]).as_signed(),
+                Cat(*[b & valid for b in pos]).as_signed())
+    return value
 
 
 class _Lane(wiring.Component):
@@ -203,10 +261,12 @@ class _Lane(wiring.Component):
 
     def __init__(self, rule, in_bits, width, pipelined):
         self.rule, self.in_bits, self.width, self.pipelined = rule, in_bits, width, pipelined
+        code = momentum_code_layout(rule)
         super().__init__({
-            "w": In(signed(rule.weight_bits)), "m": In(signed(rule.momentum_bits)),
+            "w": In(signed(rule.weight_bits)), "m": In(code),
             "q": In(q_layout(rule)), "v": In(in_bits), "en": In(1),
-            "w_new": Out(signed(rule.weight_bits)), "m_new": Out(signed(rule.momentum_bits)),
+            "w_new": Out(signed(rule.weight_bits)), "m_new": Out(code),
+            "m_value": Out(signed(rule.momentum_bits + 1)),
         })
 
     def elaborate(self, platform):
@@ -225,7 +285,7 @@ class _Lane(wiring.Component):
                 m.d.comb += sig.eq(value)
             return sig
 
-        # -- stage A: |m|, and -d from q and v ----------------------------------------------
+        # -- stage A: L = decay(M) from the stored code, and -d from q and v ------------------
         if self.in_bits == 1:
             vmag, vneg = Const(1, 1), ~self.v[0]   # code 1 is +1, code 0 is -1
         else:
@@ -242,58 +302,30 @@ class _Lane(wiring.Component):
         low = (gmag[:s] != 0) if s else Const(0, 1)
         minus_d = stage(Mux(gneg, gh, ~Cat(gh, Const(0, 1)).as_signed()), "minus_d_a")
         carry = stage(Mux(gneg, low, 1), "carry_a")
-        mneg = stage(self.m[-1], "mneg_a")
-        mabs_next = Mux(self.m[-1], -self.m, self.m)[:bm]             # |m| <= 2**(bm-1)
-        mabs = stage(mabs_next, "mabs_a")
-        # Which 4-bit nibbles of |m| are zero: stage B's zero tests of |m|'s upper bits then
-        # combine a few of these flags (a shallow tree, not a chain down the bits).
-        n_nib = -(-bm // 4)
-        zero_nib = stage(Cat(*[mabs_next[4 * t:4 * t + 4] == 0 for t in range(n_nib)]),
-                         "zero_nib_a")
+        # |M| <= 2**(bm-1), so decay(M) fits bm + 1 signed bits.
+        lq = stage(_power_of_two(m, self.m.exp, self.m.neg, self.m.nz, bm + 1,
+                                 rule.momentum_decay, "decay"), "lq_a")
         w_a = stage(self.w, "w_a")
 
-        # -- stage B: L = decay(logq(m)) = ±2**E, E = lead(|m|) + up - decay ------------------
-        # Every bit straight from zero tests of |m|'s upper bits (no chain through the
-        # leading one): +2**E has bit j set iff E == j; -2**E in two's complement is ones
-        # from bit E up, bit j set iff E <= j, i.e. iff |m| has no bit above j + decay
-        # (+1 less when rounding up).
-        r = rule.momentum_decay
-        n = bm + 1                                   # bits of 2**E (nearest: up to 2**bm)
-        up = _round_up(m, mabs, leading_one(mabs), rule.rounding, "logq")
-
-        def none_above(j):                           # |m| < 2**j
-            if j >= bm:
-                return Const(1, 1)
-            t = j // 4
-            part = mabs[j:min(4 * t + 4, bm)] == 0
-            return part & zero_nib[t + 1:].all() if t + 1 < n_nib else part
-
-        def bit(j):
-            return mabs[j] if 0 <= j < bm else Const(0, 1)
-
-        def floor_bits(shift):
-            """(+2**E bits, -2**E bits) with E = lead(|m|) - shift."""
-            pos = [bit(j + shift) & none_above(j + shift + 1) for j in range(n)]
-            neg = [none_above(j + shift + 1) for j in range(n)]
-            return pos, neg, ~none_above(max(shift, 0))
-        pos, neg, valid = floor_bits(r)
-        if rule.rounding == "nearest":
-            pos_up, neg_up, valid_up = floor_bits(r - 1)
-            pos = [Mux(up, a, b_) for a, b_ in zip(pos_up, pos)]
-            neg = [Mux(up, a, b_) for a, b_ in zip(neg_up, neg)]
-            valid = Mux(up, valid_up, valid)
-        lq = stage(Mux(mneg, Cat(*[b_ & valid for b_ in neg], valid).as_signed(),
-                       Cat(*pos, Const(0, 1)).as_signed()), "lq_b")
-        minus_d_b = stage(minus_d, "minus_d_b")
-        carry_b = stage(carry, "carry_b")
+        # -- stage B: m = sat(L - d) -----------------------------------------------------------
+        m_b = stage(saturate(lq + minus_d + carry, bm), "m_b")
         w_b = stage(w_a, "w_b")
 
-        # -- stage C: m_new = sat(L - d) -------------------------------------------------------
-        m_c = stage(saturate(lq + minus_d_b + carry_b, bm), "m_c")
-        w_c = stage(w_b, "w_c")
+        # -- stage C: w_new = sat(w + m), and |m| -----------------------------------------------
+        w_c = stage(saturate(w_b + m_b, rule.weight_bits), "w_c")
+        mneg_c = stage(m_b[-1], "mneg_c")
+        mabs_c = stage(Mux(m_b[-1], -m_b, m_b)[:bm], "mabs_c")    # |m| <= 2**(bm-1)
 
-        # -- stage D: w_new = sat(w + m_new) ---------------------------------------------------
-        w_d = stage(saturate(w_c + m_c, rule.weight_bits), "w_d")
-        m_d = stage(m_c, "m_d")
-        m.d.comb += [self.w_new.eq(w_d), self.m_new.eq(m_d)]
+        # -- stage D: the code of logq(m) --------------------------------------------------------
+        code = Signal(momentum_code_layout(rule), name="code_d_next")
+        e = logq_exponent(m, mabs_c, rule.rounding, name="logq")
+        nz = mabs_c != 0
+        m.d.comb += [code.exp.eq(Mux(nz, e, 0)), code.neg.eq(mneg_c & nz), code.nz.eq(nz)]
+        code_d = stage(code.as_value(), "code_d")
+        w_d = stage(w_c, "w_d")
+        m.d.comb += [self.w_new.eq(w_d), self.m_new.eq(code_d)]
+        out = code_d
+        m.d.comb += self.m_value.eq(_power_of_two(
+            m, out[:rule.momentum_exp_bits], out[rule.momentum_exp_bits],
+            out[rule.momentum_exp_bits + 1], bm + 1, 0, "value"))
         return m

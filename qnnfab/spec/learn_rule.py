@@ -14,8 +14,9 @@ one sample per :func:`step`, with integers, shifts and saturating adds only (no 
     q    = logq(e)                       the error quantized to a sign and an exponent
     g    = outer(q, v)                   g[j, i] = ±(v_i << exp(q_j)): a shift of v_i
     d    = g >> lr_shift                 arithmetic shift right (floor), eta = 2**-lr_shift
-    M   <- sat(decay(logq(M)) - d, momentum_bits)
-    W   <- sat(W + M, weight_bits)
+    m    = sat(decay(logq(M)) - d, momentum_bits)    the new momentum
+    W   <- sat(W + m, weight_bits)
+    M   <- logq(m)                       stored as a sign and an exponent
 
 ``decay(L) = sign(L)·(|L| >> momentum_decay)`` lowers the exponent of the power of two ``L``
 by ``momentum_decay`` (0 below ``2**0``).
@@ -33,6 +34,14 @@ momentum that no error changes any more never shrinks, and its weight drifts by 
 until it saturates. On the digits-tnn features that pinned ~90 % of the weights at
 ``±2**15`` after 10 000 steps (accuracy held, ~97 %, but the layer had become a sign
 classifier); with ``momentum_decay = 1`` no weight saturated and accuracy was as good or better.
+
+Why the stored momentum is ``logq(m)``: the rule only ever reads ``logq(M)``, and ``logq`` maps
+a power of two to itself, so storing ``logq(m)`` instead of ``m`` changes no weight, score or
+class of any step, while the state per momentum shrinks from ``momentum_bits`` to a sign, a
+non-zero flag and an exponent (:attr:`LearnRule.momentum_code_bits`, 6 bits for the default
+16): the memory saving that is the point of Kaneko et al.'s log-quantized optimizer. (A
+state given with arbitrary momenta is read through ``logq`` as before; after a learning step
+every momentum is a stored ``logq``.)
 
 A *learn* flag per sample (:func:`step`'s ``learn``) leaves the state alone: inference only.
 
@@ -119,8 +128,29 @@ class LearnRule:
 
     @property
     def momentum_range(self):
-        """``(lo, hi)`` of a stored momentum."""
+        """``(lo, hi)`` of a new momentum ``m`` (``momentum_bits`` two's complement)."""
         return (-(1 << (self.momentum_bits - 1)), (1 << (self.momentum_bits - 1)) - 1)
+
+    @property
+    def stored_momentum_range(self):
+        """``(lo, hi)`` of a stored momentum ``logq(m)``: ``"nearest"`` may round the largest
+        ``m`` up to ``2**(momentum_bits - 1)``."""
+        return (-(1 << (self.momentum_bits - 1)), 1 << (self.momentum_bits - 1))
+
+    @property
+    def momentum_exp_bits(self):
+        """Bits of a stored momentum's exponent (``0 .. momentum_bits - 1``)."""
+        return max(1, (self.momentum_bits - 1).bit_length())
+
+    @property
+    def momentum_code_bits(self):
+        """Bits of one stored momentum: its exponent, a sign and a non-zero flag."""
+        return self.momentum_exp_bits + 2
+
+    @property
+    def state_bits_per_weight(self):
+        """Bits the learner stores per learned weight: the weight and its momentum code."""
+        return self.weight_bits + self.momentum_code_bits
 
     @property
     def max_shift(self):
@@ -180,7 +210,7 @@ class LearnState:
         if m.shape != w.shape:
             raise ValueError(f"momentum: expected shape {w.shape} (as weights), got {m.shape}")
         for name, arr, (lo, hi), bits in (("weights", w, rule.weight_range, rule.weight_bits),
-                                          ("momentum", m, rule.momentum_range,
+                                          ("momentum", m, rule.stored_momentum_range,
                                            rule.momentum_bits)):
             bad = np.argwhere((arr < lo) | (arr > hi))
             if len(bad):
@@ -338,7 +368,8 @@ def step(rule, state, codes, label, in_bits, *, learn=True):
     m = saturate(decay(logq(state.momentum, rule.rounding), rule.momentum_decay) - d,
                  rule.momentum_bits)
     w = saturate(state.weights + m, rule.weight_bits)
-    return StepResult(scores=scores, cls=cls, error=e, q=q, state=LearnState(w, m))
+    return StepResult(scores=scores, cls=cls, error=e, q=q,
+                      state=LearnState(w, logq(m, rule.rounding)))
 
 
 #: ``E[logq(m) / m]`` for a log-uniformly distributed mantissa, ``1 / (2 ln 2)``: how much

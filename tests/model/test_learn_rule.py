@@ -50,14 +50,14 @@ def test_step_by_hand_floor_shift():
     """T = 4, s = 1, no decay. v = (3, 1); s = W v = (5, 3, 4), label 1:
     e = (9, -1, 8), q = (8, -1, 8); g = q v = [[24, 8], [-3, -1], [24, 8]];
     d = g >> 1 = [[12, 4], [-2, -1], [12, 4]] (floor: -1.5 -> -2, -0.5 -> -1);
-    logq(M) = [[-4, 0], [2, 0], [0, 4]]; M' = logq(M) - d; W' = W + M'."""
+    logq(M) = [[-4, 0], [2, 0], [0, 4]]; m = logq(M) - d; W' = W + m; stored M' = logq(m)."""
     rule = lr.LearnRule(weight_bits=8, momentum_bits=6, lr_shift=1, margin_exp=2,
                         momentum_decay=0)
     st = state([[2, -1], [0, 3], [1, 1]], [[-5, 0], [3, 0], [0, 7]])
     r = lr.step(rule, st, [3, 1], 1, 2)
     assert r.scores.tolist() == [5, 3, 4] and r.cls == 0
     assert r.error.tolist() == [9, -1, 8] and r.q.tolist() == [8, -1, 8]
-    assert r.state.momentum.tolist() == [[-16, -4], [4, 1], [-12, 0]]
+    assert r.state.momentum.tolist() == [[-16, -4], [4, 1], [-8, 0]]    # logq of -16 -4 4 1 -12 0
     assert r.state.weights.tolist() == [[-14, -5], [4, 4], [-11, 1]]
     assert st.weights.tolist() == [[2, -1], [0, 3], [1, 1]]       # not modified
 
@@ -77,14 +77,38 @@ def test_step_by_hand_zero_error_and_weight_saturation():
 
 def test_step_by_hand_momentum_saturation_and_decay():
     """v = 7 (3-bit), s = (21, -14), label 1, T = 8: e = (29, -22), q = (16, -16),
-    d = (112, -112); decay(logq(M)) = decay((-8, 4), 1) = (-4, 2); M' = (-116, 114)
-    saturates to 5 bits (-16, 15); W' = (3 - 16, -2 + 15)."""
+    d = (112, -112); decay(logq(M)) = decay((-8, 4), 1) = (-4, 2); m = (-116, 114)
+    saturates to 5 bits (-16, 15); W' = (3 - 16, -2 + 15); stored M' = logq(m) = (-16, 8)."""
     rule = lr.LearnRule(weight_bits=6, momentum_bits=5, lr_shift=0, margin_exp=3,
                         momentum_decay=1)
     r = lr.step(rule, state([[3], [-2]], [[-9], [6]]), [7], 1, 3)
     assert r.error.tolist() == [29, -22] and r.q.tolist() == [16, -16]
-    assert r.state.momentum.tolist() == [[-16], [15]]
+    assert r.state.momentum.tolist() == [[-16], [8]]
     assert r.state.weights.tolist() == [[-13], [13]]
+
+
+def test_storing_logq_of_the_momentum_changes_no_weight():
+    """The rule reads only logq(M), so a rule that stored the full m would give the same
+    weights, scores and classes, step after step; the stored state needs only a sign, a
+    non-zero flag and an exponent (6 bits for the default 16-bit momentum)."""
+    rng = np.random.default_rng(4)
+    rule = lr.LearnRule(weight_bits=10, momentum_bits=8, lr_shift=2, margin_exp=6)
+    st = lr.init_state(rng, 4, 6, rule, init_bits=3)
+    full_w, full_m = st.weights.copy(), st.momentum.copy()
+    for k in range(60):
+        x, y = rng.integers(0, 4, size=6), int(rng.integers(0, 4))
+        r = lr.step(rule, st, x, y, 2)
+        # the rule as it was: store m itself
+        v = lr.activation_values(x, 2)
+        q = lr.logq(lr.hinge_error(full_w @ v, y, rule.margin), rule.rounding)
+        m = lr.saturate(lr.decay(lr.logq(full_m, rule.rounding), rule.momentum_decay)
+                        - (np.outer(q, v) >> rule.lr_shift), rule.momentum_bits)
+        full_w, full_m = lr.saturate(full_w + m, rule.weight_bits), m
+        assert np.array_equal(r.state.weights, full_w), k
+        assert np.array_equal(r.state.momentum, lr.logq(full_m, rule.rounding)), k
+        st = r.state
+    assert lr.DEFAULT_RULE.momentum_code_bits == 6
+    assert lr.DEFAULT_RULE.state_bits_per_weight == 16 + 6
 
 
 def test_zero_error_and_zero_momentum_change_nothing():

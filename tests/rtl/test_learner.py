@@ -93,11 +93,11 @@ def test_interfaces():
     assert members["trace"].signature.members["payload"].shape == trace_layout(20, 10, rule)
     assert trace_layout(20, 10, rule) == data.StructLayout({
         "index": unsigned(5), "group": unsigned(1), "w": data.ArrayLayout(signed(12), 10),
-        "m": data.ArrayLayout(signed(10), 10)})
+        "m": data.ArrayLayout(signed(11), 10)})
     assert trace_layout(20, 10, rule, 2) == data.StructLayout({
         "index": unsigned(5), "group": unsigned(3), "w": data.ArrayLayout(signed(12), 2),
-        "m": data.ArrayLayout(signed(10), 2)})
-    assert dut.memory_bits == 20 * 10 * 22
+        "m": data.ArrayLayout(signed(11), 2)})
+    assert dut.memory_bits == 20 * 10 * (12 + 6)   # weight + momentum code (4-bit exponent)
 
 
 @pytest.mark.parametrize("in_bits, lanes", [(1, None), (3, 2)])

@@ -14,18 +14,27 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from qnnfab.spec import learn_rule as lr
-from qnnfab.rtl.update_unit import UpdateUnit, q_exp_width, q_layout
+from qnnfab.rtl.update_unit import (UpdateUnit, decode_momentum, encode_momentum,
+                                    momentum_code_layout, q_exp_width, q_layout)
 
 
 def reference(rule, w, m, q, v):
-    """The rule's update of one (w, m) pair for error ``q`` and activation value ``v``, in
-    Python integers, written out from the formula: d = (q·v) >> s, m' = sat(decay(logq(m))
-    - d), w' = sat(w + m')."""
+    """The rule's update of one (w, M) pair for error ``q`` and activation value ``v``, in
+    Python integers, written out from the formula: d = (q·v) >> s, m = sat(decay(logq(M))
+    - d), w' = sat(w + m), M' = logq(m) (what is stored)."""
     d = (int(q) * int(v)) >> rule.lr_shift
     lq = int(lr.decay(lr.logq(np.array([m]), rule.rounding), rule.momentum_decay)[0])
     m_new = int(lr.saturate(lq - d, rule.momentum_bits))
     w_new = int(lr.saturate(int(w) + m_new, rule.weight_bits))
-    return w_new, m_new
+    return w_new, int(lr.logq(np.array([m_new]), rule.rounding)[0])
+
+
+def stored_momenta(rule):
+    """Every stored momentum the code can hold: 0 and ±2**e, e = 0 .. momentum_bits - 1
+    (+2**(momentum_bits-1) only under "nearest")."""
+    lo, hi = rule.stored_momentum_range
+    values = [0] + [sign * (1 << e) for e in range(rule.momentum_bits) for sign in (1, -1)]
+    return [v for v in values if lo <= v <= hi]
 
 
 def run_unit(dut, cases, *, stall_seed=None):
@@ -40,12 +49,19 @@ def run_unit(dut, cases, *, stall_seed=None):
         # Whole arrays per set: one settle each, not one per lane.
         ctx.set(dut.v, v)
         ctx.set(dut.w, [w for w, _, _ in lanes])
-        ctx.set(dut.m, [m for _, m, _ in lanes])
+        width = dut.rule.momentum_code_bits
+        ctx.set(dut.m.as_value(), sum(encode_momentum(m, dut.rule) << (width * j)
+                                      for j, (_, m, _) in enumerate(lanes)))
         ctx.set(dut.q, [{"exp": e, "neg": neg, "nz": nz} for _, _, (e, neg, nz) in lanes])
 
     def read(ctx, n):
-        w_new, m_new = ctx.get(dut.w_new), ctx.get(dut.m_new)
-        return [w_new[j] for j in range(n)], [m_new[j] for j in range(n)]
+        w_new, m_value = ctx.get(dut.w_new), ctx.get(dut.m_value)
+        codes = ctx.get(dut.m_new.as_value())
+        width = dut.rule.momentum_code_bits
+        decoded = [decode_momentum((codes >> (width * j)) & ((1 << width) - 1), dut.rule)
+                   for j in range(n)]
+        assert decoded == [m_value[j] for j in range(n)], (decoded, m_value)
+        return [w_new[j] for j in range(n)], decoded
 
     async def comb_tb(ctx):
         for v, lanes in cases:
@@ -105,9 +121,9 @@ SMALL_RULES = [
 @pytest.mark.parametrize("rule", SMALL_RULES, ids=["floor-r0", "nearest-r1", "wide-m-r2",
                                                    "nearest-r0"])
 def test_exhaustive_small_widths(rule, in_bits):
-    """Every momentum, every error exponent the q port can carry (past ``max_shift`` for the
-    middle two rules: the clamp), both signs, zero error, every activation code; weights
-    random plus both extremes."""
+    """Every stored momentum, every error exponent the q port can carry (past ``max_shift``
+    for the middle two rules: the clamp), both signs, zero error, every activation code;
+    weights random plus both extremes."""
     seed = 100 + in_bits
     rng = np.random.default_rng(seed)
     n = 8
@@ -116,7 +132,7 @@ def test_exhaustive_small_widths(rule, in_bits):
     wlo, whi = rule.weight_range
     exps = range(1 << q_exp_width(rule))
     lanes = [(m, (e, neg, nz)) for m, e, neg, nz in
-             itertools.product(range(mlo, mhi + 1), exps, (0, 1), (0, 1))]
+             itertools.product(stored_momenta(rule), exps, (0, 1), (0, 1))]
     cases = []
     for v in range(1 << in_bits):
         for k in range(0, len(lanes), n):
@@ -141,15 +157,16 @@ def test_random_default_widths(in_bits, rounding, pipelined):
     assert dut.latency == (4 if pipelined else 0)
     wlo, whi = rule.weight_range
     mlo, mhi = rule.momentum_range
-    specials_m = [mlo, mhi, 0, 1, -1, 2, -2, 3, -3, 1 << 14, -(1 << 14), (1 << 14) + 1, 23170,
-                  23169, -23170, -23171]   # around sqrt(2)·2**14 for "nearest"
+    specials_m = stored_momenta(rule)
     cases = []
     for _ in range(150):
         lanes = []
         for _ in range(n):
             w = int(rng.choice([wlo, whi, int(rng.integers(wlo, whi + 1))], p=[.1, .1, .8]))
-            m = int(rng.choice(specials_m)) if rng.random() < 0.3 \
-                else int(rng.integers(mlo, mhi + 1))
+            # any momentum: the input is its stored logq (encode_momentum quantizes)
+            m = int(rng.choice(specials_m)) if rng.random() < 0.5 \
+                else int(lr.logq(np.array([int(rng.integers(mlo, mhi + 1))]),
+                                 rule.rounding)[0])
             e = int(rng.integers(0, 1 << q_exp_width(rule)))
             lanes.append((w, m, (e, int(rng.integers(0, 2)), int(rng.random() < 0.9))))
         cases.append((int(rng.integers(0, 1 << in_bits)), lanes))
@@ -177,8 +194,8 @@ class _Ports(wiring.Component):
     def __init__(self, dut):
         self.dut = dut
         widths = {name: len(Value.cast(getattr(dut, name)))
-                  for name in ("w", "m", "q", "v", "en", "w_new", "m_new")}
-        super().__init__({name: (Out if name.endswith("_new") else In)(width)
+                  for name in ("w", "m", "q", "v", "en", "w_new", "m_new", "m_value")}
+        super().__init__({name: (Out if name in ("w_new", "m_new", "m_value") else In)(width)
                           for name, width in widths.items()})
 
     def elaborate(self, platform):
@@ -186,7 +203,7 @@ class _Ports(wiring.Component):
         m.submodules.dut = self.dut
         for name in ("w", "m", "q", "v", "en"):
             m.d.comb += Value.cast(getattr(self.dut, name)).eq(getattr(self, name))
-        for name in ("w_new", "m_new"):
+        for name in ("w_new", "m_new", "m_value"):
             m.d.comb += getattr(self, name).eq(Value.cast(getattr(self.dut, name)))
         return m
 
