@@ -778,12 +778,15 @@ def build_parser():
     p.add_argument("model", metavar="FILE.qnn", help="a CNN (e.g. from `qnnfab train --preset "
                                                      "digits-cnn`)")
     p.add_argument("--kernels", type=int, required=True, metavar="K",
-                   help="representative kernels (network-wide, or per layer with --per-layer)")
-    p.add_argument("--scale", action="store_true",
+                   help="representative kernels (per conv layer, or network-wide with "
+                        "--no-per-layer)")
+    p.add_argument("--scale", action=argparse.BooleanOptionalAction, default=True,
                    help="a sign per kernel (kernel = ±representative): one more bit per "
-                        "kernel, about half the representatives needed")
-    p.add_argument("--per-layer", action="store_true",
-                   help="a codebook per conv layer instead of one for the network")
+                        "kernel, about half the representatives needed (default: on)")
+    p.add_argument("--per-layer", action=argparse.BooleanOptionalAction, default=True,
+                   help="a codebook per conv layer; --no-per-layer: one shared by the "
+                        "network (default: per layer, with --scale: the setting that keeps "
+                        "most accuracy as clustered, make bench-cluster)")
     p.add_argument("--finetune", type=int, default=None, metavar="EPOCHS",
                    help="fine-tune the representatives after assignment (default: 10 epochs "
                         "when FILE.pt from `qnnfab train` is beside FILE.qnn, else 0)")

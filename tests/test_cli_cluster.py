@@ -64,3 +64,12 @@ def test_train_cluster_finetune_sim_end_to_end(tmp_path, capsys):
     assert net.meta["kernel_finetune"]["epochs"] == 1
     assert cli.main(["sim", str(out), "--vectors", "4", "--quiet"]) == 0
     assert "4/4 vectors bit-exact" in capsys.readouterr().out
+
+
+def test_cluster_defaults_are_per_layer_with_a_sign():
+    args = cli.build_parser().parse_args(["cluster", "x.qnn", "--kernels", "4", "--out",
+                                          "y.qnn"])
+    assert args.per_layer is True and args.scale is True
+    args = cli.build_parser().parse_args(["cluster", "x.qnn", "--kernels", "4", "--out",
+                                          "y.qnn", "--no-per-layer", "--no-scale"])
+    assert args.per_layer is False and args.scale is False
