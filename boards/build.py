@@ -99,8 +99,23 @@ def _design_clock(board, clock_mhz):
     return actual / 1e6, pll
 
 
+#: A learning board's design clock at most, per FPGA family (the learner's errors-phase adder
+#: is its critical path). Measured: digits-tnn's learning board on the iCEBreaker (1 update
+#: lane, frozen folding 1:32,1:64,-): 4,603 LC, 23 EBR, fmax 30.7 MHz at a 24 MHz constraint
+#: (28.0 MHz at 36 MHz, timing not met). Samples arrive over the UART, so the clock hardly
+#: matters. ECP5 boards keep their design clock.
+LEARNING_CLOCK_MHZ = {"ice40": 24.0}
+
+#: A learning board's frozen layers get this share of the board's folding budget: its samples
+#: arrive over the UART (milliseconds each), so speed is not the point, room for the learner
+#: and its memories is.
+LEARNING_LANE_SHARE = 4
+
+
 def _learning_core(network, folding, seed):
-    """The learning board's core and its report entry (the last layer learns on chip)."""
+    """The learning board's core and its report entry (the last layer learns on chip, one
+    update lane: a sample takes ~2·n_in·n_out cycles, microseconds, far below its UART
+    transfer)."""
     import numpy as np
 
     from qnnfab.rtl.learner import LearningNetwork
@@ -109,8 +124,9 @@ def _learning_core(network, folding, seed):
     rule = learn_rule.DEFAULT_RULE
     state = learn_rule.init_state(np.random.default_rng(seed), last.out_features,
                                   last.in_features, rule)
-    core = LearningNetwork(network, rule, state.weights, state.momentum, folding=folding)
-    return core, {"rule": dataclasses.asdict(rule), "init_seed": int(seed)}
+    core = LearningNetwork(network, rule, state.weights, state.momentum, folding=folding,
+                           lanes=1)
+    return core, {"rule": dataclasses.asdict(rule), "init_seed": int(seed), "lanes": 1}
 
 
 def _selftest_vectors(network, folding, board, n):
@@ -196,14 +212,18 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     :class:`BuildPlan`."""
     board = get_board(board)
     network.validate()
+    if learn and clock_mhz is None and board.family in LEARNING_CLOCK_MHZ:
+        clock_mhz = min(board.design_clock_mhz, LEARNING_CLOCK_MHZ[board.family])
     clock_mhz, pll = _design_clock(board, clock_mhz)
     baud = board.uart_baud if baud is None else int(baud)
-    default = board_folding(network, board)
+    lanes = board.max_lanes if not learn else max(1, board.max_lanes // LEARNING_LANE_SHARE)
+    default = board_folding(network, board, max_lanes=lanes)
     if folding is None:
         folding = default
     same = _folding_pairs(network, folding) == _folding_pairs(network, default)
     if folding_source is None:
-        folding_source = f"board default (max_lanes={board.max_lanes})" if same else "given"
+        folding_source = (f"board default (max_lanes={lanes}"
+                          + (", a learning board" if learn else "") + ")") if same else "given"
     est = check_fit(network, board, folding)           # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 

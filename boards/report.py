@@ -15,7 +15,7 @@ from qnnfab import ir
 from . import nextpnr_report
 from .families import get_family
 
-__all__ = ["make_report", "timing_warning", "build_problems"]
+__all__ = ["make_report", "timing_warning", "build_problems", "bounds"]
 
 
 def jsonable(value):
@@ -148,7 +148,25 @@ def make_report(plan, seconds, notes, *, started, extra=None):
                    "rtl_sha256": plan.rtl_sha256},
         "seed": plan.seed,
     }
+    report["bounds"] = bounds(plan.network, board, report)
     if extra:
         report.update(extra)
     report["timing_warning"] = timing_warning(report)
     return report
+
+
+def bounds(network, board, report):
+    """What a build achieved beside what the chip allows: ``memory_bound_cycles``, the cycles
+    per inference if every block RAM read port delivered weight bits every cycle
+    (``ceil(weight bits / (blocks · port bits))``: the weights must come from block RAM),
+    ``cycles_over_bound`` (the build's cycles per inference over it), and
+    ``macs_per_lc_per_cycle`` (multiply-accumulates per inference / logic cells / cycles per
+    inference: how busy the logic is; FINN's published binary designs reach ~0.11–0.18 per
+    LUT4)."""
+    ports = board.bram_blocks * board.bram_port_bits
+    bound = -(-network.weight_bits // ports) if network.weight_bits else 0
+    cycles = report.get("cycles_per_inference")
+    lut = ((report.get("resources") or {}).get("lut") or {}).get("used")
+    return {"memory_bound_cycles": bound,
+            "cycles_over_bound": (cycles / bound) if bound and cycles else None,
+            "macs_per_lc_per_cycle": (network.macs / lut / cycles) if lut and cycles else None}

@@ -377,7 +377,11 @@ def cmd_sim(args):
 def cmd_build(args):
     from qnnfab.flow import build_board
     network = _load(args.model, integer_for="build")
-    folding, target = _resolve(args, network)
+    if args.learn and args.folding is None and args.target_ips is None \
+            and args.target_cycles is None:
+        folding, target = None, None   # the learning board's own default (plan_build)
+    else:
+        folding, target = _resolve(args, network)
     _lock_out_dir(_prepare_out_dir(args.out))
     seed = args.pnr_seed
     if args.seed is not None:
@@ -588,6 +592,12 @@ def _print_report_summary(report, out_dir):
           f"{report.get('inferences_per_s_at_fmax', 0):,.0f} at fmax"
           + ("" if report.get("timing_met") else " (timing NOT met)")
           if fmax is not None else "fmax unknown (timing NOT met)")
+    b = report.get("bounds") or {}
+    if b.get("memory_bound_cycles") and b.get("cycles_over_bound") and not report.get("learning"):
+        macs = b.get("macs_per_lc_per_cycle")
+        print(f"memory bound {b['memory_bound_cycles']} cycles/inference (every block RAM "
+              f"port busy): this build is {b['cycles_over_bound']:.2f}x that"
+              + (f"; {macs:.3f} MACs per logic cell per cycle" if macs else ""))
     if not report.get("timing_met", False):
         from qnnfab.boards.build import timing_warning
         print(f"qnnfab: warning: {timing_warning(report)}", file=sys.stderr)

@@ -228,3 +228,30 @@ def test_board_nextpnr_options_reach_nextpnr(tmp_path, name):
     extra = get_board(name).nextpnr_opts.split()
     assert extra == [] or " ".join(extra) in " ".join(pnr), f"{extra} not in {pnr}"
     assert get_board("ulx3s-85f").nextpnr_opts == "--router router2"
+
+
+def test_report_sets_the_build_beside_the_memory_bound(monkeypatch, tmp_path):
+    # digits-bnn's shape: 84,480 weight bits over 30 EBR x 16-bit ports = 176 cycles at best
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 256, 256, 10],
+                                    input_bits=5)
+    monkeypatch.setattr(build_mod, "run_steps", _fake_tools(99.0))
+    report = build(net, "icebreaker", tmp_path)
+    b = report["bounds"]
+    assert net.weight_bits == 84_480 and b["memory_bound_cycles"] == 176
+    assert b["cycles_over_bound"] == report["cycles_per_inference"] / 176
+    lut = report["resources"]["lut"]["used"]
+    assert b["macs_per_lc_per_cycle"] == pytest.approx(
+        net.macs / lut / report["cycles_per_inference"])
+
+
+def test_a_learning_board_leaves_room_for_the_learner(tmp_path):
+    # the frozen layers get a quarter of the folding budget, the learner one lane, and an
+    # iCE40 board the learner's clock: digits-tnn's learning board then fits the iCEBreaker
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 128, 128, 10],
+                                    input_bits=5, hidden_bits=2, weight_kind="ternary")
+    plan = build_mod.plan_build(net, "icebreaker", tmp_path, learn=True)
+    assert plan.folding_source == "board default (max_lanes=64, a learning board)"
+    assert [(f.pe, f.simd) for f in plan.folding] == \
+        [(f.pe, f.simd) for f in board_folding(net, "icebreaker", max_lanes=64)]
+    assert plan.clock_mhz == build_mod.LEARNING_CLOCK_MHZ["ice40"]
+    assert plan.learning["lanes"] == 1 and plan.top.core.learner.lanes == 1
