@@ -6,7 +6,8 @@
 For each (preset, board): trains the preset (:func:`qnnfab.flow.preset_network`; float presets
 are quantized to 3-bit GA codebooks), builds it at the board's default folding and clock, and
 checks that the bitstream and ``report.json`` exist and that timing is met. Prints a Markdown
-table (also ``OUT/boards.md``) and writes ``OUT/boards.json``; exits 1 if any build failed or
+table (also ``OUT/boards.md`` and the ``boards`` table of ``docs/results.md``; ``--docs PAGE``
+or ``--no-docs``) and writes ``OUT/boards.json``; exits 1 if any build failed or
 missed timing. A network that the fit check refuses is reported as such, not as a failure.
 Slow: the ULX3S-85F builds take ~15 minutes each (`make bench-boards`).
 """
@@ -17,13 +18,20 @@ import os
 import sys
 import time
 
-from qnnfab import ir
-from qnnfab.boards.build import FitError, build
-from qnnfab.boards.registry import BOARDS
-from qnnfab.boards.report import build_problems
-from qnnfab.boards.toolchain import ToolError
-from qnnfab.flow import preset_network
-from qnnfab.model.presets import PRESETS
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.boards.build import FitError, build  # noqa: E402
+from qnnfab.boards.registry import BOARDS  # noqa: E402
+from qnnfab.boards.report import build_problems  # noqa: E402
+from qnnfab.boards.toolchain import ToolError  # noqa: E402
+from qnnfab.flow import preset_network  # noqa: E402
+from qnnfab.model.presets import PRESETS  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("boards",)
 
 COLUMNS = ("preset", "board", "status", "folding", "lut", "bram", "fmax_mhz", "clock_mhz",
            "cycles", "inf_per_s", "synthesis", "build_s")
@@ -75,7 +83,9 @@ def main(argv=None):
     parser.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="build/bench-boards")
+    add_docs_arguments(parser)
     args = parser.parse_args(argv)
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for preset in args.presets:
@@ -92,6 +102,7 @@ def main(argv=None):
     ir.atomic_write_bytes(os.path.join(args.out, "boards.md"), (text + "\n").encode())
     ir.atomic_write_bytes(os.path.join(args.out, "boards.json"),
                           (json.dumps(rows, indent=1) + "\n").encode())
+    docs_page(args, {"boards": text}, log=log)
     failed = [r for r in rows if r["status"].startswith("FAILED")]
     for r in failed:
         log(f"FAILED {r['preset']} on {r['board']}: {r.get('detail') or r['status']}")

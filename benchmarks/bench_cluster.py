@@ -17,8 +17,9 @@ Hardware (seed 0): the unclustered CNN and the ``--hw-kernels`` per-layer ± one
 iCEBreaker (iCE40 UP5K) at the board's folding -- logic cells, EBR, fmax, measured
 cycles/inference -- and Verilator on the whole test split against the golden model.
 
-Prints a Markdown table (progress on stderr) and writes ``OUT/cluster.md``, ``OUT/cluster.json``
-and ``OUT/cluster.svg`` (accuracy against reduction) atomically. Exits 1 if a build or a
+Prints a Markdown table (progress on stderr) and writes ``OUT/cluster.md``, ``OUT/cluster.json``,
+``OUT/cluster.svg`` (accuracy against reduction) and the ``cluster`` table of
+``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not) atomically. Exits 1 if a build or a
 simulation failed.
 """
 
@@ -34,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_quant import Steps, hardware, log  # noqa: E402
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
 
 from qnnfab import ir  # noqa: E402
 from qnnfab.flow import test_accuracy  # noqa: E402
@@ -42,6 +44,8 @@ from qnnfab.model.kernel_finetune import finetune_clustered  # noqa: E402
 from qnnfab.model.train import save_checkpoint, train  # noqa: E402
 
 PRESET = "digits-cnn"
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("cluster",)
 HW_MODE = "per-layer ±"
 #: mode -> (per_layer, sign)
 MODES = {"per-layer": (True, False), "per-layer ±": (True, True), "shared ±": (False, True)}
@@ -59,7 +63,9 @@ def main():
     parser.add_argument("--hw-kernels", type=int, default=16,
                         help="K of the clustered network that is built (0: no builds)")
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     n_sweep = len(args.seeds) * len(args.kernels) * len(MODES)
@@ -140,6 +146,7 @@ def main():
                                f"fine-tuning)")
     ir.atomic_write_bytes(os.path.join(args.out, "cluster.svg"), svg.encode())
     log(f"wrote {args.out}/cluster.md, cluster.json, cluster.svg ({seconds / 60:.1f} min)")
+    docs_page(args, {"cluster": text}, log=log)
     return 1 if any(h.get("errors") for h in hw.values()) else 0
 
 

@@ -14,8 +14,9 @@ For seed 0's GA network at ``--hw-bits`` (3 by default): the iCEBreaker (iCE40 U
 the board's folding — logic cells, EBR, DSP, fmax, cycles/inference — and Verilator on the
 whole test split against the golden model (``bench_quant.hardware``).
 
-Prints a Markdown table (progress on stderr) and writes ``OUT/codebook.md`` and
-``OUT/codebook.json`` atomically. Exits 1 if the build or the simulation failed.
+Prints a Markdown table (progress on stderr) and writes ``OUT/codebook.md``,
+``OUT/codebook.json`` and the ``codebook`` table of ``docs/results.md`` (``--docs PAGE``;
+``--no-docs``: not) atomically. Exits 1 if the build or the simulation failed.
 """
 
 import argparse
@@ -29,12 +30,15 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_quant import Steps, hardware, log  # noqa: E402
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
 
 from qnnfab import ir  # noqa: E402
 from qnnfab.model.ptq import METHODS, quantize  # noqa: E402
 from qnnfab.model.train import train  # noqa: E402
 
 PRESET = "digits-mlp"
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("codebook",)
 
 
 def main():
@@ -45,7 +49,9 @@ def main():
     parser.add_argument("--hw-bits", type=int, default=3,
                         help="index bits of the GA network that is built (0: no build)")
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     n_q = len(args.seeds) * len(args.bits) * len(args.methods)
@@ -110,6 +116,7 @@ def main():
            "hardware": hw, "seconds": round(seconds, 1)}
     ir.atomic_write_bytes(os.path.join(args.out, "codebook.json"),
                           (json.dumps(doc, indent=1, default=float) + "\n").encode())
+    docs_page(args, {"codebook": table}, log=log)
     if hw is not None and hw["errors"]:
         log("FAILED:\n  " + "\n  ".join(hw["errors"]))
         sys.exit(1)

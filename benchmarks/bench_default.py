@@ -3,8 +3,9 @@
     python benchmarks/bench_default.py [--seeds 0 1 2] [--boards icebreaker ulx3s-85f]
                                        [--out build/bench]
 
-Prints tables (Markdown) and writes ``OUT/bench.json``. Not part of ``make test``: it trains
-several seeds and runs full place-and-route for each board.
+Prints tables (Markdown), writes ``OUT/bench.json`` and rewrites the tables of
+``docs/results.md`` (``--docs PAGE``: another page; ``--no-docs``: none). Not part of
+``make test``: it trains several seeds and runs full place-and-route for each board.
 """
 
 import argparse
@@ -15,11 +16,18 @@ import time
 
 import numpy as np
 
-from qnnfab import ir
-from qnnfab.boards.registry import get_board
-from qnnfab.flow import build_board, simulate_and_compare
-from qnnfab.model.train import train
-from qnnfab.model.vectors import test_vectors
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.boards.registry import get_board  # noqa: E402
+from qnnfab.flow import build_board, simulate_and_compare  # noqa: E402
+from qnnfab.model.train import train  # noqa: E402
+from qnnfab.model.vectors import test_vectors  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("default-accuracy", "default-hardware", "default-sim")
 
 
 def log(msg):
@@ -95,7 +103,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--boards", nargs="+", default=["icebreaker", "ulx3s-85f"])
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     for board in args.boards:
         get_board(board)
     os.makedirs(args.out, exist_ok=True)
@@ -106,16 +116,14 @@ def main():
     sim_rows = sim_speed(network)
 
     pct = "{:.2%}".format
-    print(f"## Accuracy, {args.preset}, digits held-out test split (360 images)\n")
-    print(md_table(acc_rows + [{"seed": "mean", **mean, "agreement": float("nan"),
-                                "bit_exact": "", "train_s": float("nan")}], [
+    accuracy = md_table(acc_rows + [{"seed": "mean", **mean, "agreement": float("nan"),
+                                     "bit_exact": "", "train_s": float("nan")}], [
         ("seed", lambda r: str(r["seed"])), ("float", lambda r: pct(r["float"])),
         ("integer (golden)", lambda r: pct(r["integer"])),
         ("hardware (Amaranth sim)", lambda r: pct(r["hardware"])),
         ("bit-exact", lambda r: r["bit_exact"]),
-        ("train s", lambda r: "" if r["train_s"] != r["train_s"] else f"{r['train_s']:.1f}")]))
-    print(f"\n## Hardware, {network.summary()}, {network.macs} MACs/inference\n")
-    print(md_table(board_rows, [
+        ("train s", lambda r: "" if r["train_s"] != r["train_s"] else f"{r['train_s']:.1f}")])
+    hardware = md_table(board_rows, [
         ("board", lambda r: r["board"]), ("LUT", lambda r: r["lut"]),
         ("FF", lambda r: str(r["ff"])), ("BRAM", lambda r: r["bram"]),
         ("DSP", lambda r: str(r["dsp"])), ("fmax MHz", lambda r: f"{r['fmax_mhz']:.1f}"),
@@ -124,17 +132,23 @@ def main():
         ("inf/s at clock", lambda r: f"{r['inferences_per_s']:,.0f}"),
         ("inf/s at fmax", lambda r: f"{r['inferences_per_s_at_fmax']:,.0f}"),
         ("bin. MACs/LUT/cycle", lambda r: f"{r['binary_macs_per_lut_per_cycle']:.2f}"),
-        ("build s", lambda r: f"{r['build_s']:.0f}")]))
-    print("\n## Simulation speed\n")
-    print(md_table(sim_rows, [
+        ("build s", lambda r: f"{r['build_s']:.0f}")])
+    simulation = md_table(sim_rows, [
         ("simulator", lambda r: r["simulator"]), ("vectors", lambda r: str(r["vectors"])),
         ("cycles", lambda r: str(r["cycles"])),
         ("cycles/s", lambda r: f"{r['cycles_per_s']:,.0f}"),
         ("compile s", lambda r: f"{r['compile_s']:.1f}"),
-        ("bit-exact", lambda r: r["bit_exact"])]))
+        ("bit-exact", lambda r: r["bit_exact"])])
+    print(f"## Accuracy, {args.preset}, digits held-out test split (360 images)\n")
+    print(accuracy)
+    print(f"\n## Hardware, {network.summary()}, {network.macs} MACs/inference\n")
+    print(hardware)
+    print("\n## Simulation speed\n")
+    print(simulation)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump({"accuracy": acc_rows, "boards": board_rows, "sim": sim_rows}, f, indent=1,
                   default=float)
+    docs_page(args, dict(zip(DOC_TABLES, (accuracy, hardware, simulation))), log=log)
 
 
 if __name__ == "__main__":

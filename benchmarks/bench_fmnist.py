@@ -31,7 +31,8 @@ Rows:
   agreement with the qonnx executor. If hls4ml is not installed or fails, one row says so.
 
 Prints one Markdown table (progress on stderr) and writes ``OUT/fmnist.md`` and
-``OUT/fmnist.json`` atomically. Exits 1 if a hardware comparison was not bit-exact, an import
+``OUT/fmnist.json`` atomically, and at the end the ``fmnist`` table of ``docs/results.md``
+(``--docs PAGE``; ``--no-docs``: not). Exits 1 if a hardware comparison was not bit-exact, an import
 disagreed with qonnx, or a build failed (the table is written anyway). ``make bench-fmnist``.
 """
 
@@ -47,9 +48,15 @@ import warnings
 
 import numpy as np
 
-from qnnfab import ir
-from qnnfab.spec import golden
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.spec import golden  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("fmnist",)
 BOARD = "ulx3s-85f"
 ARCH_MLP = "d256,d256,d10"
 ARCH_CNN = "c16,p2,c32,p2,d10"
@@ -512,7 +519,9 @@ def main(argv=None):
     parser.add_argument("--hls4ml-precision", default="fixed<32,16>",
                         help="hls4ml's default precision (accumulators, batch-norm)")
     parser.add_argument("--out", default="build/bench-fmnist")
+    add_docs_arguments(parser)
     args = parser.parse_args(argv)
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     from qnnfab.model.data import load_dataset
     ds = load_dataset(args.data, seed=0)
@@ -548,6 +557,7 @@ def main(argv=None):
             if b["status"].startswith("FAILED"):
                 failures.append(f"{r['network']} on {board}: {b.get('detail') or b['status']}")
     print(text)
+    docs_page(args, {"fmnist": text}, log=log)
     for f in failures:
         log(f"FAILED {f}")
     return 1 if failures else 0

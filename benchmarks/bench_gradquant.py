@@ -14,8 +14,9 @@ model's on the held-out test split, after the normal export, as ``train()`` repo
 on two cores.
 
 Prints a Markdown table per preset (methods × bits, mean over seeds and min..max; progress and
-the time of each run on stderr) and writes ``OUT/gradquant.md``, ``OUT/gradquant.json`` and
-``OUT/gradquant.svg`` (accuracy against bits, one line per method, one panel per preset)
+the time of each run on stderr) and writes ``OUT/gradquant.md``, ``OUT/gradquant.json``,
+``OUT/gradquant.svg`` (accuracy against bits, one line per method, one panel per preset) and
+the ``gradquant`` table of ``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not)
 atomically.
 """
 
@@ -29,10 +30,18 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from qnnfab import ir
-from qnnfab.model.gradquant import GRAD_QUANTIZERS, MAX_BITS, MIN_BITS
-from qnnfab.model.presets import get_preset
-from qnnfab.model.train import train
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doc_tables import (add_docs_arguments, check_docs_page, docs_page,  # noqa: E402
+                        shift_headings)
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.model.gradquant import GRAD_QUANTIZERS, MAX_BITS, MIN_BITS  # noqa: E402
+from qnnfab.model.presets import get_preset  # noqa: E402
+from qnnfab.model.train import train  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("gradquant",)
 
 BASELINE = "float"
 #: Line colours of the plot, per method.
@@ -194,7 +203,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     for preset in args.presets:
         try:
             get_preset(preset)
@@ -241,6 +252,7 @@ def main():
     ir.atomic_write_bytes(os.path.join(args.out, "gradquant.json"),
                           (json.dumps(doc, indent=1) + "\n").encode())
     log(f"wrote {os.path.join(args.out, 'gradquant')}.md/.json/.svg in {seconds / 60:.1f} min")
+    docs_page(args, {"gradquant": shift_headings(table, 3)}, log=log)
 
 
 if __name__ == "__main__":

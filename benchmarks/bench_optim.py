@@ -29,9 +29,10 @@ best learning rate from the *same* grid of powers of two (``2**e`` for each expo
 The goal checked (qnnfab issue #6): LogQuantSGD (floor) needs at least 2x fewer epochs than SGD
 to reach the target, each at its best learning rate of the grid.
 
-Prints Markdown (progress on stderr) and writes ``OUT/optim.md``, ``OUT/optim.json`` and
+Prints Markdown (progress on stderr) and writes ``OUT/optim.md``, ``OUT/optim.json``,
 ``OUT/optim.svg`` (validation accuracy against epochs per optimizer, mean over seeds at the best
-learning rate; ``OUT/optim-mnist.svg`` too with ``--mnist``) atomically.
+learning rate; ``OUT/optim-mnist.svg`` too with ``--mnist``) and the ``optim`` table of
+``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not) atomically.
 """
 
 import argparse
@@ -47,14 +48,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from qnnfab import ir
-from qnnfab.spec import golden
-from qnnfab.model.data import load_dataset
-from qnnfab.model.export import export
-from qnnfab.model.log_optim import LogQuantSGD, ShiftAdaMax
-from qnnfab.model.presets import get_preset
-from qnnfab.model.sq import SQController
-from qnnfab.model.train import build_model, predict
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doc_tables import (add_docs_arguments, check_docs_page, docs_page,  # noqa: E402
+                        shift_headings)
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.spec import golden  # noqa: E402
+from qnnfab.model.data import load_dataset  # noqa: E402
+from qnnfab.model.export import export  # noqa: E402
+from qnnfab.model.log_optim import LogQuantSGD, ShiftAdaMax  # noqa: E402
+from qnnfab.model.presets import get_preset  # noqa: E402
+from qnnfab.model.sq import SQController  # noqa: E402
+from qnnfab.model.train import build_model, predict  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("optim",)
 
 #: name -> factory(params or param groups, lr).
 OPTIMIZERS = {
@@ -494,7 +503,9 @@ def main():
     parser.add_argument("--skip-functions", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     threads = torch.get_num_threads()
@@ -533,6 +544,7 @@ def main():
                           json.dumps(strip(result), indent=1).encode())
     log(f"wrote {args.out}/optim.md, optim.json, "
         + ", ".join(s["svg"] for s in result["training"]) + f" ({result['seconds'] / 60:.1f} min)")
+    docs_page(args, {"optim": shift_headings(text, 3)}, log=log)
     return 0
 
 

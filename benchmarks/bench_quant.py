@@ -17,7 +17,8 @@ folding in Verilator on the whole test split, compared with the golden model (N/
 ``--mnist DIR`` adds one row per preset trained on MNIST (``mnist:DIR``): accuracy and bits only;
 784 8-bit inputs do not fit the UP5K, so there is no build and no Verilator run for them.
 
-Prints a Markdown table (progress on stderr) and writes ``OUT/quant.md`` and ``OUT/quant.json``
+Prints a Markdown table (progress on stderr) and writes ``OUT/quant.md``, ``OUT/quant.json``
+and the ``quant`` table of ``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not)
 atomically; builds go to ``OUT/quant/<preset>/icebreaker``. Exits 1 if a build or simulation
 failed or was not bit-exact (the table is written anyway). Not part of ``make test``: it trains
 seeds × presets networks and runs a full place-and-route per preset (about a minute each).
@@ -32,11 +33,18 @@ import traceback
 
 import numpy as np
 
-from qnnfab import ir
-from qnnfab.boards.registry import board_folding
-from qnnfab.flow import build_board, folding_text, simulate_and_compare
-from qnnfab.model.presets import get_preset
-from qnnfab.model.train import train
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
+
+from qnnfab import ir  # noqa: E402
+from qnnfab.boards.registry import board_folding  # noqa: E402
+from qnnfab.flow import build_board, folding_text, simulate_and_compare  # noqa: E402
+from qnnfab.model.presets import get_preset  # noqa: E402
+from qnnfab.model.train import train  # noqa: E402
+
+#: The tables of docs/results.md this benchmark writes.
+DOC_TABLES = ("quant",)
 
 BOARD = "icebreaker"
 KIND_LETTER = {"binary": "B", "ternary": "T"}
@@ -235,7 +243,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=None,
                         help="override every preset's epochs (quick checks only)")
     parser.add_argument("--out", default="build/bench")
+    add_docs_arguments(parser)
     args = parser.parse_args()
+    check_docs_page(args, DOC_TABLES)
     for preset in args.presets:
         try:
             get_preset(preset)
@@ -273,6 +283,7 @@ def main():
     ir.atomic_write_bytes(os.path.join(args.out, "quant.json"),
                           (json.dumps(doc, indent=1, default=float) + "\n").encode())
     log(f"wrote {os.path.join(args.out, 'quant.md')} and quant.json in {seconds / 60:.1f} min")
+    docs_page(args, {"quant": table}, log=log)
     failed = [f"{r['preset']}: {e}" for r in rows if r["hardware"] for e in r["hardware"]["errors"]]
     if failed:
         log("FAILED:\n  " + "\n  ".join(failed))
