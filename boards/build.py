@@ -222,7 +222,7 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
         folding = default
     same = _folding_pairs(network, folding) == _folding_pairs(network, default)
     if folding_source is None:
-        folding_source = (f"board default (max_lanes={lanes}"
+        folding_source = (f"board {board.name} default (max_lanes={lanes}"
                           + (", a learning board" if learn else "") + ")") if same else "given"
     est = check_fit(network, board, folding)           # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool

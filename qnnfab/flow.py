@@ -39,7 +39,10 @@ def folding_source(network, folding, *, given=False, board=None):
         return auto_folding(network), "automatic"
     if given:
         return folding, "given (--folding)"
-    return folding, f"board {board} default" if board else "given"
+    if not board:
+        return folding, "given"
+    from qnnfab.boards.registry import get_board
+    return folding, f"board {board} default (max_lanes={get_board(board).max_lanes})"
 
 
 @contextmanager
@@ -353,7 +356,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         folding, source = target_folding(network, board, target_ips=target_ips,
                                          target_cycles=target_cycles, clock_mhz=clock_mhz)
     elif folding is None:
-        folding, source = board_folding(network, board), f"board {board} default"
+        folding, source = folding_source(network, board_folding(network, board),
+                                         board=board)
     _log(f"    folding (PE:SIMD per layer): {folding_text(folding)} ({source})")
     vecs = test_vectors(network, vectors)
     flow_precheck(network, board, folding, len(vecs.codes),

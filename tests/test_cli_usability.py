@@ -262,7 +262,7 @@ def test_flow_says_what_the_full_split_check_costs(replace_public, tmp_path, cap
     err = capsys.readouterr().err
     assert "simulates 10000 vectors in Amaranth's simulator and 64 in Verilator" in err
     assert "`--vectors N` checks fewer" in err
-    assert "(board icebreaker default)" in err
+    assert "(board icebreaker default (max_lanes=256))" in err
     assert seen == [("train", 3), ("amaranth", 10000), ("verilator", 64), ("build", 9)]
 
 

@@ -189,7 +189,7 @@ def test_build_reports_timing(monkeypatch, tmp_path, fmax, met):
     assert on_disk["folding"] == [{"pe": f.pe, "simd": f.simd}
                                   for f in board_folding(net, "icebreaker")]
     lanes = get_board("icebreaker").max_lanes
-    assert on_disk["folding_source"] == f"board default (max_lanes={lanes})"
+    assert on_disk["folding_source"] == f"board icebreaker default (max_lanes={lanes})"
     if met:
         assert report["timing_warning"] is None
     elif fmax is None:
@@ -216,7 +216,7 @@ def test_report_names_the_folding_source(monkeypatch, tmp_path):
     assert given["folding"] == [{"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]
     same = build(net, "icebreaker", tmp_path / "b",
                  folding=[(f.pe, f.simd) for f in board_folding(net, "icebreaker")])
-    assert same["folding_source"].startswith("board default")
+    assert same["folding_source"].startswith("board icebreaker default")
 
 
 @pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f"])
@@ -250,7 +250,7 @@ def test_a_learning_board_leaves_room_for_the_learner(tmp_path):
     net = random_net.random_network(np.random.default_rng(0), features=[64, 128, 128, 10],
                                     input_bits=5, hidden_bits=2, weight_kind="ternary")
     plan = build_mod.plan_build(net, "icebreaker", tmp_path, learn=True)
-    assert plan.folding_source == "board default (max_lanes=64, a learning board)"
+    assert plan.folding_source == "board icebreaker default (max_lanes=64, a learning board)"
     assert [(f.pe, f.simd) for f in plan.folding] == \
         [(f.pe, f.simd) for f in board_folding(net, "icebreaker", max_lanes=64)]
     assert plan.clock_mhz == build_mod.LEARNING_CLOCK_MHZ["ice40"]
