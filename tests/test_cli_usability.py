@@ -327,7 +327,7 @@ def test_sim_and_verilog_print_the_folding_and_its_source(small_qnn, tmp_path, c
                      "icebreaker"]) == 0
     out = capsys.readouterr().out
     assert f"folding {folding_text(board_folding(net, 'icebreaker'))} (board icebreaker " \
-           f"default)" in out
+           f"default (max_lanes=256))" in out
     assert cli.main(["verilog", str(small_qnn), "--out", str(tmp_path / "v"), "--folding",
                      "1:12,1:8"]) == 0
     assert "folding 1:12,1:8 (given (--folding))" in capsys.readouterr().out
