@@ -63,7 +63,7 @@ from qnnfab.model.sq import SQController  # noqa: E402
 from qnnfab.model.train import build_model, predict  # noqa: E402
 
 #: The tables of docs/results.md this benchmark writes.
-DOC_TABLES = ("optim",)
+DOC_TABLES = ("optim", "optim-state")
 
 #: name -> factory(params or param groups, lr).
 OPTIMIZERS = {
@@ -484,6 +484,26 @@ def strip(result):
     return json.loads(json.dumps(result, default=lambda o: None))
 
 
+def state_bits_table():
+    """Bits stored per learned parameter: the weight and the optimizer's state. The float
+    optimizers as PyTorch keeps them (float32 each); the on-chip learner's from its rule
+    (:class:`qnnfab.spec.learn_rule.LearnRule`: the momentum stored as logq of itself)."""
+    from qnnfab.spec.learn_rule import DEFAULT_RULE as rule
+    rows = [("SGD (float32)", 32, 0, "none"),
+            ("SGD + momentum (float32)", 32, 32, "momentum"),
+            ("Adam (float32)", 32, 64, "first and second moments"),
+            ("LogQuantSGD in PyTorch (float32)", 32, 32, "logq(momentum), held as a float"),
+            ("on-chip learner, 16-bit momentum (before)", rule.weight_bits,
+             rule.momentum_bits, "momentum, two's complement"),
+            ("on-chip learner (qnnfab)", rule.weight_bits, rule.momentum_code_bits,
+             f"logq(momentum): sign, non-zero, {rule.momentum_exp_bits}-bit exponent")]
+    lines = ["| optimizer | weight bits | state bits | bits per parameter | state |",
+             "|---|---|---|---|---|"]
+    for name, w, st, what in rows:
+        lines.append(f"| {name} | {w} | {st} | {w + st} | {what} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -502,10 +522,17 @@ def main():
     parser.add_argument("--mnist-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--skip-functions", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--state-only", action="store_true",
+                        help="only the table of stored bits per parameter (seconds)")
     parser.add_argument("--out", default="build/bench")
     add_docs_arguments(parser)
     args = parser.parse_args()
     check_docs_page(args, DOC_TABLES)
+    state = state_bits_table()
+    if args.state_only:
+        print(state)
+        docs_page(args, {"optim-state": state}, log=log)
+        return 0
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     threads = torch.get_num_threads()
@@ -544,7 +571,8 @@ def main():
                           json.dumps(strip(result), indent=1).encode())
     log(f"wrote {args.out}/optim.md, optim.json, "
         + ", ".join(s["svg"] for s in result["training"]) + f" ({result['seconds'] / 60:.1f} min)")
-    docs_page(args, {"optim": shift_headings(text, 3)}, log=log)
+    print(state)
+    docs_page(args, {"optim": shift_headings(text, 3), "optim-state": state}, log=log)
     return 0
 
 
