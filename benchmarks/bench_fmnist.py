@@ -67,7 +67,7 @@ QNNFAB_MODELS = {
     "binary MLP": ("digits-bnn", ARCH_MLP, "binary", 1, 5),
     "ternary MLP": ("digits-tnn", ARCH_MLP, "ternary", 2, 5),
     "SQ MLP": ("digits-sq", ARCH_MLP, "adaptive", 2, 5),
-    "ternary CNN": ("digits-cnn", ARCH_CNN, "ternary", 2, 3),
+    "ternary CNN": ("digits-cnn", ARCH_CNN, "ternary", 2, 8),
 }
 
 #: Brevitas networks: name -> (weights, act bits, default epochs).
@@ -505,7 +505,7 @@ def main(argv=None):
     parser.add_argument("--epochs-mlp", type=int, default=None,
                         help="epochs of every MLP (default 5; Brevitas: 10)")
     parser.add_argument("--epochs-cnn", type=int, default=None,
-                        help="epochs of the CNN (default 3)")
+                        help="epochs of the CNN (default 8)")
     parser.add_argument("--hw-vectors", type=int, default=1000,
                         help="test images simulated in Verilator per network (0: none)")
     parser.add_argument("--hw-models", nargs="+", default=None, choices=list(QNNFAB_MODELS),
