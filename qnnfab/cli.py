@@ -541,7 +541,7 @@ def cmd_infer(args):
     inputs = read_inputs(args.input, network)
     trace = golden.forward(network, inputs.codes)
     classes = np.asarray(trace.classes)
-    names = network.meta.get("classes") if isinstance(network.meta, dict) else None
+    names = list(network.classes or [])
     shown = min(len(classes), args.show)
     for k in range(shown):
         name = f" ({names[classes[k]]})" if names and classes[k] < len(names) else ""

@@ -89,12 +89,14 @@ def test_infer_reads_each_form_and_matches_the_golden_model(digits_qnn, tmp_path
 
 def test_infer_reads_a_pgm_image(digits_qnn, tmp_path, capsys):
     net, path = digits_qnn
+    net = dataclasses.replace(net, classes=[f"digit {k}" for k in range(10)])
+    ir.save(net, path)
     img = np.random.default_rng(2).integers(0, 17, size=(8, 8))
     (tmp_path / "one.pgm").write_bytes(b"P5\n# a digit\n8 8\n16\n" +
                                        img.astype(np.uint8).tobytes())
     assert cli.main(["infer", str(path), "--input", str(tmp_path / "one.pgm")]) == 0
     want = int(golden.forward(net, img.reshape(1, 64)).classes[0])
-    assert capsys.readouterr().out.startswith(f"sample 0: class {want}")
+    assert capsys.readouterr().out.startswith(f"sample 0: class {want} (digit {want})")
 
 
 @pytest.mark.parametrize("make, words", [
