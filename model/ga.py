@@ -25,7 +25,10 @@ network's accuracy rather than for the weights' squared error.
   minimum fitness of every generation; :func:`fitness_curve_svg` draws them.
 
 All randomness comes from ``numpy.random.default_rng(seed)``: a seed gives the same search
-whenever ``fitness`` is deterministic. The search never evaluates a network itself.
+whenever ``fitness`` is deterministic. The search never evaluates a network itself: the
+caller's ``fitness`` does, in this process or on an executor (:func:`qnnfab.model.ptq.quantize`
+with ``workers``/``scheduler`` scores slices of the population on a process pool or a Dask
+cluster, :mod:`qnnfab.sweep_executor`); the search is the same either way.
 """
 
 import math

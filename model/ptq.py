@@ -37,7 +37,7 @@ from .export import export
 from .layers import QuantMLP
 
 __all__ = ["METHODS", "PTQResult", "model_from_float", "apply_codebooks", "quantize",
-           "DEFAULT_LEVEL_BITS"]
+           "fitness_chunk", "DEFAULT_LEVEL_BITS"]
 
 #: Quantization methods, the name ``qnnfab quantize --method`` takes.
 METHODS = ("ga", "kmeans", "fixed", "uniform", "minifloat", "pow2")
@@ -115,9 +115,49 @@ def _scores(model, x, y):
     return acc, float(nn.functional.cross_entropy(logits, y))
 
 
+def _fitness(model, x_val, y_val, individuals, level_bits):
+    """The GA fitness of each individual (per-layer codebooks) on the validation split:
+    ``accuracy - TIE_WEIGHT · min(CE, 1)`` of ``model`` quantized with it."""
+    out = np.empty(len(individuals))
+    for k, books in enumerate(individuals):
+        apply_codebooks(model, books, level_bits=level_bits)
+        acc, ce = _scores(model, x_val, y_val)
+        out[k] = acc - TIE_WEIGHT * min(ce, 1.0)
+    return out
+
+
+def fitness_chunk(shared, individuals):
+    """One executor job of the GA (:func:`quantize` with ``workers``/``scheduler``): the
+    fitness of ``individuals``; ``shared`` is ``(float network, x_val, y_val, level_bits)``.
+    The worker process keeps one torch thread (as :func:`quantize` does around the serial
+    search), so every executor sums in the same order and scores the same."""
+    network, x_val, y_val, level_bits = shared
+    torch.set_num_threads(1)
+    model = model_from_float(network)
+    return _fitness(model, torch.as_tensor(x_val, dtype=torch.float32), torch.as_tensor(y_val),
+                    individuals, level_bits).tolist()
+
+
+def _ga_executor(workers, scheduler, executor):
+    """``(executor or None, owned)``: where the GA scores its population."""
+    if executor is not None:
+        return executor, False
+    if scheduler is None and workers in (None, 0, 1):
+        return None, False
+    from qnnfab.sweep_executor import make_executor
+    return make_executor(workers=workers, scheduler=scheduler), True
+
+
 def quantize(network, method="ga", bits=3, *, seed=0, level_bits=DEFAULT_LEVEL_BITS,
-             population=24, generations=30, progress=True):
+             population=24, generations=30, progress=True, workers=None, scheduler=None,
+             executor=None):
     """Quantize the weights of float ``network`` with ``method`` to ``bits``-bit codebooks.
+
+    ``workers`` / ``scheduler`` (``qnnfab quantize --workers N`` / ``--scheduler ADDRESS``):
+    the GA scores each generation's population on N local processes or on a Dask cluster
+    (:mod:`qnnfab.sweep_executor`), in slices, one per worker; None (or 0, 1 workers): in
+    this process. ``executor``: an :class:`~qnnfab.sweep_executor.Executor` to use instead
+    (not closed here). The result is the same on every executor for a seed.
 
     Returns a :class:`PTQResult`; its network is validated, with ``meta["quantized"]``
     recording the method, bits, level bits, seed, validation accuracy and (GA) the fitness
@@ -132,6 +172,8 @@ def quantize(network, method="ga", bits=3, *, seed=0, level_bits=DEFAULT_LEVEL_B
     if isinstance(level_bits, bool) or not isinstance(level_bits, (int, np.integer)) or \
             not 2 <= level_bits <= ir.MAX_LEVEL_BITS:
         raise ValueError(f"level bits must be 2..{ir.MAX_LEVEL_BITS}, not {level_bits!r}")
+    if executor is not None and (workers is not None or scheduler is not None):
+        raise ValueError("quantize: give executor, or workers/scheduler, not both")
     model = model_from_float(network)
     data = network.meta.get("data") or {}
     if not data.get("name"):
@@ -149,20 +191,27 @@ def quantize(network, method="ga", bits=3, *, seed=0, level_bits=DEFAULT_LEVEL_B
         if method == "ga":
             from .ga import ga_search
 
-            def fitness(individuals):
-                out = np.empty(len(individuals))
-                for k, books in enumerate(individuals):
-                    apply_codebooks(model, books, level_bits=level_bits)
-                    acc, ce = _scores(model, x_val, y_val)
-                    out[k] = acc - TIE_WEIGHT * min(ce, 1.0)
-                return out
+            ex, owned = _ga_executor(workers, scheduler, executor)
+            if ex is None or ex.workers < 2:
+                def fitness(individuals):
+                    return _fitness(model, x_val, y_val, individuals, level_bits)
+            else:
+                shared = (network, np.asarray(ds.x_val), np.asarray(ds.y_val), level_bits)
+
+                def fitness(individuals):
+                    return np.asarray(ex.map_chunks(fitness_chunk, individuals,
+                                                    shared=shared))
 
             bar = _progress_bar(progress, generations)
-            result = ga_search(weights, bits, fitness, seed=seed, population=population,
-                               generations=generations,
-                               progress=None if bar is None else bar.update)
-            if bar is not None:
-                bar.close()
+            try:
+                result = ga_search(weights, bits, fitness, seed=seed, population=population,
+                                   generations=generations,
+                                   progress=None if bar is None else bar.update)
+            finally:
+                if bar is not None:
+                    bar.close()
+                if owned:
+                    ex.close()
             books = result.best
             history = [dict(h) for h in result.history]
         else:

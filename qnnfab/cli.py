@@ -227,7 +227,8 @@ def cmd_quantize(args):
     _check_out_file(args.out)
     result = quantize(network, args.method, args.bits, seed=args.seed,
                       level_bits=args.level_bits, population=args.population,
-                      generations=args.generations, progress=not args.quiet)
+                      generations=args.generations, progress=not args.quiet,
+                      workers=args.workers, scheduler=args.scheduler)
     ir.save(result.network, args.out)
     net = result.network
     unq = (network.meta.get("accuracy") or {}).get("float")
@@ -561,6 +562,11 @@ def cmd_infer(args):
     return 0
 
 
+def cmd_sweep(args):
+    from qnnfab.sweep import run
+    return run(args)
+
+
 def cmd_boards(args):
     from qnnfab.boards.families import get_family
     from qnnfab.boards.registry import BOARDS
@@ -837,6 +843,8 @@ def build_parser():
                    help="GA population (default 24)")
     p.add_argument("--generations", type=int, default=30, metavar="N",
                    help="GA generations (default 30)")
+    from qnnfab.sweep_executor import add_executor_arguments
+    add_executor_arguments(p, what="GA's fitness evaluations", default_help="in this process")
     quiet_arg(p)
 
     p = add("verilog", cmd_verilog, "write the Verilog of a network")
@@ -954,6 +962,11 @@ def build_parser():
     p.add_argument("--show", type=int, default=20, metavar="N",
                    help="print the class of the first N samples")
 
+    p = add("sweep", cmd_sweep, "design-space sweep: train, quantize, simulate and build every "
+                                "point of a spec, on local processes or a Dask cluster")
+    from qnnfab import sweep
+    sweep.add_arguments(p)   # SPEC.toml, --out, --workers, --scheduler, --dry-run, --quiet
+
     add("boards", cmd_boards, "list the supported boards")
     return parser
 
@@ -970,6 +983,7 @@ def arg_ranges():
         "finetune": (0, None), "samples": (1, None), "baud": (1, None),
         "timeout": (0.001, None), "clock_mhz": (0.001, None), "show": (0, None),
         "target_ips": (0.001, None), "target_cycles": (1, None), "selftest": (0, 65535),
+        "workers": (0, None),
     }
 
 

@@ -103,8 +103,9 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
     None: the board's ``design_clock_mhz``; ``baud`` None: the board's UART rate;
-    ``folding_source``: what the report says the folding came from. A build whose timing is not met has
-    ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI prints it)."""
+    ``folding_source``: what the report says the folding came from. A build whose timing is
+    not met has ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI
+    prints it)."""
     from qnnfab.boards.build import build
     from qnnfab.boards.registry import get_board
     board_obj = get_board(board)

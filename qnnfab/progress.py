@@ -6,7 +6,7 @@ few plain lines (start, every 10 %, end) otherwise, so a captured log stays read
 
 import sys
 
-__all__ = ["set_mode", "use_bars", "progress_bar", "iterate"]
+__all__ = ["set_mode", "use_bars", "progress_bar", "iterate", "write_line"]
 
 _forced = None  # None: bars when stderr is a TTY; True: always bars; False: always lines
 
@@ -119,3 +119,13 @@ def iterate(iterable, total, desc, unit="it", enabled=True):
             bar.update(1)
     finally:
         bar.close()
+
+
+def write_line(msg):
+    """Print ``msg`` on stderr as a line of its own: above a running tqdm bar (tqdm.write) when
+    bars are drawn, else plainly."""
+    if use_bars():
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ from qnnfab import cli, ir, random_net
 from qnnfab.spec import golden
 
 COMMANDS = ["train", "quantize", "cluster", "learn", "verilog", "sim", "build", "flow", "run",
-            "infer", "boards"]
+            "infer", "sweep", "boards"]
 
 
 def run_cli(*args, cwd=None):
