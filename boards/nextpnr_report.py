@@ -103,13 +103,20 @@ def resources(family, report, yosys_cells, *, totals=None):
     types = get_family(family).cell_types
     totals = totals or {}
 
+    def cells_of(cell):
+        # A resource may be several cell types sharing the first one's sites (Gowin: an ALU,
+        # the carry chain, takes a LUT4's place): used is their sum, available the first's.
+        return (cell,) if isinstance(cell, str) else tuple(cell)
+
     def total(key, cell):
-        counts = [n for n in (report.available(cell), int(totals.get(key, 0))) if n]
+        counts = [n for n in (report.available(cells_of(cell)[0]), int(totals.get(key, 0)))
+                  if n]
         return min(counts) if counts else 0
     out = {}
     for key in ("lut", "bram", "dsp"):
         cell = types[key]
-        out[key] = {"used": report.used(cell), "total": total(key, cell)}
+        out[key] = {"used": sum(report.used(c) for c in cells_of(cell)),
+                    "total": total(key, cell)}
     if types["ff"] is not None:
         out["ff"] = {"used": report.used(types["ff"]), "total": total("ff", types["ff"])}
     else:

@@ -2,7 +2,8 @@
 and the per-board build defaults: folding budget and design clock).
 
 Resource totals are the device's (data sheet; nextpnr's report gives the same "available"
-counts). ``lut`` counts iCE40 logic cells (LUT4 + FF + carry) or ECP5 LUT4s.
+counts). ``lut`` counts iCE40 logic cells (LUT4 + FF + carry), ECP5 LUT4s or Gowin LUT4 sites
+(a LUT4 or an ALU each).
 
 Each board also carries the defaults that make the default network (``digits-bnn``,
 64x5b -> 256 -> 256 -> 10) run as fast as the device allows: ``max_lanes``, the weights read per
@@ -16,12 +17,19 @@ cycle by the largest layer (see :func:`qnnfab.rtl.folding.auto_folding`), and
 import operator
 from dataclasses import dataclass
 
+from amaranth_boards.colorlight_5a75b_r7_0 import Colorlight_5A75B_R70Platform
+from amaranth_boards.ecp5_5g_evn import ECP55GEVNPlatform
+from amaranth_boards.ice40_hx8k_b_evn import ICE40HX8KBEVNPlatform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.icesugar import ICESugarPlatform
+from amaranth_boards.tang_nano_9k import TangNano9kPlatform
 from amaranth_boards.ulx3s import ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S_85F_Platform
 
 from qnnfab.rtl import estimate as _estimate
 
 from .families import get_family
+from .families.gowin import himbaechel_platform
+from .platforms import OrangeCrab25FPlatform
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
            "TargetUnreachable"]
@@ -36,14 +44,16 @@ class Board:
     name : str, the registry key (``icebreaker``)
     description : str, one line
     platform : type, the amaranth-boards platform class (instantiate one per build)
-    family : str, a key of :data:`qnnfab.boards.families.FAMILIES` (``"ice40"``, ``"ecp5"``):
+    family : str, a key of :data:`qnnfab.boards.families.FAMILIES` (``"ice40"``, ``"ecp5"``,
+        ``"gowin"``):
         tools, bitstream suffix, block RAM ports, PLL and cell names come from the family
     device, package : str
-    lut : int, logic cells (iCE40) or LUT4s (ECP5)
+    lut : int, logic cells (iCE40) or LUT4s (ECP5, Gowin)
     ff : int, flip-flops
-    bram_blocks : int, block RAMs (iCE40 EBR, 4 kbit; ECP5 DP16KD, 18 kbit)
+    bram_blocks : int, block RAMs (iCE40 EBR, 4 kbit; ECP5 DP16KD, 18 kbit; Gowin BSRAM,
+        18 kbit)
     bram_bits : int, total bits of block RAM
-    dsp : int, multiplier blocks (iCE40 SB_MAC16, ECP5 MULT18X18D)
+    dsp : int, multiplier blocks (iCE40 SB_MAC16, ECP5 MULT18X18D, Gowin MULT18X18)
     clock_mhz : float, the board oscillator (what the PLL starts from)
     max_lanes : int, the folding budget: weights read per cycle by the largest layer, passed
         to :func:`qnnfab.rtl.folding.auto_folding` by :func:`board_folding`
@@ -91,7 +101,8 @@ class Board:
 
     @property
     def bram_port_bits(self):
-        """Widest read port of one block RAM: iCE40 EBR 256x16, ECP5 DP16KD 512x36."""
+        """Widest read port of one block RAM: iCE40 EBR 256x16, ECP5 DP16KD 512x36, Gowin
+        BSRAM 512x36."""
         return get_family(self.family).bram_port_bits
 
     def resource_totals(self):
@@ -141,6 +152,86 @@ BOARDS = {
         max_lanes=512, design_clock_mhz=50.0, nextpnr_opts="--router router2",
         program_command="openFPGALoader -b ulx3s {bitstream}  (or: fujprog {bitstream})",
         uart_port="/dev/ttyUSB0 (the FT231X, the same USB port that programs the board)"),
+    "icesugar": Board(
+        name="icesugar",
+        description="MuseLab iCESugar v1.5: Lattice iCE40 UP5K (5280 LCs, 30 EBR), 12 MHz",
+        platform=ICESugarPlatform, family="ice40", device="iCE40UP5K", package="SG48",
+        lut=5280, ff=5280, bram_blocks=30, bram_bits=30 * 4096, dsp=8, clock_mhz=12.0,
+        # The iCEBreaker's chip: the same budget (512 lanes needs 45 EBR of 30). Measured
+        # (digits-bnn, 256 lanes = 258 cycles/inference, seed 0): fmax 43.3 MHz at 36 MHz;
+        # 4228 LCs, 23 EBR.
+        max_lanes=256, design_clock_mhz=36.0,
+        program_command="openFPGALoader -b icesugar {bitstream}  (or: icesprog {bitstream}; or "
+                        "copy it to the iCELink USB drive)",
+        uart_port="/dev/ttyACM0 (the iCELink's USB serial port, the one that programs it)"),
+    "ice40-hx8k-b-evn": Board(
+        name="ice40-hx8k-b-evn",
+        description="Lattice iCE40-HX8K breakout: iCE40 HX8K (7680 LCs, 32 EBR, no SPRAM, no "
+                    "DSP), 12 MHz",
+        platform=ICE40HX8KBEVNPlatform, family="ice40", device="iCE40HX8K", package="CT256",
+        lut=7680, ff=7680, bram_blocks=32, bram_bits=32 * 4096, dsp=0, clock_mhz=12.0,
+        # The small-LUT reference: 512 lanes needs 45 EBR of 32. Its PLL is fed through the
+        # oscillator's input buffer (SB_PLL40_CORE: J3 is no PLL pad). Measured (digits-bnn,
+        # 256 lanes = 258 cycles/inference, seed 0): fmax 106.5 MHz at 48 MHz, 106.6 MHz at
+        # 90 MHz; 4228 LCs, 23 EBR (the HX's fabric is over twice the UP5K's speed).
+        max_lanes=256, design_clock_mhz=90.0,
+        program_command="openFPGALoader -b ice40_generic {bitstream}  (or: iceprog {bitstream})",
+        uart_port="/dev/ttyUSB1 (the FT2232H's second channel; the first programs the flash)"),
+    "ecp5-evn": Board(
+        name="ecp5-evn",
+        description="Lattice ECP5-5G evaluation board: ECP5 LFE5UM5G-85F (83640 LUTs, 208 EBR), "
+                    "12 MHz",
+        platform=ECP55GEVNPlatform, family="ecp5", device="LFE5UM5G-85F", package="BG381",
+        lut=83640, ff=83640, bram_blocks=208, bram_bits=208 * 18432, dsp=156, clock_mhz=12.0,
+        # The ULX3S-85F's die in the faster speed grade 8: its budget. Measured (digits-bnn,
+        # 4096 lanes = 23 cycles/inference, seed 0): fmax 76.3 MHz at 60 MHz (router2; 34.7k
+        # LUTs, 148 DP16KD; ~13 min of P&R on two busy cores).
+        max_lanes=4096, design_clock_mhz=60.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b ecp5_evn {bitstream}",
+        uart_port="/dev/ttyUSB1 (the FT2232H's second channel, once its UART resistors are "
+                  "fitted and its EEPROM set for a UART: user guide section 6.2)"),
+    "colorlight-5a75b": Board(
+        name="colorlight-5a75b",
+        description="Colorlight 5A-75B v7.0: Lattice ECP5 LFE5U-25F (24288 LUTs, 56 EBR), "
+                    "25 MHz; no USB",
+        platform=Colorlight_5A75B_R70Platform, family="ecp5", device="LFE5U-25F",
+        package="BG256", lut=24288, ff=24288, bram_blocks=56, bram_bits=56 * 18432, dsp=28,
+        clock_mhz=25.0,
+        # The ULX3S-25F's die and speed grade: its budget and clock. Measured (digits-bnn,
+        # 1024 lanes = 66 cycles/inference, seed 0): fmax 74.1 MHz at 55 MHz; 9808 LUTs,
+        # 39 of 56 DP16KD.
+        max_lanes=1024, design_clock_mhz=55.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b colorlight -c ft232 {bitstream}  (a USB-JTAG adapter "
+                        "on the J27 pads)",
+        uart_port="a 3.3 V USB-serial adapter on J19 (/dev/ttyUSB0): its RX to DATA_LED- "
+                  "(P11, the LED's pin: no LED for the board top), its TX to KEY+ (M13)"),
+    "orangecrab-25f": Board(
+        name="orangecrab-25f",
+        description="Good Stuff Department OrangeCrab r0.2: Lattice ECP5 LFE5U-25F (24288 LUTs, "
+                    "56 EBR), 48 MHz",
+        platform=OrangeCrab25FPlatform, family="ecp5", device="LFE5U-25F", package="MG285",
+        lut=24288, ff=24288, bram_blocks=56, bram_bits=56 * 18432, dsp=28, clock_mhz=48.0,
+        # The 25F of the ULX3S-25F in speed grade 8: its budget. Measured (digits-bnn, 1024
+        # lanes = 66 cycles/inference, seed 0): fmax 81.8 MHz at 60 MHz, 106.7 at 68, 101.3
+        # at 84; 9.8k LUTs, 39 of 56 DP16KD.
+        max_lanes=1024, design_clock_mhz=84.0, nextpnr_opts="--router router2",
+        program_command="openFPGALoader -b orangecrab {bitstream}  (DFU: hold the button while "
+                        "plugging in; or: dfu-util -D {bitstream})",
+        uart_port="a 3.3 V USB-serial adapter on the Feather header (/dev/ttyUSB0): its TX to "
+                  "pin 0 (FPGA RX), its RX to pin 1 (FPGA TX); USB is the FPGA's own"),
+    "tang-nano-9k": Board(
+        name="tang-nano-9k",
+        description="Sipeed Tang Nano 9K: Gowin GW1NR-9C (8640 LUT4s, 26 BSRAM), 27 MHz",
+        platform=himbaechel_platform(TangNano9kPlatform), family="gowin", device="GW1NR-9C",
+        package="QN88P", lut=8640, ff=6480, bram_blocks=26, bram_bits=26 * 18432, dsp=20,
+        clock_mhz=27.0,
+        # Measured (digits-bnn, 512 lanes = 130 cycles/inference; nextpnr-himbaechel, seed 0):
+        # fmax 84.8 MHz at the 27 MHz oscillator, 72.0 MHz at 67.5 MHz from the rPLL; 7241
+        # LUT4 sites (4533 LUT4 + 2708 ALU), 3783 DFF, 21 of 26 BSRAM; ~10 min of P&R on two
+        # busy cores. 1024 lanes needs more BSRAM than the chip has.
+        max_lanes=512, design_clock_mhz=67.5,
+        program_command="openFPGALoader -b tangnano9k {bitstream}  (add -f: write the flash)",
+        uart_port="/dev/ttyUSB1 (the BL702's second channel; the first is its JTAG)"),
 }
 
 

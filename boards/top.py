@@ -11,6 +11,7 @@ import math
 
 from amaranth import *
 from amaranth.back import verilog
+from amaranth.build import DiffPairs, Pins, ResourceError, Subsignal
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +22,7 @@ from .families import FAMILIES, get_family
 from .registry import get_board
 from .uart import UARTRx, UARTTx, divisor_for
 
-__all__ = ["BoardTop", "board_top_verilog", "pll_config"]
+__all__ = ["BoardTop", "board_top_verilog", "board_leds", "pll_config"]
 
 
 def pll_config(family, fin_hz, fout_hz):
@@ -30,6 +31,56 @@ def pll_config(family, fin_hz, fout_hz):
     family's :meth:`~qnnfab.boards.families.Family.pll_solve`). Returns
     ``(params, actual_hz)``; ValueError if nothing lands within 1 % of the request."""
     return get_family(family).pll_solve(fin_hz, fout_hz)
+
+
+def _resource_pins(platform, resource):
+    """The package pins of ``resource`` (connector pins resolved)."""
+    pins = set()
+
+    def walk(node):
+        for item in node.ios:
+            if isinstance(item, Subsignal):
+                walk(item)
+            elif isinstance(item, Pins):
+                pins.update(item.map_names(platform._conn_pins, resource))
+            elif isinstance(item, DiffPairs):
+                pins.update(item.p.map_names(platform._conn_pins, resource))
+                pins.update(item.n.map_names(platform._conn_pins, resource))
+    walk(resource)
+    return pins
+
+
+def board_leds(platform, n):
+    """The LEDs of ``platform`` for the board top's ``n`` LED signals, requested with
+    ``dir="-"``: ``led`` 0, 1, ... while they exist, then, if fewer than ``n``, all channels of
+    ``rgb_led`` 0, green first (``leds[0]`` shows answers, ``leds[1]``, red, errors; a channel
+    past ``n`` is the caller's to switch off). An LED on a pin of ``uart`` 0 is left out (the
+    Colorlight 5A-75B's UART transmits on its LED's pin): fewer, or none, may come back."""
+    uart = set()
+    try:
+        uart = _resource_pins(platform, platform.lookup("uart", 0))
+    except ResourceError:
+        pass
+
+    def free(name, number):
+        try:
+            resource = platform.lookup(name, number)
+        except ResourceError:
+            return None
+        return resource if not _resource_pins(platform, resource) & uart else False
+    leds = []
+    number = 0
+    while len(leds) < n:
+        found = free("led", number)
+        if found is None:
+            break
+        if found:
+            leds.append(platform.request("led", number, dir="-"))
+        number += 1
+    if len(leds) < n and free("rgb_led", 0):
+        rgb = platform.request("rgb_led", 0, dir="-")
+        leds += [rgb.g, rgb.r, rgb.b]
+    return leds
 
 
 class BoardTop(wiring.Component):
@@ -57,7 +108,7 @@ class BoardTop(wiring.Component):
     leds : Out(2)
         ``leds[0]`` toggles with each answer; ``leds[1]`` lights when a frame was dropped
         (bad code, timeout, framing error) and goes dark with the next answer. On a board they
-        drive ``led`` 0 and 1.
+        drive ``led`` 0 and 1, or what the board has (:func:`board_leds`).
 
     Latency: the answer's start bit begins about ``divisor / 2 + latency + 6`` cycles after the
     start of the last request byte's stop bit (``latency``: the network's). Throughput: one
@@ -143,10 +194,9 @@ class BoardTop(wiring.Component):
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             m.d.comb += [rx.rx.eq(rx_buf.i), tx_buf.o.eq(tx.tx)]
             leds = Signal(2)
-            for k in range(2):
-                led = platform.request("led", k, dir="-")
+            for k, led in enumerate(board_leds(platform, 2)):
                 m.submodules[f"led{k}_buf"] = buf = io.Buffer("o", led)
-                m.d.comb += buf.o.eq(leds[k])
+                m.d.comb += buf.o.eq(leds[k] if k < 2 else 0)   # a spare RGB channel: off
             m.d.comb += self.leds.eq(leds)
         answered = Signal()
         error = Signal()
@@ -294,7 +344,7 @@ class BoardTop(wiring.Component):
         clk_io = platform.request(platform.default_clk, dir="-")
         m.domains.sync = ClockDomain("sync")
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        clk, lock = family.pll_instance(m, clk_io, params, fin, actual)
+        clk, lock = family.pll_instance(m, clk_io, params, fin, actual, platform=platform)
         platform.add_clock_constraint(clk, actual)
         delay = int(15e-6 * actual)
         timer = Signal(range(delay + 1))

@@ -567,6 +567,13 @@ def cmd_sweep(args):
     return run(args)
 
 
+def cmd_program(args):
+    from qnnfab.boards.program import program
+    argv = program(args.dir, tool=args.tool, flash=args.flash)
+    print("programmed: " + " ".join(argv))
+    return 0
+
+
 def cmd_boards(args):
     from qnnfab.boards.families import get_family
     from qnnfab.boards.registry import BOARDS
@@ -966,6 +973,14 @@ def build_parser():
                                 "point of a spec, on local processes or a Dask cluster")
     from qnnfab import sweep
     sweep.add_arguments(p)   # SPEC.toml, --out, --workers, --scheduler, --dry-run, --quiet
+
+    p = add("program", cmd_program,
+            "load a build's bitstream onto its board (openFPGALoader or the board's own tool)")
+    p.add_argument("dir", metavar="DIR", help="a finished build folder (qnnfab build/flow --out)")
+    p.add_argument("--tool", metavar="NAME",
+                   help="the programmer to use (default: the board's first installed)")
+    p.add_argument("--flash", action="store_true",
+                   help="write the configuration flash (kept at power-off) instead of SRAM")
 
     add("boards", cmd_boards, "list the supported boards")
     return parser

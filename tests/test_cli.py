@@ -12,7 +12,7 @@ from qnnfab import cli, ir, random_net
 from qnnfab.spec import golden
 
 COMMANDS = ["train", "quantize", "cluster", "learn", "verilog", "sim", "build", "flow", "run",
-            "infer", "sweep", "boards"]
+            "infer", "sweep", "program", "boards"]
 
 
 def run_cli(*args, cwd=None):

@@ -9,10 +9,12 @@ __all__ = ["Family", "Tool", "pll_check"]
 class Tool:
     """One command of a family's build: ``name`` as the platform's command list calls it
     (``nextpnr-ice40``), the build ``step`` it is (``synthesis``, ``place and route``,
-    ``bitstream``) and the PyPI ``package`` carrying its ``yowasp-<name>`` console script."""
+    ``bitstream``), the PyPI ``package`` carrying it and the console script ``exe`` that runs
+    it (default ``yowasp-<name>``; e.g. ``gowin_pack`` for Apicula's packer)."""
 
-    def __init__(self, name, step, package):
+    def __init__(self, name, step, package, *, exe=None):
         self.name, self.step, self.package = name, step, package
+        self.exe = f"yowasp-{name}" if exe is None else exe
 
     @property
     def env_var(self):
@@ -20,7 +22,8 @@ class Tool:
         return self.name.upper().replace("-", "_")
 
     def __repr__(self):
-        return f"Tool({self.name!r}, {self.step!r}, {self.package!r})"
+        exe = "" if self.exe == f"yowasp-{self.name}" else f", exe={self.exe!r}"
+        return f"Tool({self.name!r}, {self.step!r}, {self.package!r}{exe})"
 
 
 def pll_check(family, fin_hz, fout_hz, best):
@@ -95,12 +98,19 @@ class Family:
         the PLL's limits: ``(params, actual_hz)``; ValueError if nothing lands within 1 %."""
         raise NotImplementedError(f"{type(self).__name__}.pll_solve")
 
-    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz):
+    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz, *, platform=None):
         """Add the PLL to module ``m`` (``clk_io``: the oscillator pin, requested with
-        ``dir="-"``); returns ``(clk, lock)`` signals."""
+        ``dir="-"``; ``platform``: the board's, where the PLL depends on the pin); returns
+        ``(clk, lock)`` signals."""
         raise NotImplementedError(f"{type(self).__name__}.pll_instance")
 
     # -- gate-level simulation ----------------------------------------------------------------
+    def sim_sources(self, shipped, folder):
+        """The model files a netlist simulation compiles: ``shipped`` (the paths of
+        :attr:`sim_models` in Yosys' share folder) and :meth:`extra_sim_models`; a family whose
+        shipped files need changing writes its copies into ``folder`` instead."""
+        return list(shipped) + self.extra_sim_models(folder)
+
     def extra_sim_models(self, folder):
         """Paths of models qnnfab writes itself into ``folder`` (e.g. a block RAM Yosys ships
         only as a black box); none by default."""

@@ -101,7 +101,7 @@ class ECP5(Family):
                              "CLKOP_DIV": clkop_div}, fout)
         return pll_check(self.name, fin_hz, fout_hz, best)
 
-    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz):
+    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz, *, platform=None):
         clk, lock = Signal(), Signal()
         m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
         div = params["CLKOP_DIV"]

@@ -47,13 +47,36 @@ class ICE40(Family):
                                  "FILTER_RANGE": filter_range}, fout)
         return pll_check(self.name, fin_hz, fout_hz, best)
 
-    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz):
+    #: Oscillator pins that are a PLL's own pad (device, package) → pins: a PLL fed there is
+    #: an ``SB_PLL40_PAD``; from any other pin the clock comes through its input buffer to an
+    #: ``SB_PLL40_CORE`` (nextpnr: "PACKAGEPIN ... is not connected to any PLL BEL" otherwise,
+    #: e.g. the iCE40-HX8K breakout's 12 MHz on J3).
+    pll_pads = {("iCE40UP5K", "SG48"): {"35"}}
+
+    def pll_from_pad(self, platform):
+        """Whether the PLL of ``platform`` (None: assume so) takes its oscillator's pad."""
+        if platform is None:
+            return True
+        resource = platform.lookup(platform.default_clk)
+        pins = {name for pins in resource.ios if hasattr(pins, "names") for name in pins.names}
+        return bool(pins & self.pll_pads.get((platform.device, platform.package), set()))
+
+    def pll_instance(self, m, clk_io, params, fin_hz, actual_hz, *, platform=None):
         from amaranth import Signal
+        from amaranth.lib import io
         clk, lock = Signal(), Signal()
-        m.submodules.pll = Instance(
-            "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
-            p_DIVR=params["DIVR"], p_DIVF=params["DIVF"], p_DIVQ=params["DIVQ"],
-            p_FILTER_RANGE=params["FILTER_RANGE"],
-            i_PACKAGEPIN=clk_io.io, i_RESETB=C(1), i_BYPASS=C(0),
-            o_PLLOUTGLOBAL=clk, o_LOCK=lock)
+        settings = dict(p_FEEDBACK_PATH="SIMPLE",
+                        p_DIVR=params["DIVR"], p_DIVF=params["DIVF"], p_DIVQ=params["DIVQ"],
+                        p_FILTER_RANGE=params["FILTER_RANGE"])
+        if self.pll_from_pad(platform):
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", **settings,
+                i_PACKAGEPIN=clk_io.io, i_RESETB=C(1), i_BYPASS=C(0),
+                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
+        else:
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+            m.submodules.pll = Instance(
+                "SB_PLL40_CORE", **settings,
+                i_REFERENCECLK=clk_buf.i, i_RESETB=C(1), i_BYPASS=C(0),
+                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
         return clk, lock
