@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
-	bench-optim bench-boards bench-fmnist clean
+	bench-optim bench-boards bench-fmnist bench-sim bench-unrolled clean
 
 setup: $(STAMP)
 
@@ -31,15 +31,18 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
-# Randomized equivalence, golden = Amaranth = Verilator, far beyond the bounded run in `make test`.
-FUZZ_EXAMPLES ?= 300
-FUZZ_VERILATOR ?= 12
+# Randomized equivalence far beyond the bounded run in `make test`, on every core: golden =
+# Amaranth on every random network, = bulk Verilator on FUZZ_VERILATOR_SHARE of them, until
+# FUZZ_NETWORKS networks or FUZZ_MINUTES minutes; SEED=n repeats a run.
+FUZZ_NETWORKS ?= 10000
+FUZZ_MINUTES ?= 60
+FUZZ_VERILATOR_SHARE ?= 0.2
 fuzz: setup
-	$(PY) -m qnnfab.sim.fuzz --examples $(FUZZ_EXAMPLES) --verilator-examples $(FUZZ_VERILATOR) \
-		$(if $(SEED),--seed $(SEED))
+	$(PY) -m qnnfab.sim.fuzz --networks $(FUZZ_NETWORKS) --minutes $(FUZZ_MINUTES) \
+		--verilator-share $(FUZZ_VERILATOR_SHARE) $(if $(SEED),--seed $(SEED))
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim bench-boards
+bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim bench-boards bench-sim
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
@@ -66,6 +69,18 @@ bench-gradquant: setup
 # and hls4ml on 28x28 images, bit-exact in Verilator; BUILD=1 adds real ULX3S builds (~20 min each).
 bench-fmnist: setup
 	$(PY) benchmarks/bench_fmnist.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(BUILD),--build)
+
+# Simulation speed side by side (Amaranth, Verilator + cocotb, bulk Verilator) on digits-bnn, and
+# the whole Fashion-MNIST test split in bulk Verilator where it is installed.
+bench-sim: setup
+	$(PY) benchmarks/bench_sim.py
+
+# Folded vs unrolled (weights in logic, one inference per clock): digits-tnn and digits-bnn on
+# the ULX3S-85F and -25F, the largest net that unrolls on the iCEBreaker; real bitstreams (slow:
+# an 85F place and route of an unrolled net takes 15-30 min). REUSE=1 keeps finished builds,
+# DA4ML=1 adds da4ml's rows (pip install da4ml).
+bench-unrolled: setup
+	$(PY) benchmarks/bench_unrolled.py $(if $(REUSE),--reuse) $(if $(DA4ML),--da4ml)
 
 clean:
 	rm -rf build .pytest_cache

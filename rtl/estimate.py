@@ -8,7 +8,9 @@ fit loop (:func:`qnnfab.boards.registry.board_folding`) and the build's fit chec
 * :func:`folding_cost`: what the folding search ranks a layer's foldings by;
 * :func:`estimate`: the whole design's cells (and weight bits) for the fit check;
 * :func:`bram_blocks_for`: block RAMs the weight memories need;
-* :data:`BLOCK_RAM_MIN_BITS`: memories from this size on are marked for block RAM.
+* :data:`BLOCK_RAM_MIN_BITS`: memories from this size on are marked for block RAM;
+* :func:`unrolled_cells`, :func:`unrolled_chain_cells`: the unrolled style (weights in logic,
+  :mod:`qnnfab.rtl.unrolled_dense`), from the layer's adder graph (:mod:`qnnfab.rtl.cse`).
 
 Kernel-codebook slots are :attr:`qnnfab.ir.KernelCodebook.slot_bits`.
 """
@@ -18,13 +20,16 @@ import math
 from qnnfab import ir, numerics
 
 from .binary_weight_dot import BinaryWeightDot
+from .cse import adder_cost, cached_graph
 from .kinds import dot_unit_class
 from .kinds import lane_cells as _unit_lane_cells
 from .ternary_dot import TernaryDot
 from .xnor_popcount import XnorPopcount
 
 __all__ = ["BLOCK_RAM_MIN_BITS", "TOP_OVERHEAD_LC", "SEARCH_TREE_CELLS_PER_BIT", "lane_cells",
-           "search_lane_cells", "folding_cost", "estimate", "spatial_cells", "bram_blocks_for"]
+           "search_lane_cells", "folding_cost", "estimate", "spatial_cells", "bram_blocks_for",
+           "unrolled_cells", "unrolled_chain_cells", "UNROLLED_SCALE", "comparator_cells",
+           "FAMILY_UNROLLED_SCALE"]
 
 #: Memories (weights, kernel indices, the learner's) of at least this many bits are marked
 #: ``ram_style = "block"`` (iCE40 EBR).
@@ -74,6 +79,64 @@ def folding_cost(layer, folding):
     return trees + mux + per_pe
 
 
+#: Factor from the unrolled style's modelled cells (:func:`unrolled_cells`: the adder graph's
+#: :func:`~qnnfab.rtl.cse.adder_cost` plus the comparators) to what nextpnr places, fitted to
+#: measured builds (nextpnr-ecp5 0.x from yowasp, ``TRELLIS_COMB`` after packing):
+#:
+#: * digits-tnn (64x5b-128-128-10, ternary, 2-bit activations) all unrolled behind the UART
+#:   board top on the ULX3S-85F: 48,290 LUT4s placed, the model 49,383 + 1,000 for the rest
+#:   (scale 0.958);
+#: * its layers alone (``nextpnr-ecp5 --pack-only``): the first 20,314 (model 21,175, 0.96),
+#:   the last with the argmax 2,853 (model 2,739, 1.04).
+UNROLLED_SCALE = 0.96
+
+#: Factor on the unrolled style's cells per FPGA family (a family's ``lane_scale`` entry
+#: ``"unrolled"``; the model above is the ECP5's). iCE40: no LUT5-7 muxes, flip-flops that do
+#: not pair with a LUT take a cell of their own, and the adders do not share carry chains
+#: (:class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`). Measured on the UP5K with the board
+#: top: digits-tnn with an 8-wide hidden layer (64x5b-8-10) unrolled, 3,799 ``ICESTORM_LC``
+#: where the model says 2,928 (1.30); with a 16-wide one 6,104 (shared chains; model 4,748).
+FAMILY_UNROLLED_SCALE = {"ice40": 1.3}
+
+
+def comparator_cells(width):
+    """LUT4s of a comparison of a ``width``-bit value with a constant, as
+    :func:`~qnnfab.rtl.adder_tree.ge_const` writes it (a chain of ANDs and ORs that packs
+    three bits and the chain into each LUT4)."""
+    return max(1, -(-(width - 1) // 3))
+
+
+def unrolled_cells(layer, *, cse=True):
+    """Modelled logic cells of an unrolled dense layer (weights in logic): its adder graph's
+    :attr:`~qnnfab.rtl.cse.AdderGraph.cost`, the constant comparators of a hidden layer
+    (:func:`comparator_cells` of the tree's output width per threshold, and the code's sum of
+    the comparison bits) or the scores' offset adders of an output layer, times
+    :data:`UNROLLED_SCALE`. Flip-flops (pipeline registers) pack beside the LUTs and are not
+    counted."""
+    g = cached_graph(layer, cse=cse)
+    cells = g.cost
+    for node, _ in g.rows:
+        width = 1 if node is None else g.width(node)
+        if layer.is_output:
+            cells += adder_cost(layer.acc_width)
+        else:
+            cells += layer.n_thresholds * comparator_cells(width)
+            cells += layer.out_bits if layer.n_thresholds > 1 else 0
+    return cells * UNROLLED_SCALE
+
+
+def unrolled_chain_cells(out_width, registers, *, argmax_n=None, acc_width=None):
+    """Cells of an unrolled chain besides its layers: the output FIFO (``out_width`` bits of
+    ``registers + 3`` entries in distributed RAM, 16x4 bits per two LUT4s, and its read
+    multiplexing) and, with ``argmax_n``, the comparator tree (``n - 1`` comparisons and
+    multiplexers of ``acc_width``-bit scores)."""
+    depth = registers + 3
+    cells = 2 * -(-out_width // 4) * -(-depth // 16) + 16
+    if argmax_n is not None:
+        cells += (argmax_n - 1) * (adder_cost(acc_width) + acc_width + 4)
+    return cells
+
+
 def _pairs(network, folding):
     """``[(pe, simd), ...]`` per layer from ``LayerFolding``s or pairs; one lane per layer for
     None. The folding is taken as checked (``qnnfab.rtl.folding.check_folding``)."""
@@ -86,8 +149,14 @@ def _pairs(network, folding):
             for f in folding]
 
 
-def estimate(network, folding=None, *, lane_scale=None):
+def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_stage=2,
+             cse=True):
     """Crude resource needs: ``{"weight_bits", "lc"}``; without a folding, one lane per layer.
+    ``styles``: one per layer (``"folded"``, ``"unrolled"``; None: all folded): an unrolled
+    layer is counted by :func:`unrolled_cells` (times ``lane_scale["unrolled"]`` when given,
+    see :data:`FAMILY_UNROLLED_SCALE`) instead of its lanes, its weights are not in
+    block RAM (not in ``weight_bits``), a run of them adds :func:`unrolled_chain_cells`, and
+    an unrolled last layer replaces the sequential argmax with the tree.
     ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs, already checked. ``lane_scale``:
     weight kind → factor on its :func:`lane_cells`, for a device whose LUT mapping of a lane
     differs from the iCE40 builds the lane costs were fitted to (an FPGA family's
@@ -120,12 +189,19 @@ def estimate(network, folding=None, *, lane_scale=None):
     (the default network: 4230 cells, estimate 2892). A design can pass this check and still
     not place; nextpnr's message then names the overfull cell type."""
     pairs = _pairs(network, folding)
+    styles = ["folded"] * len(network.layers) if styles is None else list(styles)
+    if len(styles) != len(network.layers):
+        raise ValueError(f"styles: expected {len(network.layers)} entries (one per layer), "
+                         f"got {len(styles)}")
     lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
     last = network.layers[-1]
     lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
-    lc += (last.out_features + 2) * last.acc_width                      # argmax
+    if styles[-1] != "unrolled":
+        lc += (last.out_features + 2) * last.acc_width                  # argmax
+    weight_bits = 0
     prev = None
-    for layer, (pe, simd) in zip(network.layers, pairs):
+    chain_regs = 0
+    for k, (layer, (pe, simd)) in enumerate(zip(network.layers, pairs)):
         if isinstance(layer, ir.SPATIAL_KINDS):
             lc += spatial_cells(layer, pe, simd)
         elif isinstance(prev, ir.SPATIAL_KINDS):
@@ -133,6 +209,23 @@ def estimate(network, folding=None, *, lane_scale=None):
         prev = layer
         if isinstance(layer, ir.PoolLayer):
             continue
+        if styles[k] == "unrolled":
+            lc += unrolled_cells(layer, cse=cse) * (lane_scale or {}).get("unrolled", 1)
+            levels = cached_graph(layer, cse=cse).levels
+            chain_regs += levels // levels_per_stage + 1
+            if k + 1 == len(styles) or styles[k + 1] != "unrolled":   # the chain ends here
+                if layer.is_output:
+                    n = layer.out_features
+                    out_width = n * layer.acc_width + max(1, (n - 1).bit_length())
+                    chain_regs += (n - 1).bit_length()
+                    lc += unrolled_chain_cells(out_width, chain_regs, argmax_n=n,
+                                               acc_width=layer.acc_width)
+                else:
+                    lc += unrolled_chain_cells(layer.out_features * layer.out_bits,
+                                               chain_regs)
+                chain_regs = 0
+            continue
+        weight_bits += int(layer.weight_bits)
         pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
         n_thr = 0 if layer.is_output else layer.thresholds.shape[1]
         scale = (lane_scale or {}).get(layer.weight_kind, 1)
@@ -145,7 +238,7 @@ def estimate(network, folding=None, *, lane_scale=None):
     if network.input_shape is not None:
         h, w, c = network.input_shape
         lc += h * w * c * network.input_bits + c * network.input_bits  # pixel serializer
-    return {"weight_bits": int(network.weight_bits), "lc": int(lc)}
+    return {"weight_bits": int(weight_bits), "lc": int(lc)}
 
 
 def spatial_cells(layer, pe, simd):

@@ -1,7 +1,14 @@
 """A whole network in hardware: one :class:`~qnnfab.rtl.mvu.MatrixVectorUnit` per dense layer,
 chained by streams, then an :class:`~qnnfab.rtl.argmax.Argmax`; a CNN's conv and pool layers
 before them work on pixel streams (:class:`~qnnfab.rtl.conv.ConvUnit`,
-:class:`~qnnfab.rtl.maxpool.MaxPool`), between a pixel serializer and a flatten."""
+:class:`~qnnfab.rtl.maxpool.MaxPool`), between a pixel serializer and a flatten.
+
+Each dense layer has a *style*: ``folded`` (the matrix-vector unit, weights in memory) or
+``unrolled`` (weights as constants in the logic, one input per clock:
+:mod:`qnnfab.rtl.unrolled_dense`). Consecutive unrolled layers form one
+:class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`, with the pipelined argmax when it ends the
+network. :func:`resolve_styles` turns ``"folded"``, ``"unrolled"``, ``"auto"`` (unroll what
+fits a logic budget, by the fit estimate) or a list into one style per layer."""
 
 from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
@@ -12,13 +19,89 @@ from qnnfab import ir
 from ._checks import mark_used, quiet_on_error
 from .argmax import Argmax, argmax_layout
 from .conv import ConvUnit
+from . import estimate as _estimate
 from . import timing
-from .folding import auto_folding, check_folding, layer_cycles
+from .cse import UnrollError, layer_matrix, tree_depth
+from .folding import LayerFolding, auto_folding, check_folding, layer_cycles
 from .maxpool import MaxPool
 from .mvu import MatrixVectorUnit, dot_unit_class
 from .pixels import PixelsToVector, VectorToPixels
+from .unrolled_dense import DEFAULT_LEVELS_PER_STAGE, UnrolledChain
 
-__all__ = ["Network"]
+__all__ = ["Network", "STYLES", "resolve_styles", "UnrollError"]
+
+#: The per-layer styles; ``style=`` also takes ``"auto"`` (see :func:`resolve_styles`).
+STYLES = ("folded", "unrolled")
+
+
+def resolve_styles(network, style="folded", *, folding=None, budget_lc=None, lane_scale=None,
+                   levels_per_stage=DEFAULT_LEVELS_PER_STAGE, cse=True):
+    """One style per layer of ``network``, ``"folded"`` or ``"unrolled"``.
+
+    Parameters
+    ----------
+    style : str or list of str
+        ``"folded"``: every layer folded. ``"unrolled"``: every dense layer unrolled (conv and
+        pool layers stay folded). A list: one entry per layer (``"unrolled"`` on a conv or
+        pool layer raises :class:`~qnnfab.rtl.cse.UnrollError` naming it). ``"auto"``: start
+        folded and unroll dense layers, the slowest first (most folded cycles per input),
+        while the fit estimate (:func:`qnnfab.rtl.estimate.estimate` with ``styles``) stays
+        within ``budget_lc``, stopping at the first that does not fit (unrolling a faster
+        layer would cost logic and not shorten the interval); needs ``budget_lc``.
+    folding : the folding of the folded layers (default :func:`auto_folding`), for ``auto``
+    budget_lc : int, the logic cells / LUT4s ``auto`` may use (e.g. a share of a device's)
+    lane_scale : passed to the estimate (a family's lane costs)
+    levels_per_stage, cse : the unrolled layers' parameters (the estimate depends on them)
+    """
+    if not isinstance(network, ir.Network):
+        raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    layers = network.layers
+    if isinstance(style, str):
+        if style == "folded":
+            return ["folded"] * len(layers)
+        if style == "unrolled":
+            return ["unrolled" if isinstance(ly, ir.DenseLayer) else "folded" for ly in layers]
+        if style == "auto":
+            return _auto_styles(network, folding, budget_lc, lane_scale, levels_per_stage, cse)
+        raise ValueError(f"style must be one of folded, unrolled, auto or a list of one style "
+                         f"per layer, not {style!r}")
+    try:
+        styles = list(style)
+    except TypeError:
+        raise TypeError(f"style must be a string or a list of styles, not {style!r}") from None
+    if len(styles) != len(layers):
+        raise ValueError(f"style: expected {len(layers)} entries (one per layer), got "
+                         f"{len(styles)}")
+    for k, (layer, s) in enumerate(zip(layers, styles)):
+        if s not in STYLES:
+            raise ValueError(f"style[{k}]: expected one of {', '.join(STYLES)}, got {s!r}")
+        if s == "unrolled":
+            layer_matrix(layer, f"layers[{k}]")     # UnrollError for conv and pool layers
+    return styles
+
+
+def _auto_styles(network, folding, budget_lc, lane_scale, levels_per_stage, cse):
+    if budget_lc is None:
+        raise ValueError("style='auto' needs budget_lc, the logic cells (LUT4s) the design may "
+                         "use (e.g. a share of the device's)")
+    folding = check_folding(network, auto_folding(network) if folding is None else folding)
+    pairs = [(f.pe, f.simd) for f in folding]
+    styles = ["folded"] * len(network.layers)
+
+    def fits(trial):
+        est = _estimate.estimate(network, pairs, lane_scale=lane_scale, styles=trial,
+                                 levels_per_stage=levels_per_stage, cse=cse)
+        return est["lc"] <= budget_lc
+    order = sorted((k for k, ly in enumerate(network.layers) if isinstance(ly, ir.DenseLayer)),
+                   key=lambda k: (-layer_cycles(network.layers[k], folding[k]), k))
+    for k in order:
+        trial = list(styles)
+        trial[k] = "unrolled"
+        if not fits(trial):
+            # A faster layer unrolled would not shorten the interval (this one stays folded).
+            break
+        styles = trial
+    return styles
 
 
 class Network(wiring.Component):
@@ -33,6 +116,17 @@ class Network(wiring.Component):
         :class:`~qnnfab.rtl.folding.FoldingError`.
     pipelined : bool
         Pipeline registers inside the dot-product units (default; off only for experiments).
+    style : str or list of str
+        ``"folded"`` (default), ``"unrolled"``, ``"auto"`` or one style per layer
+        (:func:`resolve_styles`; ``auto`` needs ``budget_lc``). The folding entries of
+        unrolled layers are not used (:attr:`folding` reports them as ``(out, in)``, every
+        weight at once).
+    levels_per_stage : int
+        Unrolled layers: adder levels between pipeline registers.
+    cse : bool
+        Unrolled layers: share partial sums between neurons (:mod:`qnnfab.rtl.cse`).
+    budget_lc, lane_scale
+        For ``style="auto"`` (:func:`resolve_styles`).
 
     Members
     -------
@@ -43,7 +137,8 @@ class Network(wiring.Component):
         The class (first index of the largest score) and the scores.
 
     Timing (:mod:`qnnfab.rtl.timing`): :attr:`interval` is the steady-state interval between
-    inputs (about the slowest layer's steps per vector; a report's ``cycles_per_inference``);
+    inputs (about the slowest layer's steps per vector, 1 when every layer is unrolled; a
+    report's ``cycles_per_inference``);
     :attr:`latency` the cycles from the first cycle an input is offered (network idle) to
     ``o.valid``, without back-pressure. ``i.ready`` rises
     when the first layer has read the last slice of the input, not when it starts: hold
@@ -51,7 +146,9 @@ class Network(wiring.Component):
     """
 
     @quiet_on_error
-    def __init__(self, network, folding=None, *, pipelined=True):
+    def __init__(self, network, folding=None, *, pipelined=True, style="folded",
+                 levels_per_stage=DEFAULT_LEVELS_PER_STAGE, cse=True, budget_lc=None,
+                 lane_scale=None):
         if not isinstance(network, ir.Network):
             raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
         network.validate()
@@ -61,8 +158,16 @@ class Network(wiring.Component):
             folding = auto_folding(network)
         self._folding = check_folding(network, folding)
         self.pipelined = bool(pipelined)
+        self.levels_per_stage = levels_per_stage
+        self.cse = bool(cse)
+        self._styles = resolve_styles(network, style, folding=self._folding,
+                                      budget_lc=budget_lc, lane_scale=lane_scale,
+                                      levels_per_stage=levels_per_stage, cse=self.cse)
         # Sub-components are built in elaborate(); the timing comes from the same model.
-        self._cycles = [layer_cycles(layer, f) for layer, f in zip(network.layers, self._folding)]
+        self._cycles = [1 if s == "unrolled" else layer_cycles(layer, f)
+                        for layer, f, s in zip(network.layers, self._folding, self._styles)]
+        self._levels = [tree_depth(layer_matrix(layer)) if s == "unrolled" else None
+                        for layer, s in zip(network.layers, self._styles)]
         self.is_cnn = network.input_shape is not None
         self._timings = self._stage_timings()
         last = network.layers[-1]
@@ -77,8 +182,37 @@ class Network(wiring.Component):
 
     @property
     def folding(self):
-        """The folding used, one :class:`~qnnfab.rtl.folding.LayerFolding` per layer."""
-        return list(self._folding)
+        """The folding used, one :class:`~qnnfab.rtl.folding.LayerFolding` per layer; an
+        unrolled layer's is ``(out_features, in_features)``: every weight at once."""
+        return [LayerFolding(ly.out_features, ly.in_features) if s == "unrolled" else f
+                for ly, f, s in zip(self.network.layers, self._folding, self._styles)]
+
+    @property
+    def styles(self):
+        """The style of each layer, ``"folded"`` or ``"unrolled"``."""
+        return list(self._styles)
+
+    def _groups(self):
+        """The layers in stage order: ``("layer", k)`` for a folded (or pool) layer,
+        ``("chain", [k, ...])`` for a run of unrolled layers."""
+        groups = []
+        for k, s in enumerate(self._styles):
+            if s == "unrolled":
+                if groups and groups[-1][0] == "chain" and groups[-1][1][-1] == k - 1:
+                    groups[-1][1].append(k)
+                else:
+                    groups.append(("chain", [k]))
+            else:
+                groups.append(("layer", k))
+        return groups
+
+    @property
+    def _argmax_unrolled(self):
+        return self._styles[-1] == "unrolled"
+
+    @staticmethod
+    def _chain_name(ks):
+        return f"unrolled{ks[0]}" if len(ks) == 1 else f"unrolled{ks[0]}_{ks[-1]}"
 
     def _stage_timings(self):
         """``(name, Timing, reads_vector)`` per stage of :meth:`stages`, from the IR alone (no
@@ -89,7 +223,21 @@ class Network(wiring.Component):
             h, w, _ = net.input_shape
             out.append(("pixels", timing.vector_to_pixels(h, w), False))
         prev = None
-        for k, (layer, f) in enumerate(zip(net.layers, self._folding)):
+        last = len(net.layers) - 1
+        for kind, ks in self._groups():
+            if kind == "chain":
+                layer = net.layers[ks[0]]
+                if isinstance(prev, ir.SPATIAL_KINDS):
+                    h, w, _ = prev.out_shape
+                    out.append(("flatten", timing.pixels_to_vector(h, w), True))
+                n = net.layers[last].out_features if ks[-1] == last else None
+                t = timing.unrolled_chain([self._levels[k] for k in ks], self.levels_per_stage,
+                                          n)
+                out.append((self._chain_name(ks), t, True))
+                prev = net.layers[ks[-1]]
+                continue
+            k = ks
+            layer, f = net.layers[k], self._folding[k]
             if isinstance(layer, ir.PoolLayer):
                 out.append((f"layer{k}", timing.max_pool(layer.height, layer.width), False))
                 prev = layer
@@ -107,8 +255,14 @@ class Network(wiring.Component):
                 t = timing.mvu(layer.in_features, layer.out_features, f.pe, f.simd, dot)
                 out.append((f"layer{k}", t, True))
             prev = layer
-        out.append(("argmax", timing.argmax(net.n_outputs), True))
+        if not self._argmax_unrolled:
+            out.append(("argmax", timing.argmax(net.n_outputs), True))
         return out
+
+    def _stage_refills(self):
+        """Per stage of :meth:`stages`: whether its output register refills only the cycle
+        after a transfer (False for an unrolled chain's FIFO; :func:`timing.chained`)."""
+        return [not name.startswith("unrolled") for name, _, _ in self._timings]
 
     @property
     def interval(self):
@@ -138,34 +292,62 @@ class Network(wiring.Component):
         and sink (:func:`qnnfab.rtl.timing.chained`): the pixel serializer and the flatten
         (``H·W``), each conv unit (its ``interval``), max-pool (``H·W``), dense unit and the
         argmax (their ``interval``, plus one when fed by another stage)."""
-        return timing.chained([(t, reads) for _, t, reads in self._timings])
+        return timing.chained([(t, reads, refills) for (_, t, reads), refills
+                               in zip(self._timings, self._stage_refills())])
 
     @property
     def layer_cycles(self):
         """Issue steps per input of each layer (:func:`~qnnfab.rtl.folding.layer_cycles`):
-        ``(in/simd)·(out/pe)``, times the windows for a conv layer, ``H·W`` for max-pool."""
+        ``(in/simd)·(out/pe)``, times the windows for a conv layer, ``H·W`` for max-pool; 1
+        for an unrolled layer."""
         return list(self._cycles)
 
     @property
     def layer_latencies(self):
-        """Latency of each layer's unit (see ``MatrixVectorUnit.latency``); None for a CNN."""
+        """Latency of each layer's unit (see ``MatrixVectorUnit.latency``); for an unrolled
+        layer its pipeline registers (:func:`qnnfab.rtl.timing.unrolled_registers`; its
+        chain's output FIFO and argmax tree are not in it); None for a CNN."""
         if self.is_cnn:
             return None
-        return [t.latency for name, t, _ in self._timings if name.startswith("layer")]
+        folded = {name: t.latency for name, t, _ in self._timings}
+        return [timing.unrolled_registers(self._levels[k], self.levels_per_stage)
+                if s == "unrolled" else folded[f"layer{k}"]
+                for k, s in enumerate(self._styles)]
+
+    @property
+    def unrolled_levels(self):
+        """Adder levels of each unrolled layer's graph (None for a folded layer)."""
+        return list(self._levels)
 
     def stages(self, *, argmax=True):
         """The chain of stream components, input to output (built anew on each call): a
         pixel serializer before the first spatial layer, a :class:`ConvUnit` per conv layer,
         a :class:`MaxPool` per pool layer, a flatten before the first dense layer after them,
-        a :class:`MatrixVectorUnit` per dense layer, then the :class:`Argmax` (unless
-        ``argmax`` is false)."""
+        a :class:`MatrixVectorUnit` per folded dense layer and an :class:`UnrolledChain` per
+        run of unrolled ones, then the :class:`Argmax` (unless ``argmax`` is false, or the
+        last layer is unrolled: its chain ends with the pipelined argmax, unless ``argmax``
+        is false)."""
         net = self.network
         stages = []
         if self.is_cnn:
             h, w, c = net.input_shape
             stages.append(("pixels", VectorToPixels(h, w, c, net.input_bits)))
         prev = None
-        for k, (layer, f) in enumerate(zip(net.layers, self._folding)):
+        last = len(net.layers) - 1
+        for kind, ks in self._groups():
+            if kind == "chain":
+                if isinstance(prev, ir.SPATIAL_KINDS):
+                    h, w, c = prev.out_shape
+                    stages.append(("flatten", PixelsToVector(h, w, c, prev.out_bits)))
+                chain = UnrolledChain([net.layers[k] for k in ks],
+                                      argmax=argmax and ks[-1] == last,
+                                      levels_per_stage=self.levels_per_stage, cse=self.cse,
+                                      names=[f"layers[{k}]" for k in ks])
+                stages.append((self._chain_name(ks), chain))
+                prev = net.layers[ks[-1]]
+                continue
+            k = ks
+            layer, f = net.layers[k], self._folding[k]
             if isinstance(layer, ir.ConvLayer):
                 unit = ConvUnit(layer, f, pipelined=self.pipelined)
             elif isinstance(layer, ir.PoolLayer):
@@ -178,7 +360,7 @@ class Network(wiring.Component):
                 unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined)
             stages.append((f"layer{k}", unit))
             prev = layer
-        if argmax:
+        if argmax and not self._argmax_unrolled:
             last = net.layers[-1]
             stages.append(("argmax", Argmax(n=last.out_features, width=last.acc_width)))
         return stages

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 __all__ = ["Timing", "fold_steps", "mvu", "multi_threshold", "argmax", "vector_to_pixels",
            "pixels_to_vector", "max_pool", "sliding_window", "conv_unit", "update_unit",
-           "online_learner", "LearnerTiming", "chained", "MVU_STAGES", "FED_BY_STAGE"]
+           "online_learner", "LearnerTiming", "chained", "MVU_STAGES", "FED_BY_STAGE",
+           "UNROLLED_FIFO_LATENCY", "unrolled_registers", "argmax_tree", "unrolled_chain",
+           "unrolled_fifo_depth"]
 
 #: Registers of a matrix-vector unit around its dot unit: the issue register (weight address,
 #: input slice) and the accumulator; the thresholds are combinational from the accumulator
@@ -34,6 +36,11 @@ MVU_STAGES = 2
 #: Extra cycles per input of a stage that reads a whole vector from another stage's output
 #: register (it refills the cycle after a transfer).
 FED_BY_STAGE = 1
+
+#: Cycles from the last pipeline register of an unrolled chain to its ``o.valid``: the output
+#: FIFO (``amaranth.lib.fifo.SyncFIFOBuffered``) writes its memory, then reads it into its
+#: output register.
+UNROLLED_FIFO_LATENCY = 2
 
 
 @dataclass(frozen=True)
@@ -173,13 +180,56 @@ def online_learner(items, n_out, *, item_stages, product_stages, error_stages,
                          inference_interval=latency + 1)
 
 
+def unrolled_registers(levels, levels_per_stage):
+    """Pipeline registers of an unrolled dense layer whose adder graph is ``levels`` deep,
+    with a register every ``levels_per_stage`` levels: ``levels // levels_per_stage + 1``
+    (the thresholds or the scores are level ``levels + 1``; the last register is the
+    layer's output)."""
+    levels = operator.index(levels)
+    if levels < 0:
+        raise ValueError(f"levels must be >= 0, not {levels}")
+    return levels // _positive("levels_per_stage", levels_per_stage) + 1
+
+
+def argmax_tree(n):
+    """The pipelined argmax of an unrolled chain: a register after each of its
+    ``ceil(log2 n)`` comparator levels; one vector per cycle."""
+    n = _positive("n", n)
+    return Timing(latency=(n - 1).bit_length(), interval=1)
+
+
+def unrolled_fifo_depth(registers):
+    """Entries of an unrolled chain's output FIFO: enough for every input in flight when the
+    sink takes one output per cycle, ``registers + UNROLLED_FIFO_LATENCY + 1``, so the chain
+    accepts an input every cycle."""
+    return operator.index(registers) + UNROLLED_FIFO_LATENCY + 1
+
+
+def unrolled_chain(levels, levels_per_stage, argmax_n=None):
+    """A chain of unrolled dense layers (adder graphs ``levels`` deep, one entry per layer),
+    with the pipelined argmax when ``argmax_n`` is given: latency the registers
+    (:func:`unrolled_registers` per layer, :func:`argmax_tree`) plus the output FIFO's
+    :data:`UNROLLED_FIFO_LATENCY`; interval 1 (one input per cycle)."""
+    regs = sum(unrolled_registers(d, levels_per_stage) for d in levels)
+    if argmax_n is not None:
+        regs += argmax_tree(argmax_n).latency
+    return Timing(latency=regs + UNROLLED_FIFO_LATENCY, interval=1)
+
+
 def chained(stages):
-    """Intervals of stages in a chain. ``stages``: ``(timing, reads_vector)`` per stage, input
-    to output, ``reads_vector`` true for a stage that reads a whole vector from its source's
-    output register (:data:`FED_BY_STAGE` more per input when that source is another stage,
-    i.e. for every stage but the first). Returns the list of intervals; the chain's interval
-    is their maximum (exact for a chain of vector stages, a lower bound with pixel stages)."""
+    """Intervals of stages in a chain. ``stages``: ``(timing, reads_vector)`` or ``(timing,
+    reads_vector, refills)`` per stage, input to output, ``reads_vector`` true for a stage that
+    reads a whole vector from its source's output register (:data:`FED_BY_STAGE` more per
+    input when that source is another stage whose output register refills the cycle after a
+    transfer, i.e. for every stage but the first, unless the source's ``refills`` is false:
+    an unrolled chain's output FIFO offers its next vector at once). Returns the list of
+    intervals; the chain's interval is their maximum (exact for a chain of vector stages, a
+    lower bound with pixel stages)."""
     out = []
-    for k, (t, reads_vector) in enumerate(stages):
-        out.append(t.interval + (FED_BY_STAGE if reads_vector and k > 0 else 0))
+    prev_refills = True
+    for k, stage in enumerate(stages):
+        t, reads_vector = stage[0], stage[1]
+        bubble = reads_vector and k > 0 and prev_refills
+        out.append(t.interval + (FED_BY_STAGE if bubble else 0))
+        prev_refills = stage[2] if len(stage) > 2 else True
     return out

@@ -12,19 +12,20 @@ Hypothesis (so a failure shrinks to a small network); weights, thresholds and ra
 from a NumPy generator seeded by a drawn integer.
 
 :func:`check` runs one example through the golden model and the given simulators and returns
-every disagreement as a :class:`~qnnfab.sim.runner.Mismatch` line. The tests in
-``tests/sim/test_fuzz.py`` run a bounded number of examples; ``make fuzz`` runs many more::
+every disagreement as a :class:`~qnnfab.sim.runner.Mismatch` line; :func:`check_batch` runs
+many examples side by side in one bulk Verilator build (:mod:`qnnfab.sim.bulk_network`: one
+compile for the batch, the clock loop in C++). :func:`run` draws examples and checks each in
+Amaranth one at a time and, with ``batch`` > 1, in Verilator a batch at a time. The tests in
+``tests/sim/test_fuzz.py`` run a bounded number of examples; ``make fuzz`` runs the long
+campaign on every core (:mod:`qnnfab.sim.fuzz_campaign`)::
 
-    python -m qnnfab.sim.fuzz --examples 300 --verilator-examples 12
+    python -m qnnfab.sim.fuzz --networks 10000 --minutes 60
 
 and prints how many networks and vectors were checked and how many mismatches were found.
 Hypothesis is a test dependency (``pip install -e .[test]``).
 """
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -210,7 +211,11 @@ def features_of(example):
     """The set of feature tags an example exercises (what ``make fuzz`` tallies)."""
     tags = {f"inputs:{p}" for p in example.patterns}
     tags.add(f"input_bits:{example.network.input_bits}")
-    for layer, fold in zip(example.network.layers, example.folding):
+    folding = example.folding
+    if folding is None:
+        from qnnfab.rtl.folding import auto_folding
+        folding = auto_folding(example.network)
+    for layer, fold in zip(example.network.layers, folding):
         if isinstance(layer, ir.PoolLayer):
             tags.add(f"maxpool{layer.size}")
             continue
@@ -227,7 +232,7 @@ def features_of(example):
             kc = layer.kernel_codebook
             if kc is not None:
                 tags.add("kernel_codebook" + ("+sign" if kc.sign is not None else ""))
-        pe, simd = fold
+        pe, simd = (fold.pe, fold.simd) if hasattr(fold, "pe") else fold
         tags.add("fold:pe=1" if pe == 1 else "fold:pe=all" if pe == layer.out_features
                  else "fold:pe=partial")
         tags.add("fold:simd=1" if simd == 1 else "fold:simd=all" if simd == layer.in_features
@@ -239,16 +244,29 @@ def features_of(example):
 
 @dataclass
 class Tally:
-    """What a fuzz run checked: networks and vectors per simulator, mismatches, feature tags."""
+    """What a fuzz run checked: networks and vectors per simulator, mismatches (one line per
+    differing output, ``"<simulator>: vector v: layer l output k: expected e, got g"``), the
+    failing examples (``"<simulator>: <what went wrong>: <example>"``, one per failing
+    network) and feature tags."""
     networks: Counter = field(default_factory=Counter)
     vectors: Counter = field(default_factory=Counter)
     mismatches: list = field(default_factory=list)
     features: Counter = field(default_factory=Counter)
+    failures: list = field(default_factory=list)
 
     def add(self, simulator, example, found):
         self.networks[simulator] += 1
         self.vectors[simulator] += len(example.codes)
         self.mismatches += [f"{simulator}: {m}" for m in found]
+
+    def merge(self, other):
+        """Add another :class:`Tally`'s counts and lists to this one (returns self)."""
+        self.networks.update(other.networks)
+        self.vectors.update(other.vectors)
+        self.features.update(other.features)
+        self.mismatches += other.mismatches
+        self.failures += other.failures
+        return self
 
     def summary(self):
         parts = [f"golden = {sim}: {self.networks[sim]} networks, {self.vectors[sim]} vectors"
@@ -278,6 +296,64 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     return found
 
 
+#: Random stalls of a batch (``ready_probability``, ``valid_probability``): the batches
+#: alternate between none (back-to-back transfers) and these.
+BATCH_STALLS = (0.6, 0.7)
+
+
+def check_batch(examples_, *, build_dir=None, tally=None, seed=0, stalls=False):
+    """Run several examples side by side in one bulk Verilator build
+    (:func:`qnnfab.sim.bulk_network.run_networks`) and compare each with the golden model.
+
+    ``stalls``: random back-pressure and input gaps (:data:`BATCH_STALLS`, seeded by ``seed``)
+    instead of none. Returns ``(index, Mismatch)`` pairs, ``index`` into ``examples_``. A
+    network that stops answering, or a build that fails, is a failure too: ``(index, message)``
+    with the message as a string (``index`` None when the whole batch failed). With ``tally``,
+    the networks count under ``"verilator"`` (none of them when the batch failed) and each
+    failing example is recorded."""
+    from .bulk_network import run_networks
+    from .runner import compare
+    from .verilator_bulk import BulkStallError, ToolNotFoundError
+    examples_ = list(examples_)
+    ready, valid = BATCH_STALLS if stalls else (1.0, 1.0)
+    found = []
+    try:
+        runs = run_networks([(e.network, e.folding, e.codes) for e in examples_],
+                            build_dir=build_dir, ready_probability=ready,
+                            valid_probability=valid, seed=seed, jobs=1)
+    except ToolNotFoundError:
+        raise
+    except BulkStallError as exc:
+        lane = _stalled_lane(str(exc))
+        found.append((lane, str(exc)))
+        runs = None
+    except RuntimeError as exc:
+        found.append((None, f"batch of {len(examples_)} networks failed: {exc}"))
+        runs = None
+    for k, example in enumerate(examples_ if runs is not None else ()):
+        mismatches = compare(example.network, example.codes, runs[k]).mismatches
+        found += [(k, m) for m in mismatches]
+        if tally is not None:
+            tally.add("verilator", example, mismatches)
+            tally.features.update(features_of(example))
+            if mismatches:
+                tally.failures.append(f"verilator: {len(mismatches)} mismatching outputs: "
+                                      f"{example!r}")
+    if tally is not None:
+        for k, message in found:
+            if isinstance(message, str):
+                what = "" if k is None else f": {examples_[k]!r}"
+                tally.mismatches.append(f"verilator: {message}")
+                tally.failures.append(f"verilator: {message.splitlines()[0]}{what}")
+    return found
+
+
+def _stalled_lane(message):
+    import re
+    match = re.search(r"stalled: lane (\d+):", message)
+    return int(match.group(1)) if match else None
+
+
 def assert_equivalent(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     """:func:`check`, raising AssertionError listing the first mismatches."""
     found = check(example, simulators, build_dir=build_dir, tally=tally)
@@ -288,75 +364,61 @@ def assert_equivalent(example, simulators=("amaranth",), *, build_dir=None, tall
 
 
 def run(examples_n, simulators, *, seed=None, build_dir=None, tally=None, progress=None,
-        max_features=12, max_vectors=6):
+        max_features=12, max_vectors=6, batch=1, deadline=None, verilator_share=1.0):
     """Check ``examples_n`` Hypothesis examples in ``simulators``; returns the :class:`Tally`.
-    A mismatch raises AssertionError (after Hypothesis shrinks it to a minimal example)."""
+
+    A mismatch in a simulator run one example at a time raises AssertionError (after
+    Hypothesis shrinks it to a minimal example). ``batch`` > 1 runs ``"verilator"`` on
+    ``batch`` examples per build (:func:`check_batch`, every other batch with random stalls);
+    its mismatches are recorded in the tally, not raised; ``verilator_share`` < 1 sends only
+    that share of the examples there (evenly spread: a Verilator build costs several times an
+    Amaranth run). ``deadline`` (a ``time.monotonic()`` value): examples drawn after it are
+    skipped (not counted)."""
     tally = Tally() if tally is None else tally
-    done = [0]
+    batched = batch > 1 and "verilator" in simulators
+    direct = tuple(s for s in simulators if not (batched and s == "verilator"))
+    if not 0.0 < verilator_share <= 1.0:
+        raise ValueError(f"verilator_share must be in (0, 1], not {verilator_share!r}")
+    pending = []
+    state = {"done": 0, "batches": 0, "share": 0.0}
+
+    def flush():
+        if pending:
+            check_batch(pending, build_dir=build_dir, tally=tally,
+                        seed=(seed or 0) + state["batches"], stalls=state["batches"] % 2 == 1)
+            state["batches"] += 1
+            pending.clear()
 
     @settings(max_examples=examples_n, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), print_blob=True)
     @given(examples(max_features=max_features, max_vectors=max_vectors))
     def one(example):
-        assert_equivalent(example, simulators, build_dir=build_dir, tally=tally)
-        done[0] += 1
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        if direct or not batched:
+            assert_equivalent(example, direct, build_dir=build_dir, tally=tally)
+        state["share"] += verilator_share
+        if batched and state["share"] >= 1.0:
+            state["share"] -= 1.0
+            pending.append(example)
+            if len(pending) >= batch:
+                flush()
+        state["done"] += 1
         if progress is not None:
-            progress(done[0], examples_n)
+            progress(state["done"], examples_n)
 
     if seed is not None:
         one = hypothesis_seed(seed)(one)
     one()
+    flush()
     return tally
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m qnnfab.sim.fuzz",
-        description="Check golden = Amaranth = Verilator on random networks (Hypothesis).")
-    parser.add_argument("--examples", type=int, default=300,
-                        help="networks checked in Amaranth's simulator (default 300)")
-    parser.add_argument("--verilator-examples", type=int, default=12,
-                        help="networks also checked in Verilator, each compiled (~20 s each; "
-                             "default 12; 0 to skip)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="Hypothesis seed, to repeat a run (default: a new random seed, "
-                             "printed)")
-    parser.add_argument("--max-features", type=int, default=12,
-                        help="largest layer width drawn (default 12)")
-    args = parser.parse_args(argv)
-    if args.seed is None:
-        args.seed = int.from_bytes(os.urandom(4), "little")
-    print(f"seed {args.seed} (repeat this run with --seed {args.seed})", file=sys.stderr)
-    tally = Tally()
-    start = time.monotonic()
-
-    def progress(what):
-        def report(done, total):
-            step = max(1, total // 20)
-            if done % step == 0 or done == total:
-                print(f"  {what}: {done}/{total} networks ({time.monotonic() - start:.0f} s)",
-                      file=sys.stderr, flush=True)
-        return report
-
-    try:
-        print(f"golden = amaranth on {args.examples} random networks", file=sys.stderr)
-        run(args.examples, ("amaranth",), seed=args.seed, tally=tally,
-            progress=progress("amaranth"), max_features=args.max_features)
-        if args.verilator_examples:
-            print(f"golden = amaranth = verilator on {args.verilator_examples} random networks",
-                  file=sys.stderr)
-            with tempfile.TemporaryDirectory(prefix="qnnfab-fuzz-") as build_dir:
-                run(args.verilator_examples, ("amaranth", "verilator"),
-                    seed=args.seed + 1, build_dir=build_dir,
-                    tally=tally, progress=progress("verilator"),
-                    max_features=args.max_features, max_vectors=32)
-    except AssertionError as exc:
-        print(tally.summary())
-        print(f"MISMATCH: {exc}")
-        return 1
-    print(f"features exercised: {', '.join(sorted(tally.features))}")
-    print(tally.summary())
-    return 0
+    """``python -m qnnfab.sim.fuzz``: the campaign of :mod:`qnnfab.sim.fuzz_campaign` with
+    :func:`run` and :class:`Tally`; returns the exit status."""
+    from .fuzz_campaign import campaign
+    return campaign(argv, run=run, tally_class=Tally)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,14 @@ Simulators
 ----------
 ``"amaranth"``
     Amaranth's Python simulator on the components (:func:`qnnfab.sim.amaranth_sim.run_amaranth`).
-``"verilator"``, ``"icarus"``
-    cocotb 2 on the Verilog from :func:`qnnfab.rtl.verilog.to_verilog`: the Verilog is written
+``"verilator"`` (bulk, the default for Verilator)
+    The Verilog from :func:`qnnfab.rtl.verilog.to_verilog` compiled with a C++ testbench that
+    streams every vector itself, millions of cycles per second
+    (:mod:`qnnfab.sim.bulk_network`, :mod:`qnnfab.sim.verilator_bulk`); cached in
+    ``<cache>/bulk-<hash>``.
+``"verilator"`` with ``harness="cocotb"``, ``"icarus"``
+    cocotb 2 on the same Verilog (Python on every clock edge, ~50,000 cycles/s; the harness of
+    the protocol-level tests, the board top and the learner): the Verilog is written
     into a cache folder named by a hash of the Verilog, the simulator and the tool versions
     (``~/.cache/qnnfab/sim/<simulator>-<hash>``, or ``$QNNFAB_SIM_CACHE``, or the temp folder
     when the home cache is not writable; never the source tree), compiled once with
@@ -33,11 +39,9 @@ first. See :mod:`qnnfab.sim.payload`.
 """
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -50,23 +54,26 @@ import numpy as np
 from qnnfab.spec import golden
 
 from .arguments import check_probabilities, check_progress, check_simulator
+from .build_cache import KEEP_BUILDS, default_cache_dir, file_lock, log_tail, prune
 from .icarus_env import find_icarus
+from .network_harness import TOPLEVEL, stall_limit
 from .payload import network_layouts, pack_inputs, unpack_outputs
 from .verilator_env import ToolNotFoundError, find_verilator, verilator_environ
 
 __all__ = [
-    "SIMULATORS", "COCOTB_SIMULATORS", "TOPLEVEL", "VERILATOR_BUILD_ARGS", "TEST_MODULE",
-    "CONFIG_ENV", "KEEP_BUILDS",
+    "SIMULATORS", "COCOTB_SIMULATORS", "HARNESSES", "TOPLEVEL", "VERILATOR_BUILD_ARGS",
+    "TEST_MODULE", "CONFIG_ENV", "KEEP_BUILDS",
     "SimResult", "VerilogRun", "Mismatch", "Comparison", "ToolNotFoundError",
     "simulate", "compare", "run_stream_verilog", "network_layouts", "pack_inputs",
     "unpack_outputs", "default_cache_dir", "build_cached", "tool_version", "log_tail",
+    "stall_limit",
     "run_cocotb_job",
 ]
 
 SIMULATORS = ("amaranth", "verilator", "icarus")
 COCOTB_SIMULATORS = ("verilator", "icarus")
-#: Name of the generated top-level Verilog module.
-TOPLEVEL = "qnnfab_network"
+#: How :func:`simulate` drives a Verilog simulator (see its ``harness`` argument).
+HARNESSES = ("bulk", "cocotb")
 #: Extra Verilator arguments: ``-Wno-lint``/``-Wno-style`` silence the width and style
 #: warnings Amaranth's generated Verilog trips (harmless there); ``-Wno-fatal`` keeps any
 #: other warning from failing the build (it still shows in ``build.log``).
@@ -95,12 +102,18 @@ class SimResult:
     cycles : int
         Simulated clock cycles from the release of reset to the last output.
     seconds : float
-        Wall time of the simulation itself: the cocotb stimulus loop (no compile, no simulator
-        start-up), or the whole ``run_amaranth`` call.
+        Wall time of the simulation itself: the C++ clock loop (bulk) or the cocotb stimulus
+        loop (no compile, no simulator start-up), or the whole ``run_amaranth`` call.
     compile_seconds : float
         Wall time of the Verilog compile; 0.0 when a cached build was reused or for Amaranth.
     build_dir : Path or None
-        The cocotb build folder (None for Amaranth).
+        The simulator's build folder (None for Amaranth).
+    harness : str
+        ``"bulk"`` or ``"cocotb"`` for a Verilog simulator (see :func:`simulate`), ``""`` for
+        Amaranth.
+    cpu_seconds : float
+        CPU time of the same span as ``seconds`` where it is measured (Amaranth, bulk
+        Verilator; 0.0 under cocotb): what ``seconds`` would be on an idle machine.
     """
     classes: np.ndarray
     scores: np.ndarray
@@ -109,6 +122,8 @@ class SimResult:
     seconds: float
     compile_seconds: float = 0.0
     build_dir: "Path | None" = None
+    harness: str = ""
+    cpu_seconds: float = 0.0
 
     @property
     def cycles_per_second(self):
@@ -178,35 +193,6 @@ class Comparison:
 
 # --- build cache -------------------------------------------------------------------------------
 
-def default_cache_dir():
-    """Root of cached simulator builds: ``$QNNFAB_SIM_CACHE``, else
-    ``$XDG_CACHE_HOME/qnnfab/sim`` (``~/.cache/qnnfab/sim``), else a folder in the temp dir."""
-    env = os.environ.get("QNNFAB_SIM_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    root = Path(base) / "qnnfab" / "sim"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        if os.access(root, os.W_OK):
-            return root
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / f"qnnfab-sim-{os.getuid()}"
-
-
-@contextlib.contextmanager
-def file_lock(path):
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block:
-    serializes builds of one cache entry across processes (pytest-xdist workers)."""
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def tool_version(simulator):
     """The version of ``simulator`` (``verilator`` or ``icarus``); ToolNotFoundError, saying
     how to get it, when it is missing."""
@@ -217,15 +203,6 @@ def tool_version(simulator):
 
 def _build_args(simulator):
     return list(VERILATOR_BUILD_ARGS) if simulator == "verilator" else []
-
-
-def log_tail(path, lines=40):
-    """The last ``lines`` lines of a log file (for error messages)."""
-    try:
-        text = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
 
 
 def build_cached(simulator, verilog, toplevel, root, log=None, *, extra_sources=(),
@@ -253,7 +230,7 @@ def build_cached(simulator, verilog, toplevel, root, log=None, *, extra_sources=
     stamp = build_dir / "qnnfab-build.json"
     with file_lock(root / f"{simulator}-{key}.lock"):
         if stamp.exists():
-            stamp.touch()  # most recently used: kept by _prune
+            stamp.touch()  # most recently used: kept by prune
             if log is not None:
                 log(f"{simulator}: reusing the build in {build_dir}")
             return build_dir, 0.0
@@ -287,24 +264,8 @@ def build_cached(simulator, verilog, toplevel, root, log=None, *, extra_sources=
                     path.unlink()
         stamp.write_text(json.dumps({"simulator": simulator, "tool": tool,
                                      "compile_seconds": seconds}))
-    _prune(root, keep=build_dir)
+    prune(root, keep=build_dir)
     return build_dir, seconds
-
-
-#: Cached builds kept per cache root; older ones unused for a day are deleted.
-KEEP_BUILDS = 16
-
-
-def _prune(root, keep):
-    stamps = []
-    for stamp in root.glob("*-*/qnnfab-build.json"):
-        with contextlib.suppress(OSError):
-            stamps.append((stamp.stat().st_mtime, stamp.parent))
-    stamps.sort(reverse=True)
-    now = time.time()
-    for mtime, folder in stamps[KEEP_BUILDS:]:
-        if folder != keep and now - mtime > 24 * 3600:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_cocotb_job(simulator, test_module, toplevel, bdir, config_env, config, *,
@@ -388,7 +349,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
     inputs = [int(word) for word in inputs]
     if any(word < 0 for word in inputs):
         raise ValueError("inputs: payload words must be non-negative integers")
-    root = Path(build_dir) if build_dir is not None else default_cache_dir()
+    root = (Path(build_dir) if build_dir is not None else default_cache_dir()).resolve()
     bdir, compile_seconds = build_cached(simulator, verilog, toplevel, root, log,
                                          extra_sources=extra_sources, extra_args=extra_args)
     if not inputs:
@@ -421,16 +382,9 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 
 # --- the public entry points -------------------------------------------------------------------
 
-def stall_limit(network, ready_probability, valid_probability):
-    """Cycles without an output after which a run of ``network`` counts as stuck: longer than
-    a fully serial network could take (one MAC per cycle per layer, all layers in a row),
-    with a wide margin, scaled up for random stalls on either handshake."""
-    serial = sum(max(layer.macs, layer.in_size) for layer in network.layers)
-    return int((4 * serial + 10_000) / min(ready_probability, valid_probability))
-
-
 def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=None,
-             progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None):
+             progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None,
+             harness=None):
     """Run the network's hardware on ``codes`` (n, input_features) in ``simulator``.
 
     Parameters
@@ -441,14 +395,18 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     simulator : ``"amaranth"``, ``"verilator"`` or ``"icarus"``
     folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
     build_dir : path, optional
-        Root folder for cached cocotb builds (default :func:`default_cache_dir`); a build goes
-        in ``<build_dir>/<simulator>-<hash>`` and is reused while the hash matches.
+        Root folder for cached simulator builds (default :func:`default_cache_dir`); a build
+        goes in ``<build_dir>/<kind>-<hash>`` and is reused while the hash matches.
     progress : callable(done, total), optional
     log : callable(str), optional
-        Told about the cocotb compile step ("compiling ..." / "reusing the build in ...").
+        Told about the compile step ("compiling ..." / "reusing the build in ...").
     ready_probability, valid_probability, seed
-        Random back-pressure on ``o__ready`` / gaps on ``i__valid`` (cocotb simulators only;
+        Random back-pressure on ``o__ready`` / gaps on ``i__valid`` (Verilog simulators only;
         1.0 = none).
+    harness : None, ``"bulk"`` or ``"cocotb"``
+        How a Verilog simulator is driven: ``"bulk"`` (Verilator only; the clock loop in C++,
+        :mod:`qnnfab.sim.bulk_network`) or ``"cocotb"`` (Python on every clock edge). None:
+        ``"bulk"`` for Verilator, ``"cocotb"`` for Icarus.
 
     Returns
     -------
@@ -456,21 +414,32 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     """
     check_simulator(simulator, SIMULATORS)
     check_progress(progress)
+    harness = _check_harness(simulator, harness)
     codes = golden.check_inputs(network, codes)
     if simulator == "amaranth":
         if (ready_probability, valid_probability) != (1.0, 1.0):
             raise ValueError("ready_probability/valid_probability are only supported by the "
-                             "cocotb simulators ('verilator', 'icarus')")
+                             "Verilog simulators ('verilator', 'icarus')")
         from .amaranth_sim import run_amaranth
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         res = run_amaranth(network, codes, folding, progress=progress)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         return SimResult(classes=np.asarray(res.classes, dtype=np.int64),
                          scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,
-                         cycles=int(res.cycles), seconds=seconds)
+                         cycles=int(res.cycles), seconds=seconds, cpu_seconds=cpu)
 
     # Fail on a missing tool before the (slow) Verilog generation.
     tool_version(simulator)
+    if harness == "bulk":
+        from .bulk_network import run_network
+        run = run_network(network, codes, folding=folding, build_dir=build_dir,
+                          ready_probability=ready_probability,
+                          valid_probability=valid_probability, seed=seed, progress=progress,
+                          log=log, toplevel=TOPLEVEL)
+        return SimResult(classes=run.classes, scores=run.scores, simulator=simulator,
+                         cycles=run.cycles, seconds=run.seconds,
+                         compile_seconds=run.compile_seconds, build_dir=run.build_dir,
+                         harness=harness, cpu_seconds=run.cpu_seconds)
     from qnnfab.rtl.verilog import to_verilog
     verilog = to_verilog(network, folding, name=TOPLEVEL)
     in_layout, out_layout = network_layouts(network)
@@ -482,7 +451,23 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     classes, scores = unpack_outputs(out_layout, run.outputs)
     return SimResult(classes=classes, scores=scores, simulator=simulator, cycles=run.cycles,
                      seconds=run.seconds, compile_seconds=run.compile_seconds,
-                     build_dir=run.build_dir)
+                     build_dir=run.build_dir, harness=harness)
+
+
+def _check_harness(simulator, harness):
+    if harness is not None and harness not in HARNESSES:
+        raise ValueError(f"harness must be None or one of {', '.join(map(repr, HARNESSES))}, "
+                         f"not {harness!r}")
+    if simulator == "amaranth":
+        if harness is not None:
+            raise ValueError(f"harness={harness!r} is for the Verilog simulators "
+                             "('verilator', 'icarus'), not 'amaranth'")
+        return ""
+    if harness is None:
+        return "bulk" if simulator == "verilator" else "cocotb"
+    if harness == "bulk" and simulator != "verilator":
+        raise ValueError(f"harness='bulk' needs simulator='verilator', not {simulator!r}")
+    return harness
 
 
 def compare(network, codes, result):
@@ -497,16 +482,17 @@ def compare(network, codes, result):
     if classes.shape != (n,):
         raise ValueError(f"result.classes: expected shape {(n,)}, got {classes.shape}")
     last = len(network.layers) - 1
+    wrong_scores = scores != trace.scores
+    wrong_classes = classes != trace.classes
+    bad = wrong_scores.any(axis=1) | wrong_classes
     mismatches = []
-    bad = np.zeros(n, dtype=bool)
-    for v in range(n):
-        for k in np.flatnonzero(scores[v] != trace.scores[v]):
+    for v in np.flatnonzero(bad):  # only the vectors that differ: fast for 10,000 bit-exact ones
+        v = int(v)
+        for k in np.flatnonzero(wrong_scores[v]):
             mismatches.append(Mismatch(vector=v, layer=last, index=int(k),
                                        expected=int(trace.scores[v, k]), got=int(scores[v, k])))
-        if classes[v] != trace.classes[v]:
+        if wrong_classes[v]:
             mismatches.append(Mismatch(vector=v, layer="argmax", index=0,
                                        expected=int(trace.classes[v]), got=int(classes[v])))
-        bad[v] = bool(mismatches) and mismatches[-1].vector == v
     return Comparison(checked=n, bit_exact=int(n - bad.sum()), mismatches=mismatches,
                       simulator=getattr(result, "simulator", ""), result=result)
-

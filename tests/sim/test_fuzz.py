@@ -1,6 +1,7 @@
 """Randomized equivalence (qnnfab.sim.fuzz): golden = Amaranth = Verilator on random networks.
 
-A bounded number of examples here; ``make fuzz`` runs many more."""
+A bounded number of examples here (Verilator in batches, as ``make fuzz`` runs it); ``make
+fuzz`` runs many more."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from qnnfab import random_net
 from qnnfab.kinds import WEIGHT_KINDS
 from qnnfab.sim import fuzz
 from qnnfab.sim.runner import SimResult
+from qnnfab.spec import golden
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 
@@ -30,20 +32,53 @@ def test_cnn_golden_equals_amaranth(example):
 
 
 def test_golden_equals_amaranth_equals_verilator(tmp_path):
-    # Each example is a fresh Verilator compile (~20 s), so only a few here; `make fuzz` runs
-    # more. One dense and one CNN example, drawn by Hypothesis, plus one with extreme inputs.
+    # Verilator runs batches of networks, one build per batch (what `make fuzz` does at scale):
+    # 6 networks drawn by Hypothesis (dense and CNN) in one build. (The batches with stalls:
+    # tests/sim/test_verilator_bulk.py.)
+    tally = fuzz.run(6, ("amaranth", "verilator"), seed=16, build_dir=tmp_path, batch=6)
+    assert tally.networks["verilator"] == tally.networks["amaranth"] == 6
+    assert tally.vectors["verilator"] >= 6
+    assert not tally.mismatches and not tally.failures
+    assert {"conv", "dense"} <= {tag.split(":")[0] for tag in tally.features}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("bulk-")]  # batches removed
+
+
+def test_batch_mismatch_and_stall_are_reported(replace_public):
+    from qnnfab.sim import bulk_network
+    from qnnfab.sim.verilator_bulk import BulkStallError
+    rng = np.random.default_rng(7)
+    examples = []
+    for features in ([5, 4, 3], [3, 2]):
+        net = random_net.random_network(rng, features=features, input_bits=2)
+        examples.append(fuzz.Example(network=net, folding=None,
+                                     codes=random_net.random_inputs(rng, net, 3)))
+    traces = [golden.forward(e.network, e.codes) for e in examples]
+
+    def off_by_one(items, **kwargs):  # the second network's score (1, 0) one too high
+        runs = [SimResult(classes=t.classes.copy(), scores=t.scores.copy(), simulator="fake",
+                          cycles=1, seconds=0.0) for t in traces]
+        runs[1].scores[1, 0] += 1
+        return runs
+    replace_public(bulk_network, "run_networks", off_by_one)
     tally = fuzz.Tally()
-    for spatial in (False, True):
-        @settings(max_examples=1, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(fuzz.examples(spatial=spatial))
-        def one(example):
-            fuzz.assert_equivalent(example, ("amaranth", "verilator"), build_dir=tmp_path,
-                                   tally=tally)
-        one()
-    assert tally.networks["verilator"] == 2
-    assert tally.vectors["verilator"] >= 2
-    assert not tally.mismatches
+    found = fuzz.check_batch(examples, tally=tally)
+    assert [(k, m.vector, m.layer, m.index) for k, m in found] == [(1, 1, 0, 0)]
+    assert found[0][1].expected + 1 == found[0][1].got
+    assert tally.networks["verilator"] == 2 and len(tally.mismatches) == 1
+    assert tally.mismatches[0].startswith("verilator: vector 1: layer 0 output 0: expected")
+    assert tally.failures[0].startswith("verilator: 1 mismatching outputs: Example(3x2b")
+
+    def stuck(items, **kwargs):
+        raise BulkStallError("verilator (bulk) simulation failed: stalled: lane 1: no output "
+                             "for 99 cycles after 0 of 3 outputs (1 inputs accepted) at cycle 9")
+    replace_public(bulk_network, "run_networks", stuck)
+    tally = fuzz.Tally()
+    found = fuzz.check_batch(examples, tally=tally)
+    assert [k for k, _ in found] == [1]
+    assert tally.networks["verilator"] == 0  # a failed batch checked nothing
+    assert "stalled: lane 1" in tally.mismatches[0]
+    assert tally.failures[0].startswith("verilator: verilator (bulk) simulation failed: stalled")
+    assert tally.failures[0].endswith(repr(examples[1]))
 
 
 def test_check_reports_layer_index_expected_got(monkeypatch):
@@ -110,7 +145,15 @@ def test_extreme_patterns_are_what_they_say():
 
 
 def test_main_prints_the_counts(capsys):
-    assert fuzz.main(["--examples", "6", "--verilator-examples", "0"]) == 0
+    assert fuzz.main(["--networks", "6", "--simulators", "amaranth", "--workers", "1",
+                      "--chunk", "3", "--seed", "5"]) == 0
     out = capsys.readouterr().out
+    assert "6 networks in " in out
     assert "golden = amaranth: 6 networks" in out
-    assert "0 mismatches" in out
+    assert out.rstrip().endswith("0 mismatches")
+
+
+def test_main_refuses_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        fuzz.main(["--simulators", "modelsim"])
+    assert "--simulators: expected some of amaranth, verilator" in capsys.readouterr().err
