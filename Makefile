@@ -7,7 +7,7 @@ STAMP := $(VENV)/.qnnfab-installed
 # Elsewhere, point pip at PyTorch's CPU wheel index with TORCH_PIP_ARGS="--index-url URL".
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --durations=15
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
