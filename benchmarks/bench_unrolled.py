@@ -11,8 +11,10 @@ nextpnr's fmax, cycles per inference, inferences per second at fmax and per LUT.
 :func:`qnnfab.boards.build.build` as ``qnnfab build`` runs it (the board's folding and clock);
 ``unrolled`` unrolls every dense layer; ``auto`` unrolls what the fit estimate puts within the
 device (:func:`qnnfab.rtl.network.resolve_styles`). A design the estimate puts above the device
-is reported as "does not fit" with the numbers, not built. The iCEBreaker gets the largest
-``d<N>,d10`` variant of digits-tnn that the estimate lets unroll there (``--ice-net``).
+is reported as "does not fit" with the numbers, not built. The iCEBreaker and the ULX3S-25F
+also get the largest ``d<N>,d10`` variant of digits-tnn that the estimate lets unroll there
+(``--ice-hidden`` caps the iCEBreaker's). The network column gives the integer (golden) test
+accuracy.
 
 ``--reuse`` takes the report of a finished build (``OUT/<net>/<board>/<style>/report.json``)
 instead of building again: run the slow builds one at a time with ``--only`` and print the
@@ -55,7 +57,7 @@ ICE_WIDTHS = (64, 48, 32, 24, 16, 12, 8, 4)
 #: Share of the UP5K's cells the iCEBreaker's unrolled network may take: the 12-wide one packed
 #: to 5,064 of 5,280 cells (95 %), placed, and did not route in 10 minutes (that build still
 #: shared carry chains between adders, since dropped on the iCE40); the 8-wide one routes.
-ICE_HEADROOM = 0.85
+SMALL_HEADROOM = 0.85
 
 #: Share of a device's cells the unrolled estimate may use (as the board registry's
 #: ``LC_HEADROOM`` for folded designs).
@@ -90,7 +92,7 @@ class DoesNotFit(ValueError):
 
 
 def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extra=None,
-                 core=None):
+                 core=None, pack_only=False):
     """Build ``network`` on ``board`` into ``out_dir`` in ``style`` (``folded``, ``unrolled``,
     ``auto`` or one style per layer); returns the report.
 
@@ -157,6 +159,23 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
         plan.rtl_sha256 = hashlib.sha256(f.read()).hexdigest()
     plan.commands = json.loads(prepared.files[f"build_{plan.name}.json"])["commands"]
     notes = []
+    if pack_only:                       # synthesis, then nextpnr --pack-only: LUTs, no fmax
+        B.run_steps(plan.commands[:1], plan.build_dir, plan.env, board.family,
+                    progress=lambda step: log(f"  {step}"), notes=notes)
+        argv = [a for a in plan.commands[1] if a not in ("--textcfg", "top.config")]
+        B.run_steps([argv + ["--pack-only"]], plan.build_dir, plan.env, board.family,
+                    progress=lambda step: log(f"  {step} (pack only)"), notes=notes)
+        with open(os.path.join(build_dir, f"{plan.name}.report.json")) as f:
+            util = json.load(f)["utilization"]
+        cells = family.cell_types
+        report = {"resources": {"lut": {"used": util[cells["lut"]]["used"],
+                                        "total": board.lut},
+                                "bram": {"used": util.get(cells["bram"], {}).get("used", 0)}},
+                  "fmax_mhz": None, "clock_mhz": clock_mhz, "timing_met": None,
+                  "cycles_per_inference": core.interval, "packed_only": True,
+                  "style": styles, **(extra or {})}
+        ir.atomic_write_bytes(plan.report_path, (json.dumps(report, indent=1) + "\n").encode())
+        return report
     seconds = B.run_steps(plan.commands, plan.build_dir, plan.env, board.family,
                           progress=lambda step: log(f"  {step}"), notes=notes)
     stats = [s.__dict__ for s in core_stats(core)] if hasattr(core, "styles") else None
@@ -177,23 +196,29 @@ def core_stats(core):
             if s == "unrolled"]
 
 
-def ice_network(max_hidden=64):
+def small_network(board, max_hidden=64):
     """The largest ``d<N>,d10`` digits-tnn variant (N of :data:`ICE_WIDTHS`, at most
-    ``max_hidden``) whose all-unrolled estimate fits the iCEBreaker: ``(name, network)``."""
+    ``max_hidden``) whose all-unrolled estimate fits ``board`` (:data:`SMALL_HEADROOM`):
+    ``(name, network)``, for the boards the digits networks do not unroll on."""
     from qnnfab.boards.registry import get_board
     from qnnfab.model.presets import customize
     from qnnfab.model.train import train
     from qnnfab.rtl import estimate as E
-    board = get_board("icebreaker")
+    board = get_board(board)
     for n in [w for w in ICE_WIDTHS if w <= max_hidden]:
         preset = customize("digits-tnn", arch=f"d{n},d10")
         net = train(preset, seed=0, progress=False).network
         est = E.estimate(net, None, styles=["unrolled"] * len(net.layers),
                          lane_scale=lane_scale_of(board))
-        log(f"icebreaker: d{n},d10 unrolled estimate {est['lc']} of {board.lut}")
-        if est["lc"] <= ICE_HEADROOM * board.lut:
+        log(f"{board.name}: d{n},d10 unrolled estimate {est['lc']} of {board.lut}")
+        if est["lc"] <= SMALL_HEADROOM * board.lut:
             return f"digits-tnn(d{n},d10)", net
-    raise DoesNotFit("no d<N>,d10 network fits the iCEBreaker unrolled")
+    raise DoesNotFit(f"no d<N>,d10 network fits the {board.name} unrolled")
+
+
+#: Boards that also get the largest ``d<N>,d10`` network that unrolls there
+#: (:func:`small_network`), and the most hidden neurons tried.
+SMALL_BOARDS = {"icebreaker": 64, "ulx3s-25f": 64}
 
 
 def row_of(net_name, board, style, report=None, status="ok", detail=""):
@@ -210,6 +235,9 @@ def row_of(net_name, board, style, report=None, status="ok", detail=""):
                clock=report["clock_mhz"], timing_met=report.get("timing_met"),
                cycles=cycles, inf_per_s=inf, per_lut=inf / lut if inf else None,
                styles=report.get("style"))
+    if report.get("packed_only"):
+        row["timing_met"] = True
+        row["note"] = "LUTs after nextpnr packing; not placed and routed"
     return row
 
 
@@ -373,7 +401,7 @@ def da4ml_core(network, work_dir, *, latency_cutoff=5):
                          "latency_cutoff": latency_cutoff}
 
 
-def da4ml_row(net_name, network, board, out_dir, *, reuse):
+def da4ml_row(net_name, network, board, out_dir, *, reuse, pack_only=False):
     """da4ml's row: its Verilog behind the same board top, same device, same tools."""
     report_path = os.path.join(out_dir, "report.json")
     if reuse and os.path.exists(report_path):
@@ -390,7 +418,8 @@ def da4ml_row(net_name, network, board, out_dir, *, reuse):
     core, info = da4ml_core(network, os.path.join(out_dir, "da4ml-src"))
     try:
         report = build_styled(network, board, out_dir, style="da4ml", core=core,
-                              clock_mhz=UNROLLED_CLOCK_MHZ[board], extra={"da4ml": info})
+                              clock_mhz=UNROLLED_CLOCK_MHZ[board], extra={"da4ml": info},
+                              pack_only=pack_only)
     except Exception as exc:
         return {**row_of(net_name, board, "da4ml", status="FAILED",
                          detail=str(exc).splitlines()[0]), "generator": "da4ml"}
@@ -410,6 +439,9 @@ def main(argv=None):
     parser.add_argument("--reuse", action="store_true",
                         help="reuse finished builds' report.json instead of building again")
     parser.add_argument("--da4ml", action="store_true", help="add da4ml's rows (if installed)")
+    parser.add_argument("--da4ml-pack-only", action="store_true",
+                        help="da4ml's rows: synthesis and nextpnr --pack-only (LUTs, no fmax; "
+                             "its place and route of digits-tnn on the 85F did not finish)")
     parser.add_argument("--ice-hidden", type=int, default=64,
                         help="the iCEBreaker network: the largest d<N>,d10 (N at most "
                              "this) that unrolls there")
@@ -439,21 +471,24 @@ def main(argv=None):
 
     jobs = []
     for board in args.boards:
-        if board == "icebreaker":
-            jobs += [("ice", board, s) for s in args.styles]
-        else:
+        if board != "icebreaker":
             jobs += [(n, board, s) for n in args.nets for s in args.styles]
+        if board in SMALL_BOARDS:
+            jobs += [("small", board, s) for s in args.styles]
     rows = []
+    small_names = {}
     for net_key, board, style in jobs:
-        if net_key == "ice":
-            path = os.path.join(args.out, "icebreaker-net.qnn")
+        if net_key == "small":
+            path = os.path.join(args.out, f"{board}-net.qnn")
             if os.path.exists(path):
                 net = ir.load(path)
-                name = net.meta.get("bench_name", "digits-tnn(ice)")
+                name = net.meta["bench_name"]
             else:
-                name, net = ice_network(args.ice_hidden)
+                hidden = args.ice_hidden if board == "icebreaker" else SMALL_BOARDS[board]
+                name, net = small_network(board, hidden)
                 net.meta["bench_name"] = name
                 ir.save(net, path)
+            small_names[name] = path
         else:
             name, net = net_key, network(net_key)
         out_dir = os.path.join(args.out, name, board, style)
@@ -492,13 +527,13 @@ def main(argv=None):
                 if board != "icebreaker":
                     rows.append(da4ml_row(n, network(n), board,
                                           os.path.join(args.out, n, board, "da4ml"),
-                                          reuse=args.reuse))
+                                          reuse=args.reuse, pack_only=args.da4ml_pack_only))
     from qnnfab.flow import test_accuracy
     accuracy = {}
     for r in rows:
         if r["network"] not in accuracy:
             net = network(r["network"]) if r["network"] in NETS else \
-                ir.load(os.path.join(args.out, "icebreaker-net.qnn"))
+                ir.load(small_names[r["network"]])
             accuracy[r["network"]] = test_accuracy(net)
         acc = accuracy[r["network"]]
         r["accuracy"] = acc

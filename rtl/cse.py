@@ -97,8 +97,10 @@ def tree_depth(matrix):
 CHAIN_MIN_WIDTH = 4
 
 #: Longest shared carry chain, in bits (separators included): long enough to spread nextpnr's
-#: per-chain cells over several adders, short enough to place freely.
-CHAIN_MAX_BITS = 64
+#: per-chain cells over a few adders, short enough for timing (static timing analysis runs a
+#: path on through the whole chain: with 64-bit chains digits-tnn placed at 41.8 MHz on the
+#: ECP5-85F) and to place freely.
+CHAIN_MAX_BITS = 32
 
 #: nextpnr-ecp5's cells per carry chain beyond its bits (feed-in and feed-out; measured: 16
 #: separate 5+5-bit adders, 96 carry LUT4s, pack to 162 cells; one 96-bit adder to 104).

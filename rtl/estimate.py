@@ -81,14 +81,15 @@ def folding_cost(layer, folding):
 
 #: Factor from the unrolled style's modelled cells (:func:`unrolled_cells`: the adder graph's
 #: :func:`~qnnfab.rtl.cse.adder_cost` plus the comparators) to what nextpnr places, fitted to
-#: measured builds (nextpnr-ecp5 0.x from yowasp, ``TRELLIS_COMB`` after packing):
+#: measured builds (yowasp nextpnr-ecp5, ``TRELLIS_COMB`` after packing):
 #:
 #: * digits-tnn (64x5b-128-128-10, ternary, 2-bit activations) all unrolled behind the UART
-#:   board top on the ULX3S-85F: 48,290 LUT4s placed, the model 49,383 + 1,000 for the rest
-#:   (scale 0.958);
-#: * its layers alone (``nextpnr-ecp5 --pack-only``): the first 20,314 (model 21,175, 0.96),
-#:   the last with the argmax 2,853 (model 2,739, 1.04).
-UNROLLED_SCALE = 0.96
+#:   board top on the ULX3S-85F, carry chains of at most 32 bits: 52,310 LUT4s where the
+#:   unscaled model says 53,142 for its layers and 1,009 for the rest (0.965); with 64-bit
+#:   chains 48,290 (0.958);
+#: * its layers alone, 64-bit chains (``nextpnr-ecp5 --pack-only``): the first 20,314 (model
+#:   21,175, 0.96), the last with the argmax 2,853 (model 2,739, 1.04).
+UNROLLED_SCALE = 0.965
 
 #: Factor on the unrolled style's cells per FPGA family (a family's ``lane_scale`` entry
 #: ``"unrolled"``; the model above is the ECP5's). iCE40: no LUT5-7 muxes, flip-flops that do

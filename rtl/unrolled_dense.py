@@ -127,9 +127,10 @@ class UnrolledChain(wiring.Component):
     shared_chains : bool or None
         Compute the adders of a level as segments of shared carry chains
         (:mod:`qnnfab.rtl.adder_tree`). None: on an ECP5 platform (measured: a quarter fewer
-        LUT4s) and in simulation (``platform`` None), not on others: the iCE40 has no per-chain cost to save (its
-        separators cost more cells: 64x5b-8-10 packed to 3,422 cells with shared chains,
-        3,195 without) and, on the UP5K, chains of unrelated adders did not route.
+        LUT4s) and in simulation (``platform`` None), not on others: the iCE40 has no
+        per-chain cost to save (its separators cost more cells: 64x5b-8-10 packed to 3,422
+        cells with shared chains, 3,195 without) and, on the UP5K, chains of unrelated adders
+        did not route.
 
     Members
     -------
@@ -272,11 +273,19 @@ class UnrolledChain(wiring.Component):
             chains = platform is None or getattr(platform, "family", None) == "ecp5"
         last = self.layers[-1]
         out_width = self.o.payload.shape().size
-        # The separator bits of the shared carry chains (adder_tree): the reset, registered
-        # (no reset of its own, so not a constant to Yosys); inputs wait while it is high.
-        sep = Signal(name="chain_sep", reset_less=True)
-        m.d.sync += sep.eq(ResetSignal(allow_reset_less=True))
-        accept, fifo = credit_fifo(m, self.i, self.o, out_width, depth, hold=sep)
+        # The separator bits of the shared carry chains (adder_tree): one flip-flop per chain,
+        # a shift register of the reset (no reset of their own, all different, so neither
+        # constants nor merged by Yosys, and no net to every chain); inputs wait while the
+        # last is high, after a reset.
+        seps = [ResetSignal(allow_reset_less=True)]
+
+        def separator():
+            sep = Signal(name=f"chain_sep{len(seps)}", reset_less=True)
+            m.d.sync += sep.eq(seps[-1])
+            seps.append(sep)
+            return sep
+        hold = Signal()
+        accept, fifo = credit_fifo(m, self.i, self.o, out_width, depth, hold=hold)
 
         valid = accept
         n_valid = 0
@@ -293,8 +302,8 @@ class UnrolledChain(wiring.Component):
         xs = [self.i.payload[j] for j in range(self.layers[0].in_features)]
         for li, (layer, graph) in enumerate(zip(self.layers, self.graphs)):
             name = f"l{li}"
-            pipe = AdderPipeline(m, graph, xs, levels_per_stage=k, name=name, separator=sep,
-                                 chains=chains)
+            pipe = AdderPipeline(m, graph, xs, levels_per_stage=k, name=name,
+                                 separator=separator, chains=chains)
             assert graph.levels == self.levels[li]
             outs = self._layer_outputs(m, pipe, layer, name)
             regs = []
@@ -315,6 +324,7 @@ class UnrolledChain(wiring.Component):
         else:
             word = Cat(*xs)
         assert n_valid == self.registers, (n_valid, self.registers)
+        m.d.comb += hold.eq(seps[-1] if len(seps) > 1 else 0)
         m.d.comb += [fifo.w_en.eq(valid), fifo.w_data.eq(word)]
         return m
 
