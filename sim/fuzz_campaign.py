@@ -17,7 +17,7 @@ counts, every failing example and the mismatches::
 
     python -m qnnfab.sim.fuzz --networks 10000 --minutes 60
     ...
-    <N> networks in <M> min (<R> per hour on 2 workers)
+    <N> networks in <M> min (<R> per hour on 2 workers); <C> CPU-min, <R'> per CPU-hour
     golden = amaranth: <N> networks, <V> vectors; golden = verilator: <about N/5> networks,
     <V'> vectors; 0 mismatches
 
@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -137,6 +138,7 @@ def campaign(argv=None, *, run, tally_class):
     tally = tally_class()
     errors = []
     work = (run, tally_class)
+    cpu_start = cpu_seconds()
     start = time.monotonic()
     deadline = start + 60.0 * args.minutes
     with tempfile.TemporaryDirectory(prefix="qnnfab-fuzz-") as build_dir:
@@ -146,9 +148,11 @@ def campaign(argv=None, *, run, tally_class):
         except KeyboardInterrupt:
             log("interrupted: the counts so far")
     elapsed = time.monotonic() - start
+    cpu = cpu_seconds() - cpu_start
     counted = max(tally.networks.values(), default=0)
     print(f"{counted} networks in {elapsed / 60:.1f} min "
-          f"({counted / max(elapsed, 1e-9) * 3600:,.0f} per hour on {workers} workers)")
+          f"({counted / max(elapsed, 1e-9) * 3600:,.0f} per hour on {workers} workers); "
+          f"{cpu / 60:.1f} CPU-min, {counted / max(cpu, 1e-9) * 3600:,.0f} per CPU-hour")
     if tally.features:
         print(f"features exercised: {', '.join(sorted(tally.features))}")
     for line in tally.failures[:20]:
@@ -161,6 +165,15 @@ def campaign(argv=None, *, run, tally_class):
         print(f"  ... and {len(tally.mismatches) - 50} more")
     print(tally.summary())
     return 0 if not tally.mismatches and not errors else 1
+
+
+def cpu_seconds():
+    """User + system CPU seconds of this process and of its finished children (the workers,
+    and the Verilator and compiler runs they waited for): the campaign's cost independent of
+    what else the machine runs, for the per-CPU-hour rate."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _logger():

@@ -322,7 +322,8 @@ def _run_verilog(dut, words, n_trace, *, build_dir, progress, ready_probability,
     simulator = "verilator"
     tool_version(simulator)
     text = averilog.convert(dut, name=TOPLEVEL, emit_src=False)
-    root = Path(build_dir) if build_dir is not None else default_cache_dir()
+    # Absolute: the cocotb job runs in its own folder, where a relative path means another.
+    root = (Path(build_dir) if build_dir is not None else default_cache_dir()).resolve()
     bdir, compile_seconds = build_cached(simulator, text, TOPLEVEL, root, log)
     out, run_dir = run_cocotb_job(
         simulator, TEST_MODULE, TOPLEVEL, bdir, CONFIG_ENV, {

@@ -149,6 +149,9 @@ def test_main_prints_the_counts(capsys):
                       "--chunk", "3", "--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert "6 networks in " in out
+    # The CPU time counts this process's own simulation work (workers=1 runs in-process).
+    rate = float(out.split(" per CPU-hour")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert 0 < rate < 6 * 3600 / 1e-3  # six networks take more than a CPU-millisecond
     assert "golden = amaranth: 6 networks" in out
     assert out.rstrip().endswith("0 mismatches")
 

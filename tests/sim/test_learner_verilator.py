@@ -17,7 +17,10 @@ def cache(shared_build_dir):
     return shared_build_dir("simcache")
 
 
-def test_thousand_steps_bit_exact_in_verilator(cache):
+def test_thousand_steps_bit_exact_in_verilator(cache, monkeypatch):
+    # The cache named relative to the working folder, as `--build-dir` is typed (the cocotb
+    # job runs elsewhere, so this once failed to find its build).
+    monkeypatch.chdir(cache.parent)
     seed = 1001
     rng = np.random.default_rng(seed)
     net = random_net.random_network(rng, features=[32, 24, 10], input_bits=3, hidden_bits=2,
@@ -29,7 +32,7 @@ def test_thousand_steps_bit_exact_in_verilator(cache):
     start = lr.init_state(rng, 10, 24, rule)
     learn = rng.random(1000) < 0.9                      # some inference-only steps too
     run = learn_sim.run_learning(net, rule, start, codes, labels, simulator="verilator",
-                                 learn=learn, build_dir=cache, ready_probability=0.7,
+                                 learn=learn, build_dir=cache.name, ready_probability=0.7,
                                  valid_probability=0.7, trace_ready_probability=0.7,
                                  seed=seed)
     cmp = learn_sim.compare_learning(rule, net, start, codes, labels, run)
