@@ -36,7 +36,7 @@ from qnnfab.rtl import estimate as _estimate
 from qnnfab.rtl.folding import check_folding
 
 from .families import get_family
-from .registry import board_folding, get_board
+from .registry import board_folding, board_styles, family_lane_scale, get_board
 from .report import make_report, timing_warning
 from .toolchain import STEPS, ToolError, run_steps, tool_path, toolchain_env
 
@@ -56,21 +56,27 @@ def _folding_pairs(network, folding):
     return [(f.pe, f.simd) for f in check_folding(network, folding)]
 
 
-def estimate(network, folding=None, *, family=None):
+def estimate(network, folding=None, *, family=None, styles=None):
     """Crude resource needs, ``{"weight_bits", "lc"}``: :func:`qnnfab.rtl.estimate.estimate`
     of ``folding`` (checked first: :class:`~qnnfab.rtl.folding.FoldingError` names a bad
     entry); without a folding, one lane per layer. ``family`` (a name): scale the lane costs
-    by the family's measured ``lane_scale``."""
-    lane_scale = get_family(family).lane_scale if family is not None else None
-    return _estimate.estimate(network, _folding_pairs(network, folding), lane_scale=lane_scale)
+    by the family's measured ``lane_scale`` (:func:`~qnnfab.boards.registry.family_lane_scale`).
+    ``styles``: one per layer (None: all folded); an unrolled layer counts its adder graph, not
+    lanes and block RAM."""
+    if styles is not None and "unrolled" not in styles:
+        styles = None                       # all folded: the estimate as it always was
+    lane_scale = (None if family is None else family_lane_scale(family) if styles
+                  else get_family(family).lane_scale)
+    return _estimate.estimate(network, _folding_pairs(network, folding), lane_scale=lane_scale,
+                              styles=styles)
 
 
-def check_fit(network, board, folding=None):
+def check_fit(network, board, folding=None, *, styles=None):
     """Refuse (:class:`FitError`) a network that cannot fit ``board``'s device: more weight bits
-    than block RAM bits, or a crude logic estimate above the device's cells. Returns the
-    estimate."""
+    than block RAM bits, or a crude logic estimate above the device's cells (``styles``: one
+    per layer, see :func:`estimate`). Returns the estimate."""
     board = get_board(board)
-    est = estimate(network, folding, family=board.family)
+    est = estimate(network, folding, family=board.family, styles=styles)
     if est["weight_bits"] > board.bram_bits:
         raise FitError(f"network does not fit {board.name} ({board.device}): "
                        f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of block "
@@ -78,7 +84,9 @@ def check_fit(network, board, folding=None):
     if est["lc"] > board.lut:
         raise FitError(f"network does not fit {board.name} ({board.device}): an estimated "
                        f"{est['lc']:,} logic cells > {board.lut:,} available (folding "
-                       f"{_folding_pairs(network, folding) or 'unknown'})")
+                       f"{_folding_pairs(network, folding) or 'unknown'}"
+                       + (f", style {','.join(styles)}" if styles and "unrolled" in styles
+                          else "") + ")")
     return est
 
 
@@ -165,6 +173,8 @@ class BuildPlan:
     ----------
     network, board : the IR and the :class:`~qnnfab.boards.registry.Board`
     folding, folding_source : the folding built and where it came from
+    styles, style_source : the layers' styles (``"folded"``/``"unrolled"``) and where they
+        came from (``--style ...``)
     clock_mhz, pll : the design clock and PLL settings (None without a PLL)
     baud, seed, learning : UART rate, nextpnr seed, the learning rule (None)
     estimate : the fit estimate
@@ -194,6 +204,8 @@ class BuildPlan:
     rtl_sha256: str
     selftest: "dict | None" = None
     name: str = "top"
+    styles: "list | None" = None
+    style_source: "str | None" = None
 
     @property
     def bitstream(self):
@@ -206,7 +218,7 @@ class BuildPlan:
 
 
 def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, baud=None,
-               learn=False, folding_source=None, selftest=0):
+               learn=False, folding_source=None, selftest=0, style="folded"):
     """Step 1 of :func:`build` (same arguments): check everything quick, clear stale outputs
     from ``out_dir`` and write the tools' inputs into ``out_dir/gateware``; a
     :class:`BuildPlan`."""
@@ -224,7 +236,12 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     if folding_source is None:
         folding_source = (f"board {board.name} default (max_lanes={lanes}"
                           + (", a learning board" if learn else "") + ")") if same else "given"
-    est = check_fit(network, board, folding)           # before anything slow
+    styles = board_styles(network, board, style, folding)
+    if learn and "unrolled" in styles:
+        raise ValueError("--style and --learn: a learning board's layers are folded (its "
+                         "last layer's weights change); build it with the folded style")
+    style_source = _style_source(style, styles)
+    est = check_fit(network, board, folding, styles=styles)           # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 
     from .top import BoardTop
@@ -236,7 +253,7 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
         if selftest else (None, None)
     core, learning = _learning_core(network, folding, seed) if learn else (None, None)
     top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
-                   selftest=stored)
+                   selftest=stored, style=styles)
     if selftest_entry is not None:
         from .selftest import expected_cycles
         selftest_entry["expected_cycles"] = expected_cycles(
@@ -246,7 +263,7 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
                      folding_source=folding_source, clock_mhz=clock_mhz, pll=pll, baud=baud,
                      seed=int(seed), learning=learning, estimate=est, top=top, out_dir=out_dir,
                      build_dir=build_dir, commands=[], env=env, rtl_sha256="",
-                     selftest=selftest_entry)
+                     selftest=selftest_entry, styles=styles, style_source=style_source)
     for stale in (plan.report_path, os.path.join(out_dir, plan.bitstream)):
         if os.path.exists(stale):
             os.unlink(stale)
@@ -266,8 +283,17 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     return plan
 
 
+def _style_source(style, styles):
+    """What the report says the styles came from: ``"--style auto (board budget)"`` etc."""
+    if isinstance(style, str):
+        if style == "auto":
+            return "auto (unrolled where the estimate fits the board)"
+        return style + (" (default)" if style == "folded" else "")
+    return "given (one per layer)"
+
+
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
-          extra=None, baud=None, learn=False, folding_source=None, selftest=0):
+          extra=None, baud=None, learn=False, folding_source=None, selftest=0, style="folded"):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
 
     Parameters
@@ -296,6 +322,12 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     selftest : int
         Store this many test vectors on chip for the self-test (0: none;
         :mod:`qnnfab.boards.selftest`, the 0x54 request of :mod:`qnnfab.boards.protocol`).
+    style : str or list of str
+        The layers' styles: ``"folded"`` (default; weights in block RAM), ``"unrolled"``
+        (every dense layer's weights as constants in the logic, one inference per clock),
+        ``"auto"`` (unrolled where the estimate fits the board,
+        :func:`~qnnfab.boards.registry.board_styles`) or one per layer. The report records
+        them (``style``, ``style_source``).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
@@ -309,7 +341,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     started = time.monotonic()
     plan = plan_build(network, board, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                       baud=baud, learn=learn,
-                      folding_source=folding_source, selftest=selftest)
+                      folding_source=folding_source, selftest=selftest, style=style)
     notes = []
     seconds = run_steps(plan.commands, plan.build_dir, plan.env, plan.board.family,
                         progress=progress, notes=notes)

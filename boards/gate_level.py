@@ -278,10 +278,10 @@ class GateLevelResult(SimResult):
 
 
 def synthesize_network(network, family, *, folding=None, cache_dir=None, log=None,
-                       classic_mapper=False):
+                       classic_mapper=False, style="folded"):
     """The ``family`` :class:`Netlist` of ``network``'s hardware
-    (``qnnfab.rtl.network.Network(network, folding)``, given to Yosys as RTLIL; cached, see
-    :func:`synthesize`, which also explains ``classic_mapper``)."""
+    (``qnnfab.rtl.network.Network(network, folding, style=style)``, given to Yosys as RTLIL;
+    cached, see :func:`synthesize`, which also explains ``classic_mapper``)."""
     _check_family(family)
     _yosys()  # a missing Yosys fails before the elaboration
     from amaranth.back import rtlil
@@ -289,7 +289,8 @@ def synthesize_network(network, family, *, folding=None, cache_dir=None, log=Non
     from qnnfab.rtl.network import Network
     if log is not None:
         log("elaborating the network's hardware")
-    design = rtlil.convert(Network(network, folding), name=TOPLEVEL, emit_src=False)
+    design = rtlil.convert(Network(network, folding, style=style), name=TOPLEVEL,
+                           emit_src=False)
     return synthesize(design, family, toplevel=TOPLEVEL, cache_dir=cache_dir, log=log,
                       classic_mapper=classic_mapper)
 
@@ -338,7 +339,7 @@ def simulate_netlist(netlist, inputs, *, simulator="verilator", build_dir=None, 
 
 def simulate_gate_level(network, codes, family, *, simulator="verilator", folding=None,
                         build_dir=None, progress=None, log=None, ready_probability=1.0,
-                        valid_probability=1.0, seed=0, classic_mapper=False):
+                        valid_probability=1.0, seed=0, classic_mapper=False, style="folded"):
     """Run the ``family`` netlist of the network's hardware on ``codes`` (n, input_features).
 
     Parameters
@@ -348,6 +349,7 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
     family : ``"ice40"``, ``"ecp5"`` or ``"gowin"``
     simulator : ``"verilator"`` or ``"icarus"``
     folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
+    style : the layers' styles (:func:`qnnfab.rtl.network.resolve_styles`).
     build_dir : path, optional
         Root folder of the cached netlists and simulator builds (default
         :func:`qnnfab.sim.runner.default_cache_dir`).
@@ -370,7 +372,7 @@ def simulate_gate_level(network, codes, family, *, simulator="verilator", foldin
     # Fail on a missing tool before the (slow) elaboration and synthesis.
     tool_version(simulator)
     netlist = synthesize_network(network, family, folding=folding, cache_dir=build_dir, log=log,
-                                 classic_mapper=classic_mapper)
+                                 classic_mapper=classic_mapper, style=style)
     in_layout, out_layout = network_layouts(network)
     run = simulate_netlist(
         netlist, pack_inputs(in_layout, codes), simulator=simulator, build_dir=build_dir,

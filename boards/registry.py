@@ -32,7 +32,7 @@ from .families.gowin import himbaechel_platform
 from .platforms import OrangeCrab25FPlatform
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
-           "TargetUnreachable"]
+           "TargetUnreachable", "board_styles", "family_lane_scale"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,31 @@ def board_folding(network, board, *, max_lanes=None):
         lanes //= 2
         folding = auto_folding(network, max_lanes=lanes)
     return folding
+
+
+def family_lane_scale(family):
+    """A family's ``lane_scale`` (:class:`~qnnfab.boards.families.base.Family`) with the
+    unrolled style's factor (:data:`qnnfab.rtl.estimate.FAMILY_UNROLLED_SCALE`) under
+    ``"unrolled"``: what the estimate of a styled network takes."""
+    scale = dict(get_family(family).lane_scale)
+    scale.setdefault("unrolled", _estimate.FAMILY_UNROLLED_SCALE.get(family, 1))
+    return scale
+
+
+def board_styles(network, board, style="folded", folding=None):
+    """One style per layer (``"folded"`` or ``"unrolled"``) of ``network`` on ``board``:
+    :func:`qnnfab.rtl.network.resolve_styles` of ``style`` (``"folded"``, ``"unrolled"``,
+    ``"auto"`` or one per layer), ``auto`` with the board's logic budget
+    (:data:`LC_HEADROOM` of its cells, the family's unrolled factor) and ``folding`` for the
+    folded layers (default :func:`board_folding`). ``qnnfab verilog``, ``sim``, ``build`` and
+    ``flow`` (``--style``) all call this, so the simulated hardware is the built one."""
+    from qnnfab.rtl.network import resolve_styles
+    board = get_board(board)
+    if style == "auto" and folding is None:
+        folding = board_folding(network, board)
+    return resolve_styles(network, style, folding=folding,
+                          budget_lc=int(LC_HEADROOM * board.lut),
+                          lane_scale=family_lane_scale(board.family))
 
 
 class TargetUnreachable(ValueError):

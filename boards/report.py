@@ -80,7 +80,8 @@ def _timing(plan):
     top, network = plan.top, plan.network
     if network.input_shape is not None and plan.learning is None:
         from qnnfab.sim.amaranth_sim import measure_timing
-        measured = measure_timing(network, top.folding, n=3)
+        measured = measure_timing(network, top.folding, n=3,
+                                  style=getattr(top.core, "styles", "folded"))
         return (measured["cycles_per_inference"], measured["latency"],
                 "amaranth simulation (3 inputs back to back)")
     return int(top.cycles_per_inference), top.latency, "formula"
@@ -108,6 +109,9 @@ def make_report(plan, seconds, notes, *, started, extra=None):
                "clock_mhz": plan.clock_mhz, "baud": plan.baud, "seed": plan.seed,
                "nextpnr_opts": board.nextpnr_opts,
                "selftest": plan.selftest["vectors"] if plan.selftest else 0}
+    styles = list(getattr(plan, "styles", None) or ["folded"] * len(plan.network.layers))
+    if "unrolled" in styles:        # folded builds keep the inputs' hash they had before
+        options["style"] = styles
     ir_sha = hashlib.sha256(ir.to_bytes(plan.network)).hexdigest()
     clock_mhz = plan.clock_mhz
     report = {
@@ -132,6 +136,8 @@ def make_report(plan, seconds, notes, *, started, extra=None):
         "folding": jsonable(plan.top.folding if plan.top.folding is not None
                             else plan.folding),
         "folding_source": plan.folding_source,
+        "style": styles,
+        "style_source": getattr(plan, "style_source", None) or "folded (default)",
         "uart": {"baud": plan.baud, "divisor": plan.top.divisor,
                  "request_bytes": fmt.request_length, "response_bytes": fmt.response_length,
                  "round_trips_per_s": plan.baud / 10 / (fmt.request_length

@@ -95,9 +95,12 @@ class BoardTop(wiring.Component):
         Frequency of the ``sync`` domain in Hz.
     baud : int
         UART rate; ``round(clk_freq / baud)`` cycles per bit must be within 2 % (>= 4 cycles).
+    style : str or list of str
+        The layers' styles (``folded``, ``unrolled`` or one per layer,
+        :func:`qnnfab.rtl.network.resolve_styles`) of the default core.
     core : wiring.Component, optional
-        Used instead of ``Network(network, folding)``; must have the same ``i``/``o`` stream
-        members and the ``interval``, ``latency``, ``folding`` properties.
+        Used instead of ``Network(network, folding, style=style)``; must have the same
+        ``i``/``o`` stream members and the ``interval``, ``latency``, ``folding`` properties.
 
     Members
     -------
@@ -117,7 +120,8 @@ class BoardTop(wiring.Component):
     (``cycles_per_inference``).
     """
 
-    def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None):
+    def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None,
+                 style="folded"):
         try:
             self.network = network
             self.frame = protocol.FrameFormat.from_network(network)
@@ -126,7 +130,7 @@ class BoardTop(wiring.Component):
             self.divisor = divisor_for(self.clk_freq, self.baud)
             if core is None:
                 from qnnfab.rtl.network import Network
-                core = Network(network, folding=folding)
+                core = Network(network, folding=folding, style=style)
             # A learning core (LearningNetwork: ``i`` carries a label and a learn flag, and
             # its scores are the learner's, wider than the last layer's).
             self.learning = hasattr(core, "trace")
@@ -359,10 +363,11 @@ class BoardTop(wiring.Component):
         m.d.comb += ResetSignal("sync").eq(~ready)
 
 
-def board_top_verilog(network, folding=None, *, board, name="qnnfab_top"):
+def board_top_verilog(network, folding=None, *, board, name="qnnfab_top", style="folded"):
     """Verilog of :class:`BoardTop` for ``board`` (its clock and baud), with plain ``rx``,
     ``tx``, ``leds``, ``clk``, ``rst`` ports (no pin constraints; builds use
-    :func:`qnnfab.boards.build.build`)."""
+    :func:`qnnfab.boards.build.build`); ``style`` as :class:`BoardTop`'s."""
     b = get_board(board)
-    top = BoardTop(network, folding, clk_freq=b.clock_mhz * 1e6, baud=b.uart_baud)
+    top = BoardTop(network, folding, clk_freq=b.clock_mhz * 1e6, baud=b.uart_baud,
+                   style=style)
     return verilog.convert(top, name=name, emit_src=False)

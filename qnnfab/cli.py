@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["main", "parse_folding", "resolve_folding"]
+__all__ = ["main", "parse_folding", "resolve_folding", "parse_style", "resolve_styles"]
 
 
 class UserError(Exception):
@@ -33,6 +33,56 @@ def parse_folding(text):
                             f"got {part!r}") from None
         folding.append((pe, simd))
     return folding
+
+
+#: What ``--style`` takes besides one style per layer.
+STYLE_WORDS = ("folded", "unrolled", "auto")
+
+
+def parse_style(text, network=None):
+    """``--style``: ``"folded"``, ``"unrolled"``, ``"auto"`` as they are, or a comma list of
+    ``folded``/``unrolled`` (one per layer of ``network`` when given) as a list; UserError
+    naming the option for anything else."""
+    if text is None:
+        return "folded"
+    if text in STYLE_WORDS:
+        return text
+    styles = [part.strip() for part in text.split(",")]
+    bad = [s for s in styles if s not in ("folded", "unrolled")]
+    if bad or len(styles) < 2:
+        raise UserError(f"--style: expected folded, unrolled, auto or one of folded/unrolled "
+                        f"per layer (comma-separated), got {text!r}")
+    if network is not None:
+        if len(styles) != len(network.layers):
+            raise UserError(f"--style {text}: expected {len(network.layers)} entries (one per "
+                            f"layer), got {len(styles)}")
+        from qnnfab.rtl.network import UnrollError, resolve_styles as resolve
+        try:
+            resolve(network, styles)
+        except UnrollError as exc:
+            raise UserError(f"--style {text}: {exc}") from None
+    return styles
+
+
+def resolve_styles(args, network, folding):
+    """The layers' styles a command uses (``--style``; ``auto`` with the board's budget,
+    :func:`qnnfab.boards.registry.board_styles`, and refused without ``--board``): a list of
+    ``"folded"``/``"unrolled"``, one per layer."""
+    style = parse_style(getattr(args, "style", None), network)
+    board = getattr(args, "board", None)
+    if board is not None:
+        from qnnfab.boards.registry import board_styles
+        return board_styles(network, board, style, folding)
+    if style == "auto":
+        raise UserError("--style auto needs --board (the board's size is the budget)")
+    from qnnfab.rtl.network import resolve_styles as resolve
+    return resolve(network, style)
+
+
+def _print_styles(styles, style_arg):
+    if "unrolled" in styles:
+        from qnnfab.flow import styles_text
+        print(f"style {styles_text(styles)} (--style {style_arg})")
 
 
 def resolve_folding(args, network):
@@ -323,15 +373,19 @@ def cmd_verilog(args):
         raise UserError(f"--name: must be a Verilog identifier (letters, digits, _; not "
                         f"starting with a digit), not {args.name!r}")
     folding, used, source = folding_and_source(args, network)
+    styles = resolve_styles(args, network, folding)
     _prepare_out_dir(args.out)
     _print_folding(used, source)
+    _print_styles(styles, args.style)
     path = os.path.join(args.out, f"{args.name}.v")
-    ir.atomic_write_bytes(path, to_verilog(network, folding, name=args.name).encode())
+    ir.atomic_write_bytes(path, to_verilog(network, folding, name=args.name,
+                                           style=styles).encode())
     print(f"wrote {path}")
     if args.board:
         from qnnfab.boards.top import board_top_verilog
         top = os.path.join(args.out, f"{args.name}_top.v")
-        ir.atomic_write_bytes(top, board_top_verilog(network, folding, board=args.board).encode())
+        ir.atomic_write_bytes(top, board_top_verilog(network, folding, board=args.board,
+                                                     style=styles).encode())
         print(f"wrote {top}")
     return 0
 
@@ -350,11 +404,13 @@ def cmd_sim(args):
         raise UserError("--gate-level simulates the synthesized netlist in Verilator or "
                         "Icarus, not Amaranth: use --simulator verilator or icarus")
     folding, used, source = folding_and_source(args, network)
+    styles = resolve_styles(args, network, folding)
     _print_folding(used, source, hint=source == "automatic")
+    _print_styles(styles, args.style)
     vecs = test_vectors(network, args.vectors, seed=args.seed)
     comparison = simulate_and_compare(network, simulator=simulator, codes=vecs.codes,
                                       folding=folding, progress=not args.quiet,
-                                      gate_level=args.gate_level)
+                                      gate_level=args.gate_level, style=styles)
     print(comparison.summary())
     result = comparison.result
     trace = golden.forward(network, vecs.codes)
@@ -383,6 +439,10 @@ def cmd_build(args):
         folding, target = None, None   # the learning board's own default (plan_build)
     else:
         folding, target = _resolve(args, network)
+    style = parse_style(args.style, network)
+    if args.learn and style != "folded":
+        raise UserError("--style and --learn: a learning board's layers are folded (its last "
+                        "layer's weights change); give one of them")
     _lock_out_dir(_prepare_out_dir(args.out))
     seed = args.pnr_seed
     if args.seed is not None:
@@ -392,7 +452,7 @@ def cmd_build(args):
     report = build_board(network, args.board, args.out, folding=folding,
                          clock_mhz=args.clock_mhz, seed=seed, progress=not args.quiet,
                          learn=args.learn, baud=args.baud, folding_source=target,
-                         selftest=args.selftest)
+                         selftest=args.selftest, style=style)
     _print_report_summary(report, args.out)
     return 0
 
@@ -402,6 +462,7 @@ def cmd_flow(args):
     if args.folding is not None and (args.target_ips is not None
                                      or args.target_cycles is not None):
         raise UserError("--folding and --target-ips/--target-cycles: give one of them")
+    style = parse_style(args.style)     # the per-layer count is checked after training
     _lock_out_dir(_prepare_out_dir(args.out))
     report = run_flow(board=args.board, preset=train_preset(args), data=args.data,
                       out_dir=args.out,
@@ -409,7 +470,8 @@ def cmd_flow(args):
                       vectors=args.vectors, verilator_vectors=args.verilator_vectors,
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
                       epochs=args.epochs, progress=not args.quiet,
-                      target_ips=args.target_ips, target_cycles=args.target_cycles)
+                      target_ips=args.target_ips, target_cycles=args.target_cycles,
+                      style=style)
     _print_report_summary(report, args.out)
     return 0 if report["vectors"]["bit_exact"] == report["vectors"]["checked"] else 1
 
@@ -599,6 +661,10 @@ def _print_report_summary(report, out_dir):
     if report.get("folding"):
         print(f"folding {folding_text((f['pe'], f['simd']) for f in report['folding'])} "
               f"({report.get('folding_source', 'given')})")
+    if report.get("style"):
+        from qnnfab.flow import styles_text
+        print(f"style {styles_text(report['style'])} "
+              f"({report.get('style_source') or 'given'})")
     print(f"fmax {fmax:.1f} MHz, clock {report.get('clock_mhz')} MHz, "
           f"{report.get('cycles_per_inference')} cycles/inference, "
           f"{report.get('inferences_per_s', 0):,.0f} inferences/s at the clock, "
@@ -735,6 +801,15 @@ def build_parser():
                        help="instead of --folding: the cheapest folding of at most N cycles "
                             "per inference")
 
+    def style_arg(p, board_note):
+        p.add_argument("--style", default="folded", metavar="folded|unrolled|auto|S,S,...",
+                       help="how the layers are built: folded (weights in block RAM, "
+                            "PE:SIMD lanes), unrolled (every dense layer's weights as "
+                            "constants in the logic, one inference per clock; conv layers "
+                            "stay folded), auto (unrolled layers, slowest first, while the "
+                            f"estimate fits the board{board_note}) or one of folded/unrolled "
+                            "per layer, comma-separated (default: folded)")
+
     def clock_arg(p):
         p.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ",
                        help="design clock, made by the PLL (default: the board's design "
@@ -862,6 +937,7 @@ def build_parser():
                    help=board_help("also write the board top (UART) for this board, with its "
                                    "folding"))
     folding_arg(p)
+    style_arg(p, "; needs --board")
 
     p = add("sim", cmd_sim, "simulate the hardware and compare it with the golden model")
     p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
@@ -884,6 +960,7 @@ def build_parser():
                    help=board_help("simulate the folding this board's build uses (default: "
                                    "the plain automatic folding)"))
     folding_arg(p)
+    style_arg(p, "; needs --board")
 
     p = add("build", cmd_build, "build a bitstream and report.json for a board")
     p.add_argument("model", metavar="FILE.qnn", help="a quantized network")
@@ -904,6 +981,7 @@ def build_parser():
     quiet_arg(p)
     clock_arg(p)
     folding_arg(p)
+    style_arg(p, "")
 
     p = add("flow", cmd_flow, "train, export, simulate (Amaranth + Verilator), build: the "
                               "whole flow")
@@ -928,6 +1006,7 @@ def build_parser():
     quiet_arg(p)
     clock_arg(p)
     folding_arg(p)
+    style_arg(p, "")
 
     p = add("run", cmd_run, "run the network on a built board over its UART and check every "
                             "answer")

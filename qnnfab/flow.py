@@ -14,7 +14,8 @@ from . import ir
 
 __all__ = ["simulate_and_compare", "build_board", "preset_network", "run_flow", "step",
            "folding_text", "folding_source", "write_sq_plot", "checkpoint_path",
-           "cluster_kernels", "test_accuracy", "learn_on_device", "flow_precheck"]
+           "cluster_kernels", "test_accuracy", "learn_on_device", "flow_precheck",
+           "styles_text"]
 
 
 def _log(msg):
@@ -65,8 +66,11 @@ def _bar(total, desc, enabled):
 
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
-                         progress=True, codes=None, gate_level=None):
+                         progress=True, codes=None, gate_level=None, style="folded"):
     """Simulate ``network`` on its test vectors and compare with the golden model.
+
+    ``style``: the layers' styles (``"folded"``, ``"unrolled"`` or one per layer,
+    :func:`qnnfab.rtl.network.resolve_styles`).
 
     ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
     synthesized netlist instead of the RTL (:func:`qnnfab.boards.gate_level.simulate_gate_level`;
@@ -84,12 +88,12 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     try:
         if gate_level is None:
             result = simulate(network, codes, simulator=simulator, folding=folding,
-                              progress=callback)
+                              progress=callback, style=style)
         else:
             from qnnfab.boards.gate_level import simulate_gate_level
             result = simulate_gate_level(network, codes, gate_level, simulator=simulator,
                                          folding=folding, progress=callback,
-                                         log=_log if progress else None)
+                                         log=_log if progress else None, style=style)
     finally:
         close()
     comparison = compare(network, codes, result)
@@ -98,12 +102,15 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
 
 
 def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
-                extra=None, learn=False, baud=None, folding_source=None, selftest=0):
+                extra=None, learn=False, baud=None, folding_source=None, selftest=0,
+                style="folded"):
     """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
     None: the board's ``design_clock_mhz``; ``baud`` None: the board's UART rate;
-    ``folding_source``: what the report says the folding came from. A build whose timing is
+    ``folding_source``: what the report says the folding came from; ``style``: the layers'
+    styles (``"folded"``, ``"unrolled"``, ``"auto"`` or one per layer,
+    :func:`qnnfab.boards.build.build`). A build whose timing is
     not met has ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI
     prints it)."""
     from qnnfab.boards.build import build
@@ -115,7 +122,12 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
             _log(f"    {name} ...")
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                  progress=on_step, extra=extra or {}, learn=learn, baud=baud,
-                 folding_source=folding_source, selftest=selftest)
+                 folding_source=folding_source, selftest=selftest, style=style)
+
+
+def styles_text(styles):
+    """``["folded", "unrolled"]`` → ``"folded,unrolled"`` (what ``--style`` takes)."""
+    return ",".join(styles)
 
 
 def preset_network(preset, *, seed=0, epochs=None, progress=False):
@@ -282,12 +294,12 @@ def write_sq_plot(network, path):
     return path
 
 
-def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None):
+def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None, styles=None):
     """The flow's checks between training and the long steps: the network fits ``board`` at
-    ``folding`` (:func:`qnnfab.boards.build.check_fit`, FitError otherwise), and ``log`` is
-    told what the simulations will cost (vectors and simulator)."""
+    ``folding`` and ``styles`` (:func:`qnnfab.boards.build.check_fit`, FitError otherwise), and
+    ``log`` is told what the simulations will cost (vectors and simulator)."""
     from qnnfab.boards.build import check_fit
-    check_fit(network, board, folding)
+    check_fit(network, board, folding, styles=styles)
     if log is not None:
         log(f"    fits {board} at this folding; the check simulates {n_vectors} vectors in "
             f"Amaranth's simulator" + (f" and {n_verilator} in Verilator" if n_verilator else "")
@@ -297,7 +309,7 @@ def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None
 
 def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
-             progress=True, pnr_seed=None, target_ips=None, target_cycles=None):
+             progress=True, pnr_seed=None, target_ips=None, target_cycles=None, style="folded"):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
     the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
 
@@ -305,11 +317,13 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     for both simulations and the build; ``clock_mhz`` None: the board's design clock;
     ``pnr_seed`` None: ``seed`` (the nextpnr placement seed; ``seed`` trains); ``target_ips`` /
     ``target_cycles``: instead of ``folding``, the cheapest folding that meets the target
-    (:func:`qnnfab.boards.registry.target_folding`).
+    (:func:`qnnfab.boards.registry.target_folding`); ``style``: the layers' styles
+    (``"folded"``, ``"unrolled"``, ``"auto"`` or one per layer,
+    :func:`qnnfab.boards.registry.board_styles`), the same for both simulations and the build.
 
     Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
     after training and before simulating: the fit (:func:`flow_precheck`)."""
-    from qnnfab.boards.registry import board_folding, get_board
+    from qnnfab.boards.registry import board_folding, board_styles, get_board
     from qnnfab.model.train import train
     from qnnfab.model.vectors import test_vectors
     from qnnfab.boards.build import toolchain_env
@@ -360,12 +374,16 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         folding, source = folding_source(network, board_folding(network, board),
                                          board=board)
     _log(f"    folding (PE:SIMD per layer): {folding_text(folding)} ({source})")
+    styles = board_styles(network, board, style, folding)
+    if "unrolled" in styles:
+        given = style if isinstance(style, str) else styles_text(style)
+        _log(f"    style (per layer): {styles_text(styles)} (--style {given})")
     vecs = test_vectors(network, vectors)
     flow_precheck(network, board, folding, len(vecs.codes),
-                  n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log)
+                  n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log, styles=styles)
     with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
         amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
-                                        folding=folding, progress=progress)
+                                        folding=folding, progress=progress, style=styles)
         _log(f"    {amaranth.summary()}")
     hw_classes = amaranth.result.classes
     hardware_accuracy = (float(np.mean(hw_classes == vecs.labels))
@@ -377,7 +395,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         with step(f"[3/4] Verilator simulation (cocotb), {n_ver} vectors"):
             verilator = simulate_and_compare(network, simulator="verilator",
                                              codes=vecs.codes[:n_ver], folding=folding,
-                                             progress=progress)
+                                             progress=progress, style=styles)
             _log(f"    {verilator.summary()}")
         comparisons.append(verilator)
     else:
@@ -402,6 +420,6 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
                              seed=seed if pnr_seed is None else pnr_seed,
                              progress=progress, extra=extra,
                              folding_source=None if source.startswith(("given", "board"))
-                             else source)
+                             else source, style=style)
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

@@ -27,7 +27,8 @@ class AmaranthRun:
     out_cycles: list
 
 
-def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gaps=None):
+def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gaps=None,
+                 style="folded"):
     """Simulate ``network`` on ``codes`` (n, input_features) and return an :class:`AmaranthRun`.
 
     Parameters
@@ -35,6 +36,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     network : ir.Network
     codes : array of int
     folding : passed to :class:`~qnnfab.rtl.network.Network` (None: automatic)
+    style : the layers' styles, passed to :class:`~qnnfab.rtl.network.Network`
     progress : callable(done, total), optional, called after each output
     ready : callable(cycle) -> bool, optional
         Back-pressure: ``o.ready`` in each cycle (default always ready).
@@ -48,7 +50,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     check_progress(progress)
     codes = golden.check_inputs(network, codes)
     n = len(codes)
-    dut = Network(network, folding)
+    dut = Network(network, folding, style=style)
     in_layout, out_layout = network_layouts(network)
     packed = pack_inputs(in_layout, codes)
     source = StreamSource(dut.i, packed, raw=True,
@@ -64,9 +66,9 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
                        out_cycles=out_cycles)
 
 
-def measure_timing(network, folding=None, *, n=4, seed=0):
-    """Latency and steady-state interval of ``network``'s hardware, measured by simulating
-    ``n`` random inputs offered back to back (eager source and sink).
+def measure_timing(network, folding=None, *, n=4, seed=0, style="folded"):
+    """Latency and steady-state interval of ``network``'s hardware (its layers in ``style``),
+    measured by simulating ``n`` random inputs offered back to back (eager source and sink).
 
     Returns ``{"latency": cycles from the first input offered to the first output,
     "cycles_per_inference": the largest gap between consecutive outputs}`` -- for a CNN the
@@ -76,7 +78,7 @@ def measure_timing(network, folding=None, *, n=4, seed=0):
     if n < 2:
         raise ValueError(f"measure_timing: n must be >= 2 (an interval needs two outputs), not {n}")
     codes = random_net.random_inputs(np.random.default_rng(seed), network, n)
-    run = run_amaranth(network, codes, folding)
+    run = run_amaranth(network, codes, folding, style=style)
     gaps = np.diff(run.out_cycles)
     return {"latency": int(run.out_cycles[0] - run.in_cycles[0]),
             "cycles_per_inference": int(gaps.max())}

@@ -52,6 +52,9 @@ class NetworkBatch(wiring.Component):
     networks : list of qnnfab.ir.Network
     foldings : list, optional
         One folding (or None, the automatic one) per network.
+    styles : list, optional
+        One style (``"folded"``, ``"unrolled"`` or one per layer,
+        :func:`qnnfab.rtl.network.resolve_styles`) per network; default all folded.
 
     Members
     -------
@@ -60,16 +63,19 @@ class NetworkBatch(wiring.Component):
         signature); the networks share only ``clk`` and ``rst``.
     """
 
-    def __init__(self, networks, foldings=None):
+    def __init__(self, networks, foldings=None, styles=None):
         from qnnfab.rtl.network import Network
         networks = list(networks)
         if not networks:
             raise ValueError("networks: expected at least one network")
         foldings = [None] * len(networks) if foldings is None else list(foldings)
-        if len(foldings) != len(networks):
-            raise ValueError(f"foldings: expected {len(networks)} (one per network), got "
-                             f"{len(foldings)}")
-        self.units = [Network(net, fold) for net, fold in zip(networks, foldings)]
+        styles = ["folded"] * len(networks) if styles is None else list(styles)
+        for what, given in (("foldings", foldings), ("styles", styles)):
+            if len(given) != len(networks):
+                raise ValueError(f"{what}: expected {len(networks)} (one per network), got "
+                                 f"{len(given)}")
+        self.units = [Network(net, fold, style=style)
+                      for net, fold, style in zip(networks, foldings, styles)]
         members = {}
         for k, unit in enumerate(self.units):
             members[f"n{k}_i"] = unit.signature.members["i"]
@@ -134,8 +140,9 @@ def choose_optimize(network, folding, n):
 
 def run_network(network, codes, *, folding=None, build_dir=None, ready_probability=1.0,
                 valid_probability=1.0, seed=0, progress=None, log=None, toplevel=None,
-                optimize=None):
-    """Simulate ``network`` (at ``folding``) on ``codes`` (n, input_features); returns a
+                optimize=None, style="folded"):
+    """Simulate ``network`` (at ``folding``, its layers in ``style``: ``"folded"``,
+    ``"unrolled"`` or one per layer) on ``codes`` (n, input_features); returns a
     :class:`NetworkRun`. The build is cached in ``build_dir`` (default cache root) by the
     Verilog's hash and ``optimize`` (None: :func:`choose_optimize`). Other arguments as
     :func:`qnnfab.sim.verilator_bulk.run_bulk`;
@@ -145,7 +152,7 @@ def run_network(network, codes, *, folding=None, build_dir=None, ready_probabili
     if optimize is None:
         optimize = choose_optimize(network, folding, len(codes))
     toplevel = TOPLEVEL if toplevel is None else toplevel
-    text = to_verilog(network, folding, name=toplevel)
+    text = to_verilog(network, folding, name=toplevel, style=style)
     model = build_bulk(text, [network_lane(network)], toplevel=toplevel, build_dir=build_dir,
                        log=log, optimize=optimize)
     run = run_bulk(model, [pack_words(codes, network.input_bits)],
@@ -171,13 +178,13 @@ class BatchModel:
 
 
 def build_networks(networks, foldings=None, *, build_dir=None, log=None, optimize="build",
-                   cache=False, jobs=None):
-    """Build a :class:`NetworkBatch` of ``networks`` (``foldings``: one per network, or None)
-    for bulk runs; returns a :class:`BatchModel` (run it with :func:`run_built`).
+                   cache=False, jobs=None, styles=None):
+    """Build a :class:`NetworkBatch` of ``networks`` (``foldings``, ``styles``: one per
+    network, or None) for bulk runs; returns a :class:`BatchModel` (run it with :func:`run_built`).
     ``cache=True`` keeps and reuses the build like :func:`run_network`'s; ``optimize``:
     ``"build"`` (quick compile) or ``"speed"``."""
     networks = list(networks)
-    batch = NetworkBatch(networks, foldings)
+    batch = NetworkBatch(networks, foldings, styles)
     text = amaranth_verilog.convert(batch, name=BATCH_TOPLEVEL, emit_src=False)
     lanes = [network_lane(net, input=f"n{k}_i", output=f"n{k}_o")
              for k, net in enumerate(networks)]
@@ -216,15 +223,17 @@ def run_networks(items, *, build_dir=None, ready_probability=1.0, valid_probabil
     """Simulate several networks in one Verilator build, each on its own inputs
     (:func:`build_networks` then :func:`run_built`).
 
-    ``items``: ``(network, folding, codes)`` triples. Returns one :class:`NetworkRun` per item,
-    in order. ``cache=False`` (the default: a batch is rarely run twice) builds in a fresh
-    folder of ``build_dir`` and deletes it afterwards."""
-    items = [(net, fold, golden.check_inputs(net, codes)) for net, fold, codes in items]
-    batch = build_networks([net for net, _, _ in items], [fold for _, fold, _ in items],
+    ``items``: ``(network, folding, codes)`` triples, or ``(network, folding, codes, style)``
+    (the layers' styles, :func:`qnnfab.rtl.network.resolve_styles`; default ``"folded"``).
+    Returns one :class:`NetworkRun` per item, in order. ``cache=False`` (the default: a batch
+    is rarely run twice) builds in a fresh folder of ``build_dir`` and deletes it afterwards."""
+    items = [(item[0], item[1], golden.check_inputs(item[0], item[2]),
+              item[3] if len(item) > 3 else "folded") for item in items]
+    batch = build_networks([item[0] for item in items], [item[1] for item in items],
                            build_dir=build_dir, log=log, optimize=optimize, cache=cache,
-                           jobs=jobs)
+                           jobs=jobs, styles=[item[3] for item in items])
     try:
-        return run_built(batch, [codes for _, _, codes in items],
+        return run_built(batch, [item[2] for item in items],
                          ready_probability=ready_probability,
                          valid_probability=valid_probability, seed=seed)
     finally:

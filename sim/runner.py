@@ -384,7 +384,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 
 def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=None,
              progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None,
-             harness=None):
+             harness=None, style="folded"):
     """Run the network's hardware on ``codes`` (n, input_features) in ``simulator``.
 
     Parameters
@@ -394,6 +394,9 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         Input activation codes (checked like :func:`qnnfab.spec.golden.check_inputs`).
     simulator : ``"amaranth"``, ``"verilator"`` or ``"icarus"``
     folding : passed to ``qnnfab.rtl`` (None: the automatic folding).
+    style : str or list of str
+        The layers' styles, ``"folded"`` (default), ``"unrolled"`` or one per layer
+        (:func:`qnnfab.rtl.network.resolve_styles`).
     build_dir : path, optional
         Root folder for cached simulator builds (default :func:`default_cache_dir`); a build
         goes in ``<build_dir>/<kind>-<hash>`` and is reused while the hash matches.
@@ -422,7 +425,7 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
                              "Verilog simulators ('verilator', 'icarus')")
         from .amaranth_sim import run_amaranth
         start, cpu = time.perf_counter(), time.process_time()
-        res = run_amaranth(network, codes, folding, progress=progress)
+        res = run_amaranth(network, codes, folding, progress=progress, style=style)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         return SimResult(classes=np.asarray(res.classes, dtype=np.int64),
                          scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,
@@ -435,13 +438,13 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         run = run_network(network, codes, folding=folding, build_dir=build_dir,
                           ready_probability=ready_probability,
                           valid_probability=valid_probability, seed=seed, progress=progress,
-                          log=log, toplevel=TOPLEVEL)
+                          log=log, toplevel=TOPLEVEL, style=style)
         return SimResult(classes=run.classes, scores=run.scores, simulator=simulator,
                          cycles=run.cycles, seconds=run.seconds,
                          compile_seconds=run.compile_seconds, build_dir=run.build_dir,
                          harness=harness, cpu_seconds=run.cpu_seconds)
     from qnnfab.rtl.verilog import to_verilog
-    verilog = to_verilog(network, folding, name=TOPLEVEL)
+    verilog = to_verilog(network, folding, name=TOPLEVEL, style=style)
     in_layout, out_layout = network_layouts(network)
     run = run_stream_verilog(
         verilog, pack_inputs(in_layout, codes), simulator=simulator, toplevel=TOPLEVEL,

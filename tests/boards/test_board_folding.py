@@ -137,8 +137,9 @@ def test_build_uses_board_defaults(monkeypatch, default_net, tmp_path):
     seen = {}
 
     class FakeTop:
-        def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None):
-            seen.update(folding=folding, clk_freq=clk_freq, baud=baud)
+        def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None,
+                     style="folded"):
+            seen.update(folding=folding, clk_freq=clk_freq, baud=baud, style=style)
             raise _Stop
     monkeypatch.setattr(top_mod, "BoardTop", FakeTop)
     for name in ("icebreaker", "ulx3s-85f"):
@@ -146,6 +147,7 @@ def test_build_uses_board_defaults(monkeypatch, default_net, tmp_path):
         with pytest.raises(_Stop):
             build(default_net, name, tmp_path / name)
         assert seen["folding"] == board_folding(default_net, name)
+        assert seen["style"] == ["folded"] * len(default_net.layers)    # the default
         assert seen["clk_freq"] == pytest.approx(board.design_clock_mhz * 1e6, rel=1e-3)
         with pytest.raises(_Stop):
             build(default_net, name, tmp_path / name, clock_mhz=board.clock_mhz,
