@@ -48,6 +48,30 @@ def divisor_for(clk_freq, baud):
     return divisor
 
 
+class _BitTimer:
+    """A down-counter for bit times whose expiry is its sign bit.
+
+    ``load(n)`` then ``count()`` each cycle until ``done``: ``done`` rises after ``n`` counts,
+    exactly as a counter loaded with ``n`` and counted down while ``!= 0`` -- but ``done`` is
+    one flip-flop instead of a compare, and the decrement a plain carry chain. (The
+    compare-and-decrement form mapped, on the iCE40, to carry segments interleaved with LUTs:
+    a 21.8 ns path that capped every small design behind the UART at 45.9 MHz.)
+    """
+
+    def __init__(self, max_load, name):
+        self.value = Signal(range(-1, max(max_load, 1)), name=name)
+
+    @property
+    def done(self):
+        return self.value[-1]
+
+    def load(self, n):
+        return self.value.eq(n - 1)
+
+    def count(self):
+        return self.value.eq(self.value - 1)
+
+
 class UARTRx(wiring.Component):
     """UART receiver, 8N1.
 
@@ -90,7 +114,7 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync = cdc.FFSynchronizer(self.rx, rx, init=1)
 
-        timer = Signal(range(d))
+        timer = _BitTimer(d, "timer")
         bit = Signal(range(8))
         shreg = Signal(8)
 
@@ -100,26 +124,26 @@ class UARTRx(wiring.Component):
         with m.FSM(name="rx_fsm"):
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(d // 2 - 1)
+                    m.d.sync += timer.load(d // 2 - 1)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer.done):
+                    m.d.sync += timer.count()
                 with m.Elif(rx):  # a glitch, not a start bit
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(d - 1), bit.eq(0)]
+                    m.d.sync += [timer.load(d - 1), bit.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer.done):
+                    m.d.sync += timer.count()
                 with m.Else():
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.eq(d - 1), bit.eq(bit + 1)]
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.load(d - 1), bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer.done):
+                    m.d.sync += timer.count()
                 with m.Elif(rx):
                     # Stream rule: the payload is held while valid and not ready, so a byte
                     # arriving then is dropped rather than written over the waiting one.
@@ -175,18 +199,18 @@ class UARTTx(wiring.Component):
         d = self.divisor
         shreg = Signal(10, init=0x3FF)   # stop, data[7:0], start; shifted out LSB first
         bits_left = Signal(range(11))
-        timer = Signal(range(d))
+        timer = _BitTimer(d, "timer")
 
         m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(bits_left == 0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [shreg.eq(Cat(C(0, 1), self.i.payload, C(1, 1))),
-                         bits_left.eq(10), timer.eq(d - 1)]
+                         bits_left.eq(10), timer.load(d - 1)]
         with m.Elif(bits_left != 0):
-            with m.If(timer != 0):
-                m.d.sync += timer.eq(timer - 1)
+            with m.If(~timer.done):
+                m.d.sync += timer.count()
             with m.Else():
                 m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits_left.eq(bits_left - 1),
-                             timer.eq(d - 1)]
+                             timer.load(d - 1)]
         return m
 
 
