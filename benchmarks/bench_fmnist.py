@@ -3,6 +3,7 @@ shapes trained in Brevitas and imported from QONNX, and hls4ml as a peer.
 
     python benchmarks/bench_fmnist.py [--seeds 0 1 2] [--models ...] [--hw-vectors 1000]
                                       [--build] [--boards ulx3s-85f ulx3s-25f]
+                                      [--build-models ...] [--reuse]
                                       [--out build/bench-fmnist]
 
 Data: ``--data fashion-mnist`` (Debian's ``dataset-fashion-mnist``; ``--data mnist:DIR`` for
@@ -19,7 +20,7 @@ Rows:
   hardware's accuracy on those images; simulated cycles per inference). ``--build``: a real
   bitstream for each board of ``--boards`` (ULX3S-85F ~15-25 min per network): LUT, EBR, fmax,
   cycles and inferences per second from ``report.json`` (a network the fit check refuses is
-  reported as such).
+  reported as such; ``--build-models``: only these networks).
 * **Brevitas → QONNX → qnnfab**: the binary and ternary MLP shapes as Brevitas models
   (8-bit input quantizer of scale 1/255, so the input codes are the pixels), trained here with
   Adam, exported with ``brevitas.export.export_qonnx`` (``dynamo=False``), imported with
@@ -29,6 +30,15 @@ Rows:
 * **hls4ml** (peer): ``hls4ml.converters.convert_from_onnx_model`` of the same QONNX files,
   compiled to its bit-accurate C++ emulation (g++), run on the test split: accuracy and class
   agreement with the qonnx executor. If hls4ml is not installed or fails, one row says so.
+
+``--reuse`` keeps the rows of an earlier run into the same ``--out`` (``OUT/fmnist.json``, same
+data set; rows that failed are redone) and computes only what they lack: a kept qnnfab network
+is loaded from ``OUT/<network>-seed<seed>.qnn`` for a missing Verilator check or build, so the
+builds can follow the accuracy run without training again::
+
+    python benchmarks/bench_fmnist.py --out DIR                   # accuracy, Verilator
+    python benchmarks/bench_fmnist.py --out DIR --reuse --build --boards ulx3s-85f \
+        --build-models "binary MLP" "ternary CNN"                 # adds the builds
 
 Prints one Markdown table (progress on stderr) and writes ``OUT/fmnist.md`` and
 ``OUT/fmnist.json`` atomically, and at the end the ``fmnist`` table of ``docs/results.md``
@@ -182,6 +192,34 @@ def build_text(builds):
 
 # -- qnnfab's own networks ------------------------------------------------------------------------
 
+def network_path(args, name, seed, ext=".qnn"):
+    return os.path.join(args.out, f"{name.replace(' ', '-')}-seed{seed}{ext}")
+
+
+def complete_qnnfab(row, args, ds):
+    """A kept row of qnnfab's network (``--reuse``) with what this run asks for and the row
+    lacks: the Verilator check, the builds (its network loaded from its ``.qnn``)."""
+    name, seed = row["network"], row["seed"]
+    want_hw = args.hw_vectors and (args.hw_models is None or name in args.hw_models) \
+        and row.get("hw", {}).get("checked") != args.hw_vectors
+    missing = [b for b in args.boards if b not in row.get("builds", {})]
+    want_build = args.build and seed == args.seeds[0] and missing \
+        and (args.build_models is None or name in args.build_models)
+    if not (want_hw or want_build):
+        log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
+        return row
+    net = ir.load(network_path(args, name, seed))
+    if want_hw:
+        n = args.hw_vectors
+        with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
+            row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
+        log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+    if want_build:
+        row["builds"] = {**row.get("builds", {}), **build_rows(
+            net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")))}
+    return row
+
+
 def run_qnnfab(name, seed, args, ds):
     from qnnfab.model.presets import customize
     from qnnfab.model.train import train
@@ -192,7 +230,7 @@ def run_qnnfab(name, seed, args, ds):
     with step(f"[{name}, seed {seed}] training {preset.name}, {epochs} epochs"):
         result = train(preset, seed=seed, epochs=epochs, data=args.data, progress=False)
     net = result.network
-    ir.save(net, os.path.join(args.out, f"{name.replace(' ', '-')}-seed{seed}.qnn"))
+    ir.save(net, network_path(args, name, seed))
     row = {"network": name, "trained in": "qnnfab", "arch": arch, "seed": seed,
            "weights": [layer.weight_kind for layer in net.layers
                        if getattr(layer, "weight_kind", None)],
@@ -206,7 +244,8 @@ def run_qnnfab(name, seed, args, ds):
         with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
             row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
         log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
-    if args.build and seed == args.seeds[0]:
+    if args.build and seed == args.seeds[0] and (args.build_models is None
+                                                 or name in args.build_models):
         row["builds"] = build_rows(net, args.boards,
                                    os.path.join(args.out, "builds", name.replace(" ", "-")))
     return row
@@ -362,6 +401,17 @@ def run_brevitas(name, seed, args, ds, onnx_paths):
 
 # -- hls4ml ---------------------------------------------------------------------------------------
 
+def kept_qonnx_classes(path, ds):
+    """The qonnx executor's classes on the test split for a kept (``--reuse``) Brevitas row,
+    whose saved JSON does not hold them."""
+    from qnnfab.model.qonnx_check import check_against_qonnx
+    net = ir.load(path[:-len(".onnx")] + ".qnn")
+    with step(f"    qonnx executor on {len(ds.x_test)} test images ({os.path.basename(path)})"):
+        check = check_against_qonnx(net, path, np.asarray(ds.x_test, dtype=np.int64),
+                                    input_source=f"{ds.name} test split")
+    return check.qonnx_classes
+
+
 def run_hls4ml(name, seed, path, qonnx_classes, args, ds):
     """hls4ml's C++ emulation of the QONNX file ``path`` on the test split."""
     row = {"network": f"hls4ml: {name}", "trained in": "Brevitas → QONNX → hls4ml",
@@ -496,6 +546,29 @@ def write_outputs(rows, args, data_name, failures=None):
     return text
 
 
+def kept_rows(args, data_name):
+    """``{model: [row, ...]}`` of the earlier run in ``OUT/fmnist.json`` (``--reuse``): rows
+    without an error; hls4ml's rows under ``"hls4ml"``. Tuples come back as tuples."""
+    path = os.path.join(args.out, "fmnist.json")
+    if not os.path.exists(path):
+        log(f"--reuse: no {path}, nothing to keep")
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("data") != data_name:
+        raise SystemExit(f"--reuse: {path} is of data set {saved.get('data')!r}, not "
+                         f"{data_name!r}")
+    kept = {}
+    for r in saved["rows"]:
+        if "error" in r or "seed" not in r:
+            continue
+        if "agree" in r:
+            r["agree"] = tuple(r["agree"])
+        name = "hls4ml" if r["network"].startswith("hls4ml: ") else r["network"]
+        kept.setdefault(name, []).append(r)
+    return kept
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -516,6 +589,11 @@ def main(argv=None):
     parser.add_argument("--build", action="store_true",
                         help="real bitstreams (seed 0) for --boards: ~15-25 min each")
     parser.add_argument("--boards", nargs="+", default=[BOARD, "ulx3s-25f"])
+    parser.add_argument("--build-models", nargs="+", default=None, choices=list(QNNFAB_MODELS),
+                        help="with --build: build only these of qnnfab's networks (default: all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the rows of an earlier run in --out (OUT/fmnist.json) and "
+                             "compute only what they lack (Verilator checks, builds)")
     parser.add_argument("--hls4ml-precision", default="fixed<32,16>",
                         help="hls4ml's default precision (accumulators, batch-norm)")
     parser.add_argument("--out", default="build/bench-fmnist")
@@ -528,10 +606,21 @@ def main(argv=None):
     if ds.n_features != 784:
         parser.error(f"--data {args.data}: {ds.n_features} features, expected 784 (28x28)")
     rows, failures, onnx_paths = [], [], {}
+    kept = kept_rows(args, ds.name) if args.reuse else {}
     for name in args.models:
         for seed in args.seeds:
             try:
-                if name in QNNFAB_MODELS:
+                old = [r for r in kept.get(name, []) if r.get("seed") == seed]
+                if name in BREVITAS_MODELS and old:
+                    log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
+                    rows.append(old[0])
+                    onnx_paths[name, seed] = network_path(args, name, seed, ".onnx")
+                elif name == "hls4ml" and old:
+                    log(f"[hls4ml, seed {seed}] kept from {args.out}/fmnist.json")
+                    rows.extend(old)
+                elif name in QNNFAB_MODELS and old:
+                    rows.append(complete_qnnfab(old[0], args, ds))
+                elif name in QNNFAB_MODELS:
                     rows.append(run_qnnfab(name, seed, args, ds))
                 elif name in BREVITAS_MODELS:
                     rows.append(run_brevitas(name, seed, args, ds, onnx_paths))
@@ -541,8 +630,10 @@ def main(argv=None):
                         rows.append({"network": "hls4ml", "trained in": "-", "arch": "-",
                                      "error": "no Brevitas model to convert (--models)"})
                     for bname, _ in done:
-                        qc = next(r["qonnx_classes"] for r in rows
+                        qc = next(r.get("qonnx_classes") for r in rows
                                   if r["network"] == bname and r["seed"] == seed)
+                        if qc is None:
+                            qc = kept_qonnx_classes(onnx_paths[bname, seed], ds)
                         rows.append(run_hls4ml(bname, seed, onnx_paths[bname, seed], qc, args,
                                                ds))
             except Exception as exc:
