@@ -113,7 +113,7 @@ class BoardTop(wiring.Component):
         (bad code, timeout, framing error) and goes dark with the next answer. On a board they
         drive ``led`` 0 and 1, or what the board has (:func:`board_leds`).
 
-    Latency: the answer's start bit begins about ``divisor / 2 + latency + 6`` cycles after the
+    Latency: the answer's start bit begins about ``divisor / 2 + latency + 7`` cycles after the
     start of the last request byte's stop bit (``latency``: the network's). Throughput: one
     inference per request/response round trip, ``10 * divisor * (request_length +
     response_length)`` cycles at least, limited by the UART, not the network
@@ -212,9 +212,21 @@ class BoardTop(wiring.Component):
         count = Signal(range(max(fmt.input_features, fmt.response_length,
                                  protocol.SELFTEST_LENGTH) + 1))
         timer = Signal(range(self.timeout_cycles + 1))
-        byte = rx.o.payload
-        got = rx.o.valid          # rx.o.ready is always high: bytes are consumed at once
+        # rx.o.ready is always high: bytes are consumed at once. The received byte, its
+        # valid and every test of it are registered (one cycle later): the test of a code
+        # byte gates the shift of all input_features codes, and computed from the receiver's
+        # register it was the iCEBreaker's critical path (22 ns into a global clock enable).
         m.d.comb += rx.o.ready.eq(1)
+        byte, got = Signal(8), Signal()
+        is_code = Signal()
+        is_sync = {key: Signal(name=f"is_{key}") for key in ("request", "selftest", "learn")}
+        is_label = Signal()
+        m.d.sync += [byte.eq(rx.o.payload), got.eq(rx.o.valid),
+                     is_code.eq(rx.o.payload <= fmt.max_code),
+                     is_label.eq(rx.o.payload < fmt.n_outputs),
+                     is_sync["request"].eq(rx.o.payload == protocol.REQUEST_SYNC),
+                     is_sync["selftest"].eq(rx.o.payload == protocol.SELFTEST_SYNC),
+                     is_sync["learn"].eq(rx.o.payload == protocol.LEARN_SYNC)]
         with m.If(rx.error):
             m.d.sync += error.eq(1)
 
@@ -251,17 +263,17 @@ class BoardTop(wiring.Component):
 
         with m.FSM(name="frame"):
             with m.State("IDLE"):
-                with m.If(got & (byte == protocol.REQUEST_SYNC)):
+                with m.If(got & is_sync["request"]):
                     m.d.sync += [count.eq(0), timer.eq(0)]
                     if self.learning:
                         m.d.sync += learn.eq(0)
                     m.next = "RECEIVE"
                 if test is not None:
-                    with m.Elif(got & (byte == protocol.SELFTEST_SYNC)):
+                    with m.Elif(got & is_sync["selftest"]):
                         m.d.comb += test.start.eq(1)
                         m.next = "TEST"
                 if self.learning:
-                    with m.Elif(got & (byte == protocol.LEARN_SYNC)):
+                    with m.Elif(got & is_sync["learn"]):
                         m.d.sync += [count.eq(0), timer.eq(0), learn.eq(1)]
                         m.next = "LABEL"
             if test is not None:
@@ -287,7 +299,7 @@ class BoardTop(wiring.Component):
                 with m.State("LABEL"):
                     with m.If(got):
                         m.d.sync += timer.eq(0)
-                        with m.If(byte < fmt.n_outputs):
+                        with m.If(is_label):
                             m.d.sync += label.eq(byte)
                             m.next = "RECEIVE"
                         with m.Else():
@@ -301,13 +313,13 @@ class BoardTop(wiring.Component):
             with m.State("RECEIVE"):
                 with m.If(got):
                     m.d.sync += timer.eq(0)
-                    with m.If(byte <= fmt.max_code):
+                    with m.If(is_code):
                         m.d.sync += [vec.eq(Cat(vec[bits:], byte[:bits])), count.eq(count + 1)]
                         with m.If(count == fmt.input_features - 1):
                             m.next = "RUN"
                     with m.Else():
                         m.d.sync += [error.eq(1), count.eq(0)]
-                        with m.If(byte != protocol.REQUEST_SYNC):
+                        with m.If(~is_sync["request"]):
                             m.next = "IDLE"
                 with m.Elif(timer == self.timeout_cycles):
                     m.d.sync += error.eq(1)

@@ -2,7 +2,7 @@
 
 import operator
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -47,14 +47,21 @@ class Argmax(wiring.Component):
     cost ``n·width`` flip-flops), so the input is acknowledged only with the output:
     ``i.ready = o.valid & o.ready``.
 
-    Latency: :attr:`latency` = ``2n + 1`` cycles from ``i.valid`` to ``o.valid``.
-    Throughput: one vector per :attr:`interval` = ``2n + 2`` cycles.
+    ``tree``: a comparator tree instead, a register after each of its ``L = max(1,
+    ceil(log2 n))`` levels, computing free-running on the held scores; ``o.valid`` after ``L``
+    cycles (a chain of valid bits, cleared by the transfer). ``n - 1`` comparators instead of
+    one: for networks whose layers are faster than ``2n + 2`` cycles (see
+    :func:`qnnfab.rtl.timing.argmax_needs_tree`), where the sequential one set the pace.
+
+    Latency: :attr:`latency` = ``2n + 1`` cycles from ``i.valid`` to ``o.valid`` (tree: ``L``).
+    Throughput: one vector per :attr:`interval` = ``2n + 2`` cycles (tree: ``L + 1``).
     """
 
     @quiet_on_error
-    def __init__(self, *, n, width):
+    def __init__(self, *, n, width, tree=False):
         self.n = operator.index(n)
         self.width = operator.index(width)
+        self.tree = bool(tree)
         if self.n < 1 or self.width < 1:
             raise ValueError(f"n and width must be >= 1, not n={self.n} width={self.width}")
         super().__init__({
@@ -65,14 +72,16 @@ class Argmax(wiring.Component):
     @property
     def latency(self):
         """Cycles from ``i.valid`` (unit idle) to ``o.valid`` (:func:`qnnfab.rtl.timing.argmax`)."""
-        return timing.argmax(self.n).latency
+        return timing.argmax(self.n, tree=self.tree).latency
 
     @property
     def interval(self):
         """Cycles between vectors with an eager source and sink."""
-        return timing.argmax(self.n).interval
+        return timing.argmax(self.n, tree=self.tree).interval
 
     def elaborate(self, platform):
+        if self.tree:
+            return self._elaborate_tree()
         m = Module()
         n = self.n
         idx_shape = unsigned(max(1, ceil_log2(n)))
@@ -117,4 +126,41 @@ class Argmax(wiring.Component):
             m.d.sync += [done.eq(1), k.eq(0)]
         with m.If(self.i.ready):
             m.d.sync += done.eq(0)
+        return m
+
+    def _elaborate_tree(self):
+        m = Module()
+        n = self.n
+        idx_shape = unsigned(max(1, ceil_log2(n)))
+        scores = self.i.payload
+        cands = [(Const(j, idx_shape), scores[j]) for j in range(n)]
+        levels = 0
+        while len(cands) > 1 or levels == 0:
+            nxt = []
+            for j in range(0, len(cands), 2):
+                pair = cands[j:j + 2]
+                idx = Signal(idx_shape, name=f"l{levels}_idx{j // 2}", reset_less=True)
+                best = Signal(signed(self.width), name=f"l{levels}_best{j // 2}",
+                              reset_less=True)
+                if len(pair) == 2:
+                    (ia, sa), (ib, sb) = pair
+                    gt = sb > sa                # strictly: a tie keeps the lower index
+                    m.d.sync += [idx.eq(Mux(gt, ib, ia)), best.eq(Mux(gt, sb, sa))]
+                else:
+                    m.d.sync += [idx.eq(pair[0][0]), best.eq(pair[0][1])]
+                nxt.append((idx, best))
+            cands = nxt
+            levels += 1
+        assert levels == self.latency
+        # valid[k]: the held scores have been in the tree for k + 1 cycles.
+        valid = [Signal(name=f"valid{k}") for k in range(levels)]
+        xfer = Signal()
+        m.d.comb += [self.o.valid.eq(self.i.valid & valid[-1]),
+                     self.i.ready.eq(xfer), xfer.eq(self.o.valid & self.o.ready),
+                     self.o.payload.cls.eq(cands[0][0]), self.o.payload.scores.eq(scores)]
+        with m.If(xfer):
+            m.d.sync += [v.eq(0) for v in valid]
+        with m.Else():
+            m.d.sync += [valid[0].eq(self.i.valid)]
+            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, levels)]
         return m

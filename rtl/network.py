@@ -256,7 +256,10 @@ class Network(wiring.Component):
                 out.append((f"layer{k}", t, True))
             prev = layer
         if not self._argmax_unrolled:
-            out.append(("argmax", timing.argmax(net.n_outputs), True))
+            # The tree argmax where the sequential one would set the pace (fast layers).
+            slowest = max((t.interval for _, t, _ in out), default=1)
+            self._argmax_tree = timing.argmax_needs_tree(net.n_outputs, slowest)
+            out.append(("argmax", timing.argmax(net.n_outputs, tree=self._argmax_tree), True))
         return out
 
     def _stage_refills(self):
@@ -362,7 +365,8 @@ class Network(wiring.Component):
             prev = layer
         if argmax and not self._argmax_unrolled:
             last = net.layers[-1]
-            stages.append(("argmax", Argmax(n=last.out_features, width=last.acc_width)))
+            stages.append(("argmax", Argmax(n=last.out_features, width=last.acc_width,
+                                            tree=self._argmax_tree)))
         return stages
 
     def elaborate(self, platform):

@@ -26,7 +26,7 @@ __all__ = ["Timing", "fold_steps", "mvu", "multi_threshold", "argmax", "vector_t
            "pixels_to_vector", "max_pool", "sliding_window", "conv_unit", "update_unit",
            "online_learner", "LearnerTiming", "chained", "MVU_STAGES", "FED_BY_STAGE",
            "UNROLLED_FIFO_LATENCY", "unrolled_registers", "argmax_tree", "unrolled_chain",
-           "unrolled_fifo_depth"]
+           "unrolled_fifo_depth", "argmax_needs_tree"]
 
 #: Registers of a matrix-vector unit around its dot unit: the issue register (weight address,
 #: input slice) and the accumulator; the thresholds are combinational from the accumulator
@@ -88,11 +88,23 @@ def multi_threshold():
     return Timing(latency=1, interval=1)
 
 
-def argmax(n):
-    """The sequential argmax over ``n`` scores: one score every two cycles, latency ``2n + 1``,
-    interval ``2n + 2``."""
+def argmax(n, *, tree=False):
+    """The argmax over ``n`` scores held in its source's output register. Sequential (one
+    score every two cycles): latency ``2n + 1``, interval ``2n + 2``. ``tree``: a comparator
+    tree with a register after each of its ``L = max(1, ceil(log2 n))`` levels, latency ``L``,
+    interval ``L + 1`` (the held scores are acknowledged with the result)."""
     n = _positive("n", n)
+    if tree:
+        levels = max(1, (n - 1).bit_length())
+        return Timing(latency=levels, interval=levels + 1)
     return Timing(latency=2 * n + 1, interval=2 * n + 2)
+
+
+def argmax_needs_tree(n, slowest_other_interval):
+    """Whether a folded network ends with the tree argmax: when the sequential one's interval
+    (``2n + 2``) is at least that of the slowest other stage, i.e. when it would set (or tie)
+    the network's throughput. Otherwise the sequential one costs fewer cells for free."""
+    return argmax(n).interval >= operator.index(slowest_other_interval)
 
 
 def vector_to_pixels(height, width):

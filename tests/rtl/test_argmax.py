@@ -16,8 +16,9 @@ def test_layout():
     assert argmax_layout(1, 3).members["cls"] == unsigned(1)
 
 
+@pytest.mark.parametrize("tree", [False, True])
 @pytest.mark.parametrize("n, width", [(1, 4), (2, 3), (10, 9), (7, 5)])
-def test_argmax_matches_numpy_with_back_pressure(n, width):
+def test_argmax_matches_numpy_with_back_pressure(n, width, tree):
     seed = 10 * n + width
     rng = np.random.default_rng(seed)
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
@@ -25,7 +26,7 @@ def test_argmax_matches_numpy_with_back_pressure(n, width):
     vectors[:10] = rng.integers(-1, 2, size=(10, n))     # many ties
     vectors[10] = lo
     vectors[11] = hi
-    dut = Argmax(n=n, width=width)
+    dut = Argmax(n=n, width=width, tree=tree)
     results = []
 
     async def producer(ctx):
@@ -40,7 +41,11 @@ def test_argmax_matches_numpy_with_back_pressure(n, width):
                 await ctx.tick()
             results.append(await stream_get(ctx, dut.o))
 
-    assert dut.latency == 2 * n + 1 and dut.interval == 2 * n + 2
+    levels = max(1, (n - 1).bit_length())
+    if tree:
+        assert dut.latency == levels and dut.interval == levels + 1
+    else:
+        assert dut.latency == 2 * n + 1 and dut.interval == 2 * n + 2
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
