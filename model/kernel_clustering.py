@@ -489,7 +489,8 @@ def sweep(net, ks, accuracy, **options):
     return rows
 
 
-SERIES_COLOURS = ("#3b6fb6", "#d0452f", "#2e9b4f", "#8a4fb0", "#c08a1e")
+SERIES_COLOURS = ("#3b6fb6", "#d0452f", "#2e9b4f", "#8a4fb0", "#c08a1e", "#1a9ba8",
+                  "#b8407a", "#5a5a5a")
 
 
 def sweep_plot_svg(rows, *, baseline=None, title="Kernel clustering: accuracy vs kernel "

@@ -40,7 +40,8 @@ from .conv import QuantCNN
 from .export import export
 from .quantizers import binarize_weight, ternarize_weight, weight_codes
 
-__all__ = ["KernelTable", "ClusteredKernels", "finetune_clustered", "FINETUNE_LR_FACTOR"]
+__all__ = ["KernelTable", "ClusteredKernels", "finetune_clustered", "finetune_attached",
+           "FINETUNE_LR_FACTOR"]
 
 #: Peak learning rate of fine-tuning, as a fraction of the preset's. Measured on digits-cnn
 #: (seeds 0-2, 10 epochs, `cluster_network` with signs): 0.3 was better on validation for
@@ -225,7 +226,7 @@ def finetune_clustered(checkpoint, clustered, *, epochs, data=None, progress=Non
         test split); ``model``, the fine-tuned torch model (eval mode). All but ``history``
         and ``model`` are also stored in ``network.meta["kernel_finetune"]``.
     """
-    from .train import Checkpoint, _epochs, _optimize, load_checkpoint
+    from .train import Checkpoint, _epochs, load_checkpoint
 
     started = time.monotonic()
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -257,6 +258,32 @@ def finetune_clustered(checkpoint, clustered, *, epochs, data=None, progress=Non
             pairs = _conv_pairs(model, clustered)
             _check_origin(model, clustered)
             attached = _attach_tables(pairs)
+    finally:
+        torch.set_num_threads(threads)
+    return finetune_attached(model, attached, ds, p, clustered, epochs=n_epochs, lr=lr,
+                             table_lr=table_lr, seed=seed, progress=progress,
+                             started=started)
+
+
+def finetune_attached(model, attached, ds, preset, clustered, *, epochs, lr, table_lr=None,
+                      seed=0, progress=None, started=None):
+    """Fine-tune ``model`` (a :class:`~qnnfab.model.conv.QuantCNN` whose clustered convs draw
+    their kernels from :class:`KernelTable` s, ``attached`` = ``[(table, [convs])]``) on ``ds``
+    with ``preset``'s optimizer settings at peak rate ``lr``; ``clustered`` is the network
+    before fine-tuning (its accuracies are the ``*_before`` entries). What
+    :func:`finetune_clustered` does after rebuilding the model from the checkpoint; also the
+    fine-tuning of :mod:`qnnfab.model.float_kernel_clustering`. Returns ``(network, info)``
+    as :func:`finetune_clustered`."""
+    from .train import _optimize
+
+    started = time.monotonic() if started is None else started
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, not {lr}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
             tables = [t for t, _ in attached]
             holder = _Holder(model, tables)
             table_lrs = [lr / float(np.mean([float(c.alpha.detach()) for c in convs]))
@@ -269,18 +296,17 @@ def finetune_clustered(checkpoint, clustered, *, epochs, data=None, progress=Non
                     t.clip_()
 
             history, best_epoch = _optimize(
-                model, ds, p, groups, seed=seed, epochs=n_epochs,
-                progress=progress, desc=f"finetune {p.name}", lr=lr, constrain=clip_tables,
-                holder=holder)
+                model, ds, preset, groups, seed=seed, epochs=epochs,
+                progress=progress, desc=f"finetune {preset.name}", lr=lr,
+                constrain=clip_tables, holder=holder)
+        meta = dict(clustered.meta)
+        network = export(model, meta=meta, classes=list(clustered.classes))
+        with torch.no_grad():
+            float_pred = model(torch.as_tensor(ds.x_test, dtype=torch.float32)).argmax(1).numpy()
     finally:
         torch.set_num_threads(threads)
-
-    meta = dict(clustered.meta)
-    network = export(model, meta=meta, classes=list(clustered.classes))
-    with torch.no_grad():
-        float_pred = model(torch.as_tensor(ds.x_test, dtype=torch.float32)).argmax(1).numpy()
     int_pred = golden.forward(network, ds.x_test).classes
-    info = {"epochs": n_epochs, "best_epoch": best_epoch, "lr": lr, "table_lr": table_lrs,
+    info = {"epochs": epochs, "best_epoch": best_epoch, "lr": lr, "table_lr": table_lrs,
             "tables": [int(t.rep.shape[0]) for t in tables],
             "val_before": _accuracy(clustered, ds.x_val, ds.y_val),
             "val_after": _accuracy(network, ds.x_val, ds.y_val),
