@@ -96,11 +96,12 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
     """Build ``network`` on ``board`` into ``out_dir`` in ``style`` (``folded``, ``unrolled``,
     ``auto`` or one style per layer); returns the report.
 
-    ``folded`` is :func:`qnnfab.boards.build.build`. Otherwise the same three steps as
-    :func:`qnnfab.boards.build.plan_build` / ``build`` with the core
-    ``Network(network, folding, style=styles)`` given to the board top, and the fit checked
-    with the styled estimate (:class:`DoesNotFit`). (``qnnfab build --style`` does this once
-    ``boards.build`` takes a style; see the closing note of issue 23.)"""
+    ``folded`` is :func:`qnnfab.boards.build.build`, as ``qnnfab build`` runs it; so is
+    ``unrolled``/``auto`` (``qnnfab build --style``, with the styles :func:`styles_for`
+    resolved and the fit checked first with the styled estimate, :class:`DoesNotFit`). A
+    peer's ``core`` (da4ml) and ``pack_only`` take the same three steps as
+    :func:`qnnfab.boards.build.plan_build` / ``build`` here, with that core given to the board
+    top."""
     from qnnfab.boards import build as B
     from qnnfab.boards.families import get_family
     from qnnfab.boards.registry import board_folding, get_board
@@ -115,6 +116,7 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
     started = time.monotonic()
     board = get_board(board)
     network.validate()
+    requested_mhz = clock_mhz
     clock_mhz, pll = B._design_clock(board, clock_mhz)
     folding = board_folding(network, board)
     family = get_family(board.family)
@@ -131,6 +133,13 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
     if est["weight_bits"] > board.bram_bits:
         raise DoesNotFit(f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of "
                          f"block RAM")
+    if core is None and not pack_only:          # what `qnnfab build --style` runs
+        from qnnfab.rtl.cse import cached_graph
+        stats = [cached_graph(layer).stats.__dict__
+                 for layer, s in zip(network.layers, styles) if s == "unrolled"]
+        return B.build(network, board, out_dir, clock_mhz=requested_mhz, seed=seed,
+                       progress=lambda step: log(f"  {step}"), style=styles,
+                       extra={"cse": stats, **(extra or {})})
     env = B.toolchain_env(board.family)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -324,7 +324,17 @@ class UnrolledChain(wiring.Component):
         else:
             word = Cat(*xs)
         assert n_valid == self.registers, (n_valid, self.registers)
-        m.d.comb += hold.eq(seps[-1] if len(seps) > 1 else 0)
+        if len(seps) > 1:
+            # A reset shorter than the shift register leaves a pulse of ones travelling down
+            # it after the reset (found by the fuzz in Verilator, whose testbench resets for 2
+            # cycles): wait until it has passed the last separator. The counter is loaded by
+            # the reset (not reset to a value: at power-up the separators are 0 already, and
+            # no input waits).
+            n = len(seps) - 1
+            wait = Signal(range(n + 1), name="sep_wait", reset_less=True)
+            m.d.sync += wait.eq(Mux(ResetSignal(allow_reset_less=True), n,
+                                    Mux(wait != 0, wait - 1, 0)))
+            m.d.comb += hold.eq(wait != 0)
         m.d.comb += [fifo.w_en.eq(valid), fifo.w_data.eq(word)]
         return m
 

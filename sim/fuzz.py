@@ -7,7 +7,10 @@ networks, output by output.
 max-pool layers, 1..8-bit activations), a random
 folding (any PE that divides the outputs and any allowed SIMD: from fully serial to fully
 parallel), and input vectors mixing random codes with the extremes (all zero, all max,
-alternating 0/max and max/0). The network's structure, kinds, widths and folding are drawn by
+alternating 0/max and max/0), and the layers' styles (:func:`styles`: about half the
+networks unroll some or all of their dense layers, weights as constants in the logic,
+:mod:`qnnfab.rtl.unrolled_dense`, mixed with folded ones; conv and pool layers stay folded).
+The network's structure, kinds, widths, folding and styles are drawn by
 Hypothesis (so a failure shrinks to a small network); weights, thresholds and random codes come
 from a NumPy generator seeded by a drawn integer.
 
@@ -38,28 +41,44 @@ from hypothesis import strategies as st
 from qnnfab import ir, random_net
 from qnnfab.kinds import WEIGHT_KINDS
 from qnnfab.spec import golden
+from qnnfab.rtl.cse import layer_matrix, row_terms
 from qnnfab.rtl.folding import divisors, simd_choices
 
-__all__ = ["Example", "Tally", "examples", "networks", "input_codes", "check", "features_of",
-           "run", "main"]
+__all__ = ["Example", "Tally", "examples", "networks", "foldings", "styles", "input_codes",
+           "check", "features_of", "run", "main", "MAX_UNROLLED_TERMS"]
 
 #: Input patterns besides uniform random codes.
 PATTERNS = ("random", "zero", "max", "alternating", "alternating-inverted")
 
+#: A dense layer is drawn unrolled only if its adder graph sums at most this many terms (the
+#: nonzero CSD digits of its weight matrix, :func:`qnnfab.rtl.cse.row_terms`): Amaranth's
+#: simulation of such a layer is as quick as the folded one's (a 12x12 layer of 8-bit codebook
+#: weights has about 400).
+MAX_UNROLLED_TERMS = 600
+
 
 @dataclass
 class Example:
-    """One fuzz case: a network, its folding (one ``(pe, simd)`` or None per layer) and input
-    codes, shape (n, input_features)."""
+    """One fuzz case: a network, its folding (one ``(pe, simd)`` or None per layer), input
+    codes, shape (n, input_features), and the layers' styles (``"folded"``/``"unrolled"``
+    per layer, :func:`qnnfab.rtl.network.resolve_styles`; None: all folded)."""
     network: ir.Network
     folding: list
     codes: np.ndarray
     patterns: tuple = ()
+    style: list = None
+
+    @property
+    def styles(self):
+        """One style per layer (all ``"folded"`` when :attr:`style` is None)."""
+        return list(self.style) if self.style is not None else \
+            ["folded"] * len(self.network.layers)
 
     def __repr__(self):  # what Hypothesis prints for a falsifying example
         layers = "; ".join(_describe_layer(layer) for layer in self.network.layers)
+        style = f"; style {self.style}" if "unrolled" in self.styles else ""
         return (f"Example({self.network.input_features}x{self.network.input_bits}b -> {layers}; "
-                f"folding {self.folding}; inputs {list(self.patterns)}; "
+                f"folding {self.folding}{style}; inputs {list(self.patterns)}; "
                 f"codes {self.codes.tolist()})")
 
 
@@ -177,6 +196,25 @@ def foldings(draw, network):
     return folding
 
 
+def unrollable(layer):
+    """Whether the fuzz may unroll ``layer``: a dense layer whose adder graph is small
+    (:data:`MAX_UNROLLED_TERMS`)."""
+    return (isinstance(layer, ir.DenseLayer)
+            and int(row_terms(layer_matrix(layer)).sum()) <= MAX_UNROLLED_TERMS)
+
+
+@st.composite
+def styles(draw, network):
+    """The layers' styles: all folded, or (about half the time) each small dense layer
+    (:func:`unrollable`) folded or unrolled by a drawn boolean, so that all-unrolled networks,
+    runs of unrolled layers between folded ones and an unrolled last layer (the pipelined
+    argmax) all come up. Shrinks towards all folded."""
+    if not draw(st.booleans()):
+        return ["folded"] * len(network.layers)
+    return ["unrolled" if unrollable(layer) and draw(st.booleans()) else "folded"
+            for layer in network.layers]
+
+
 @st.composite
 def input_codes(draw, network, rng, *, max_vectors=6):
     """1..``max_vectors`` input vectors, each random or an extreme pattern. Returns
@@ -200,11 +238,13 @@ def input_codes(draw, network, rng, *, max_vectors=6):
 
 @st.composite
 def examples(draw, *, max_features=12, spatial=None, max_vectors=6):
-    """A random :class:`Example` (network, folding, inputs)."""
+    """A random :class:`Example` (network, folding, inputs, styles)."""
     network, rng = draw(networks(max_features=max_features, spatial=spatial))
     folding = draw(foldings(network))
     codes, patterns = draw(input_codes(network, rng, max_vectors=max_vectors))
-    return Example(network=network, folding=folding, codes=codes, patterns=patterns)
+    style = draw(styles(network))
+    return Example(network=network, folding=folding, codes=codes, patterns=patterns,
+                   style=style if "unrolled" in style else None)
 
 
 def features_of(example):
@@ -215,11 +255,21 @@ def features_of(example):
     if folding is None:
         from qnnfab.rtl.folding import auto_folding
         folding = auto_folding(example.network)
-    for layer, fold in zip(example.network.layers, folding):
+    style = example.styles
+    if "unrolled" in style:
+        tags.add("style:unrolled" if all(s == "unrolled" or not isinstance(ly, ir.DenseLayer)
+                                         for s, ly in zip(style, example.network.layers))
+                 else "style:mixed")
+        if style[-1] == "unrolled":
+            tags.add("unrolled:last")
+    for layer, fold, s in zip(example.network.layers, folding, style):
         if isinstance(layer, ir.PoolLayer):
             tags.add(f"maxpool{layer.size}")
             continue
         where = "conv" if isinstance(layer, ir.ConvLayer) else "dense"
+        if s == "unrolled":
+            tags.add(f"unrolled:{layer.weight_kind}")
+            tags.add(f"unrolled:in_bits={'1' if layer.in_bits == 1 else 'k'}")
         tags.add(f"{where}:{layer.weight_kind}")
         tags.add(f"{where}:in_bits={'1' if layer.in_bits == 1 else 'k'}")
         if layer.thresholds is not None:
@@ -232,6 +282,8 @@ def features_of(example):
             kc = layer.kernel_codebook
             if kc is not None:
                 tags.add("kernel_codebook" + ("+sign" if kc.sign is not None else ""))
+        if s == "unrolled":
+            continue                     # no folding: every weight at once
         pe, simd = (fold.pe, fold.simd) if hasattr(fold, "pe") else fold
         tags.add("fold:pe=1" if pe == 1 else "fold:pe=all" if pe == layer.out_features
                  else "fold:pe=partial")
@@ -286,7 +338,8 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     found = []
     for simulator in simulators:
         result = simulate(example.network, example.codes, simulator=simulator,
-                          folding=example.folding, build_dir=build_dir)
+                          folding=example.folding, build_dir=build_dir,
+                          style=example.styles)
         mismatches = compare(example.network, example.codes, result).mismatches
         found += [(simulator, m) for m in mismatches]
         if tally is not None:
@@ -318,7 +371,7 @@ def check_batch(examples_, *, build_dir=None, tally=None, seed=0, stalls=False):
     ready, valid = BATCH_STALLS if stalls else (1.0, 1.0)
     found = []
     try:
-        runs = run_networks([(e.network, e.folding, e.codes) for e in examples_],
+        runs = run_networks([(e.network, e.folding, e.codes, e.styles) for e in examples_],
                             build_dir=build_dir, ready_probability=ready,
                             valid_probability=valid, seed=seed, jobs=1)
     except ToolNotFoundError:
