@@ -18,9 +18,10 @@ accuracy.
 
 ``--reuse`` takes the report of a finished build (``OUT/<net>/<board>/<style>/report.json``)
 instead of building again: run the slow builds one at a time with ``--only`` and print the
-whole table at the end. ``--da4ml`` adds da4ml's row (an optional peer: ``pip install da4ml``)
-for each network: its Verilog of the same integer network, synthesized and placed
-out-of-context (no UART top) on the same device.
+whole table at the end (``--reuse --no-build``: and build nothing, a row without a report
+says "not built", one the estimate puts above the device "does not fit"). ``--da4ml`` adds
+da4ml's row (an optional peer: ``pip install da4ml``) for each network: its Verilog of the
+same integer network, synthesized and placed out-of-context (no UART top) on the same device.
 
 Slow: an ULX3S-85F place and route of an unrolled network takes 15-30 minutes.
 """
@@ -91,6 +92,25 @@ class DoesNotFit(ValueError):
     pass
 
 
+def check_styled_fit(network, board, style):
+    """The styles of ``style`` on ``board`` and their estimate; :class:`DoesNotFit` above
+    :data:`HEADROOM` of the device's cells or its block RAM."""
+    from qnnfab.boards.registry import board_folding, get_board
+    from qnnfab.rtl import estimate as E
+    board = get_board(board)
+    folding = board_folding(network, board)
+    styles = styles_for(network, board, style, folding)
+    est = E.estimate(network, [(f.pe, f.simd) for f in folding], styles=styles,
+                     lane_scale=lane_scale_of(board))
+    if est["lc"] > HEADROOM * board.lut:
+        raise DoesNotFit(f"an estimated {est['lc']:,} LUTs > {HEADROOM:.0%} of "
+                         f"{board.lut:,} ({', '.join(styles)})")
+    if est["weight_bits"] > board.bram_bits:
+        raise DoesNotFit(f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of "
+                         f"block RAM")
+    return styles, est
+
+
 def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extra=None,
                  core=None, pack_only=False):
     """Build ``network`` on ``board`` into ``out_dir`` in ``style`` (``folded``, ``unrolled``,
@@ -107,7 +127,6 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
     from qnnfab.boards.registry import board_folding, get_board
     from qnnfab.boards.report import make_report
     from qnnfab.boards.top import BoardTop
-    from qnnfab.rtl import estimate as E
     from qnnfab.rtl.network import Network
 
     if style == "folded":
@@ -124,15 +143,7 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
         styles = [style]
         est = {"lc": 0, "weight_bits": 0}
     else:
-        styles = styles_for(network, board, style, folding)
-        est = E.estimate(network, [(f.pe, f.simd) for f in folding], styles=styles,
-                         lane_scale=lane_scale_of(board))
-    if est["lc"] > HEADROOM * board.lut:
-        raise DoesNotFit(f"an estimated {est['lc']:,} LUTs > {HEADROOM:.0%} of "
-                         f"{board.lut:,} ({', '.join(styles)})")
-    if est["weight_bits"] > board.bram_bits:
-        raise DoesNotFit(f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of "
-                         f"block RAM")
+        styles, est = check_styled_fit(network, board, style)
     if core is None and not pack_only:          # what `qnnfab build --style` runs
         from qnnfab.rtl.cse import cached_graph
         stats = [cached_graph(layer).stats.__dict__
@@ -410,14 +421,18 @@ def da4ml_core(network, work_dir, *, latency_cutoff=5):
                          "latency_cutoff": latency_cutoff}
 
 
-def da4ml_row(net_name, network, board, out_dir, *, reuse, pack_only=False):
-    """da4ml's row: its Verilog behind the same board top, same device, same tools."""
+def da4ml_row(net_name, network, board, out_dir, *, reuse, pack_only=False, build=True):
+    """da4ml's row: its Verilog behind the same board top, same device, same tools
+    (``build=False``: only a finished build's report)."""
     report_path = os.path.join(out_dir, "report.json")
     if reuse and os.path.exists(report_path):
         with open(report_path) as f:
             row = row_of(net_name, board, "da4ml", json.load(f))
         row["generator"] = "da4ml"
         return row
+    if not build:
+        return {**row_of(net_name, board, "da4ml", status="not built", detail=""),
+                "generator": "da4ml"}
     try:
         import da4ml  # noqa: F401
     except ImportError:
@@ -447,6 +462,9 @@ def main(argv=None):
                         help="build only these (the rest come from --reuse or are skipped)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse finished builds' report.json instead of building again")
+    parser.add_argument("--no-build", action="store_true",
+                        help="with --reuse: build nothing (rows without a report: not built, "
+                             "or does not fit by the estimate)")
     parser.add_argument("--da4ml", action="store_true", help="add da4ml's rows (if installed)")
     parser.add_argument("--da4ml-pack-only", action="store_true",
                         help="da4ml's rows: synthesis and nextpnr --pack-only (LUTs, no fmax; "
@@ -458,6 +476,8 @@ def main(argv=None):
     parser.add_argument("--out", default="build/bench-unrolled")
     add_docs_arguments(parser)
     args = parser.parse_args(argv)
+    if args.no_build and (not args.reuse or args.only):
+        parser.error("--no-build goes with --reuse and without --only")
     if args.only:
         args.docs = None
     check_docs_page(args, DOC_TABLES)
@@ -511,6 +531,16 @@ def main(argv=None):
         if not wanted:
             rows.append(row_of(name, board, style, status="skipped", detail="not built"))
             continue
+        if args.no_build:
+            try:
+                if style != "folded":
+                    check_styled_fit(net, board, style)
+                rows.append(row_of(name, board, style, status="not built",
+                                   detail=f"`--only {key}`"))
+            except DoesNotFit as exc:
+                rows.append(row_of(name, board, style, status="does not fit",
+                                   detail=str(exc)))
+            continue
         log(f"{name} on {board}, {style}")
         start = time.monotonic()
         try:
@@ -536,7 +566,8 @@ def main(argv=None):
                 if board != "icebreaker":
                     rows.append(da4ml_row(n, network(n), board,
                                           os.path.join(args.out, n, board, "da4ml"),
-                                          reuse=args.reuse, pack_only=args.da4ml_pack_only))
+                                          reuse=args.reuse, pack_only=args.da4ml_pack_only,
+                                          build=not args.no_build))
     from qnnfab.flow import test_accuracy
     accuracy = {}
     for r in rows:
