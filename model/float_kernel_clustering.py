@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from qnnfab import numerics
+from qnnfab import ir, numerics
 from qnnfab.spec import golden
 
 from .conv import QuantCNN
@@ -47,7 +47,7 @@ from .kernel_clustering import _finish_table, _to_codes, kmeans, signed_kmeans
 from .kernel_finetune import FINETUNE_LR_FACTOR, ClusteredKernels, KernelTable, \
     finetune_attached
 
-__all__ = ["FloatCNN", "FloatClustering", "train_float_cnn", "ternary_scale",
+__all__ = ["FloatCNN", "FloatClustering", "FixedKernels", "train_float_cnn", "ternary_scale",
            "cluster_float_cnn", "finetune_float_clustered"]
 
 #: The weight kind the float network is quantized to.
@@ -196,15 +196,29 @@ def _quantized_model(source, preset, dataset):
     return model.eval(), scales
 
 
-def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_init=4):
+def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_init=4,
+                      bits=None, level_bits=8):
     """Cluster the float conv kernels of ``source`` (a :class:`FloatCNN`) into at most
     ``kernels`` representatives per conv layer (``per_layer``) or for the network, then
     quantize; see the module docstring. ``kernels=None``: no clustering (every kernel
     ternarized on its own). ``sign``: kernel = ±representative. ``seed``, ``n_init``: the
-    k-means++ initialisation. Returns a :class:`FloatClustering`."""
+    k-means++ initialisation.
+
+    ``bits``: None quantizes to ternary; ``k`` (1..8) to ``k``-bit codebooks instead
+    (:func:`_codebook_model`): each table's representatives take ``2**k`` levels found by 1-D
+    k-means over the table's values (each value weighted by its cluster's size; with
+    ``sign`` symmetric: ``±`` the ``2**(k-1)`` magnitudes k-means finds in ``|values|``), every
+    other layer a ``k``-bit k-means codebook of its own weights
+    (:func:`qnnfab.model.codebooks.kmeans_codebook`), levels as signed ``level_bits``-bit
+    integers times a power-of-two scale (:func:`qnnfab.model.codebooks.to_integer_levels`).
+    Such a table is not fine-tuned (:class:`~qnnfab.model.kernel_finetune.KernelTable` holds
+    binary and ternary kernels). Returns a :class:`FloatClustering`."""
     if not isinstance(source, FloatCNN):
         raise TypeError(f"source must be a FloatCNN from train_float_cnn, not {source!r}")
     kernels = _check_kernels(kernels)
+    if bits is not None:
+        return _codebook_model(source, kernels, per_layer=per_layer, sign=sign, seed=seed,
+                               n_init=n_init, bits=bits, level_bits=level_bits)
     ds, preset = source.dataset, source.preset
     fmodel = source.model
     model, scales = _quantized_model(fmodel, preset, ds)
@@ -244,7 +258,6 @@ def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_i
             kk = convs[group[0]].kernel_size
             table = KernelTable(_to_codes(t, levels, kk), TARGET_KIND)
             users, start = [], 0
-            table_bits = len(t) * kk * kk * code_bits
             for i in group:
                 conv = convs[i]
                 n = len(points[i])
@@ -258,16 +271,9 @@ def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_i
                 approx = alpha * t[idx] * sgn[:, None]
                 sq = float(((points[i] - approx) ** 2).sum())
                 total_sq += sq
-                index_bits = (len(t) - 1).bit_length()  # as ir.KernelCodebook.index_bits
-                bits_before = n * kk * kk * code_bits
-                bits_after = n * (index_bits + int(sign)) + (table_bits if per_layer else 0)
-                k_used = len(t) if per_layer else len(np.unique(idx))
-                per.append({"layer": i, "name": f"conv{i}", "kernel_size": kk, "kernels": n,
-                            "K": k_used, "reduction": 1 - k_used / n,
-                            "bits_before": bits_before, "bits_after": bits_after,
-                            "ratio": bits_before / bits_after if bits_after else None,
-                            "mse": sq / (n * kk * kk), "kernel_error": sq / n,
-                            "scale": layer_scale[i], "table_alpha": alpha})
+                per.append(_layer_stats(i, kk, n, len(t) if per_layer else len(np.unique(idx)),
+                                        len(t), code_bits, sign, per_layer, sq,
+                                        layer_scale[i], alpha))
             attached.append((table, users))
     with torch.no_grad():
         for i, block in enumerate(model.convs):
@@ -278,29 +284,25 @@ def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_i
 
     stats = None
     if kernels is not None:
-        k_total = sum(int(t.rep.shape[0]) for t, _ in attached)
-        n_total = sum(p["kernels"] for p in per)
-        before = sum(p["bits_before"] for p in per)
-        after = sum(p["bits_after"] for p in per)
-        if not per_layer:
-            kk = convs[0].kernel_size
-            after += k_total * kk * kk * code_bits
-        n_weights = sum(p["kernels"] * p["kernel_size"] ** 2 for p in per)
-        stats = {"kernels_requested": kernels, "per_layer": bool(per_layer), "sign": bool(sign),
-                 "seed": int(seed), "source": "float", "layers": per,
-                 "total": {"kernels": n_total, "K": k_total, "reduction": 1 - k_total / n_total,
-                           "bits_before": before, "bits_after": after,
-                           "ratio": before / after, "mse": total_sq / n_weights,
-                           "kernel_error": total_sq / n_total}}
+        stats = _total_stats(per, [int(t.rep.shape[0]) for t, _ in attached], kernels,
+                             per_layer, sign, seed, code_bits, convs[0].kernel_size, total_sq,
+                             None)
+    quantized = {"method": "ternary (post-training)",
+                 "kernels": "float clustering" if kernels is not None else "each on its own"}
+    return _finish(source, model, attached, stats, quantized)
+
+
+def _finish(source, model, attached, stats, quantized):
+    """Export ``model``, measure it, wrap it in a :class:`FloatClustering`."""
+    from .train import predict
+    ds, preset = source.dataset, source.preset
     meta = {"preset": preset.name, "seed": source.seed,
             "data": {"name": ds.name, "split_seed": ds.seed},
             "float_network": {"accuracy": source.float_accuracy, "weights": "float"},
-            "quantized": {"method": "ternary (post-training)", "kernels": "float clustering"
-                          if kernels is not None else "each kernel on its own"}}
+            "quantized": quantized}
     if stats is not None:
         meta["clustering"] = stats
     network = export(model, meta=meta, classes=list(ds.classes))
-    from .train import predict
     _, pred = predict(model, ds.x_test)
     gold = golden.forward(network, ds.x_test).classes
     acc = float(np.mean(gold == ds.y_test))
@@ -309,6 +311,159 @@ def cluster_float_cnn(source, kernels, *, per_layer=True, sign=True, seed=0, n_i
     return FloatClustering(network=network.validate(), model=model, attached=attached,
                            stats=stats, test_accuracy=acc,
                            agreement=float(np.mean(pred == gold)), source=source)
+
+
+def _layer_stats(i, kk, n, k_used, table_entries, code_bits, sign, per_layer, sq, scale,
+                 alpha=None):
+    """One conv layer's entry of the clustering statistics."""
+    index_bits = (table_entries - 1).bit_length()  # as ir.KernelCodebook.index_bits
+    bits_before = n * kk * kk * code_bits
+    bits_after = n * (index_bits + int(sign)) + \
+        (table_entries * kk * kk * code_bits if per_layer else 0)
+    entry = {"layer": i, "name": f"conv{i}", "kernel_size": kk, "kernels": n, "K": k_used,
+             "reduction": 1 - k_used / n, "bits_before": bits_before, "bits_after": bits_after,
+             "ratio": bits_before / bits_after if bits_after else None,
+             "mse": sq / (n * kk * kk), "kernel_error": sq / n, "scale": scale}
+    if alpha is not None:
+        entry["table_alpha"] = alpha
+    return entry
+
+
+def _total_stats(per, tables, kernels, per_layer, sign, seed, code_bits, kk, total_sq, bits):
+    k_total = sum(tables)
+    n_total = sum(p["kernels"] for p in per)
+    before = sum(p["bits_before"] for p in per)
+    after = sum(p["bits_after"] for p in per)
+    if not per_layer:
+        after += k_total * kk * kk * code_bits
+    n_weights = sum(p["kernels"] * p["kernel_size"] ** 2 for p in per)
+    return {"kernels_requested": kernels, "per_layer": bool(per_layer), "sign": bool(sign),
+            "seed": int(seed), "source": "float", "bits": bits, "layers": per,
+            "total": {"kernels": n_total, "K": k_total, "reduction": 1 - k_total / n_total,
+                      "bits_before": before, "bits_after": after, "ratio": before / after,
+                      "mse": total_sq / n_weights, "kernel_error": total_sq / n_total}}
+
+
+class FixedKernels:
+    """The kernels of one conv layer drawn from a fixed (not trained) codebook table: a callable
+    returning the level values ``(C_out, C_in, k, k)`` of ``kernel_codebook.decode(levels)``,
+    and :meth:`kernel_codebook` for the export."""
+
+    def __init__(self, kernel_codebook, levels):
+        self._kc = kernel_codebook
+        codes = kernel_codebook.decode(tuple(int(v) for v in levels))
+        self._values = torch.as_tensor(np.asarray(levels)[codes], dtype=torch.float32)
+
+    def __call__(self):
+        return self._values
+
+    def kernel_codebook(self):
+        return self._kc
+
+
+def _integer_codebook(float_levels, level_bits):
+    """``(int levels, scale)``, ``2**k`` integer levels of the float ones."""
+    from .codebooks import to_integer_levels
+    return to_integer_levels(np.sort(np.asarray(float_levels, dtype=np.float64)), level_bits)
+
+
+def _table_levels(values, counts, bits, sign):
+    """``2**bits`` float levels for a table's ``values`` (K, d) whose entries stand for
+    ``counts`` kernels: weighted 1-D k-means (each entry repeated by its count, rounded up);
+    symmetric with ``sign``."""
+    from .codebooks import kmeans_codebook
+    reps = np.maximum(1, np.rint(counts)).astype(np.int64)
+    flat = np.repeat(values, reps, axis=0).ravel()
+    if sign:
+        if bits == 1:
+            m = np.array([np.abs(flat).mean()])
+        else:
+            m = kmeans_codebook(np.concatenate([np.abs(flat), -np.abs(flat)]), bits).levels
+            m = np.abs(m[len(m) // 2:])
+        return np.concatenate([-m[::-1], m])
+    return kmeans_codebook(flat, bits).levels
+
+
+def _codebook_model(source, kernels, *, per_layer, sign, seed, n_init, bits, level_bits):
+    """:func:`cluster_float_cnn` with ``k``-bit codebooks instead of ternary weights."""
+    from .codebooks import assign, check_bits, codebook_from_levels, kmeans_codebook
+    bits = check_bits(bits, where="cluster_float_cnn: bits")
+    if bits > 8:
+        raise ValueError(f"cluster_float_cnn: bits must be 1..8, not {bits}")
+    ds, preset = source.dataset, source.preset
+    fmodel = source.model
+    model = _build(preset, ds, "float")
+    model.load_state_dict(fmodel.state_dict())
+    model.eval()
+    lins = model.quant_linears()
+    convs = [block.conv for block in model.convs]
+    n_conv = len(convs)
+    if kernels is not None and not per_layer and \
+            len({conv.kernel_size for conv in convs}) > 1:
+        raise ValueError("cluster_float_cnn: one kernel table for the network needs equal "
+                         "kernel sizes; use per_layer=True")
+    scale = [ternary_scale(lin.weight.detach().numpy()) for lin in lins]
+    points = [conv.weight.detach().numpy().astype(np.float64)
+              .reshape(-1, conv.kernel_size ** 2) / scale[i] for i, conv in enumerate(convs)]
+    clustered, per, tables, total_sq = set(), [], [], 0.0
+    if kernels is not None:
+        groups = [[i] for i in range(n_conv)] if per_layer else [list(range(n_conv))]
+        for group in groups:
+            x = np.concatenate([points[i] for i in group])
+            run = (signed_kmeans if sign else kmeans)(x, min(kernels, len(x)), seed=seed,
+                                                      n_init=n_init)
+            counts = np.bincount(run.labels, minlength=len(run.centers)).astype(np.float64)
+            keep = counts > 0
+            float_levels = _table_levels(run.centers[keep], counts[keep], bits, sign)
+            levels, step = _integer_codebook(float_levels, level_bits)
+            book = codebook_from_levels(levels * step)
+            table_values, index, signs = _finish_table(
+                book.levels[assign(run.centers, book)], x, sign)
+            kk = convs[group[0]].kernel_size
+            codes = assign(table_values, book).reshape(-1, kk, kk)
+            tables.append(len(codes))
+            code_bits = numerics.weight_code_bits(tuple(int(v) for v in levels))
+            start = 0
+            for i in group:
+                conv, n = convs[i], len(points[i])
+                shape = (conv.out_channels, conv.in_channels)
+                idx, sgn = index[start:start + n], signs[start:start + n]
+                start += n
+                kc = ir.KernelCodebook(index=idx.reshape(shape).astype(np.int64),
+                                       kernels=codes.astype(np.int64),
+                                       sign=sgn.reshape(shape).astype(np.int64) if sign
+                                       else None)
+                fixed = FixedKernels(kc, levels)
+                conv.set_codebook(kc.decode(tuple(int(v) for v in levels))
+                                  .reshape(conv.out_channels, -1), levels, step)
+                conv.set_kernel_source(fixed)
+                approx = table_values[idx] * sgn[:, None]
+                sq = float(((points[i] - approx) ** 2).sum())
+                total_sq += sq
+                clustered.add(i)
+                per.append(_layer_stats(i, kk, n, len(codes) if per_layer
+                                        else len(np.unique(idx)), len(codes), code_bits,
+                                        sign, per_layer, sq, scale[i]))
+    for i, lin in enumerate(lins):
+        if i in clustered:
+            continue
+        w = lin.weight.detach().numpy().astype(np.float64) / scale[i]
+        book = kmeans_codebook(w, bits)
+        levels, step = _integer_codebook(book.levels, level_bits)
+        lin.set_codebook(assign(w, codebook_from_levels(levels * step)), levels, step)
+    with torch.no_grad():
+        for i, block in enumerate([*model.convs, *model.hidden]):
+            _rescale_bn(block.bn, scale[i])
+        model.head.log_scale.add_(float(np.log(scale[-1])))
+    stats = None
+    if kernels is not None:
+        code_bits = numerics.weight_code_bits(convs[0].levels)
+        stats = _total_stats(per, tables, kernels, per_layer, sign, seed, code_bits,
+                             convs[0].kernel_size, total_sq, bits)
+    quantized = {"method": f"{bits}-bit k-means codebooks (post-training)",
+                 "level_bits": int(level_bits),
+                 "kernels": "float clustering" if kernels is not None else "each on its own"}
+    return _finish(source, model, [], stats, quantized)
 
 
 def finetune_float_clustered(clustering, *, epochs, lr=None, table_lr=None, seed=None,
@@ -324,6 +479,9 @@ def finetune_float_clustered(clustering, *, epochs, lr=None, table_lr=None, seed
 
     if not isinstance(clustering, FloatClustering):
         raise TypeError(f"clustering must be a FloatClustering, not {clustering!r}")
+    if clustering.stats is not None and clustering.stats.get("bits") is not None:
+        raise ValueError(f"clustering: {clustering.stats['bits']}-bit codebook tables are not "
+                         f"fine-tuned (KernelTable holds binary and ternary kernels)")
     if not clustering.attached:
         raise ValueError("clustering: no conv layer was clustered (kernels=None)")
     src = clustering.source

@@ -160,9 +160,10 @@ def test_accuracy(network):
     return float(np.mean(golden.forward(network, vecs.codes).classes == vecs.labels))
 
 
-def cluster_kernels(path, kernels, *, sign=False, per_layer=False, finetune=None, seed=0,
+def cluster_kernels(path, kernels, *, sign=True, per_layer=True, finetune=None, seed=0,
                     progress=True):
-    """Cluster the conv kernels of the network in ``path`` (``qnnfab cluster``).
+    """Cluster the conv kernels of the network in ``path`` (``qnnfab cluster``; ``sign`` and
+    ``per_layer`` as :func:`qnnfab.model.kernel_clustering.cluster_network`, on by default).
 
     ``finetune``: epochs of fine-tuning the representatives (and everything else) after the
     assignment, from the float model ``qnnfab train`` saved beside the file

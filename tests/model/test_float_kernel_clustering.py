@@ -220,6 +220,43 @@ def test_trained_then_finetuned():
             assert np.array_equal(layer.weights, kc.decode(layer.weight_levels))
 
 
+@pytest.mark.parametrize("sign", [False, True])
+def test_codebook_levels(digits, sign):
+    """bits=4: planted patterns recovered as one table entry each, conv weights = ±entries,
+    every layer a 4-bit codebook of integer levels, golden == torch layer by layer."""
+    rng = np.random.default_rng(11)
+    k = 5
+    pats = [random_patterns(rng, k, sign)[0], random_patterns(rng, k, sign)[0]]
+    src, truth = planted(digits, 4, pats, sign)
+    res = cluster_float_cnn(src, k, per_layer=True, sign=sign, bits=4)
+    assert res.attached == [] and res.stats["bits"] == 4
+    convs = [la for la in res.network.layers if isinstance(la, ir.ConvLayer)]
+    for i, (layer, (which, sgn)) in enumerate(zip(convs, truth)):
+        assert layer.weight_kind == "codebook" and len(layer.codebook) == 16
+        kc = layer.kernel_codebook
+        assert kc.size == k and (kc.sign is not None) == sign
+        index = kc.index.reshape(-1)
+        for j in range(k):
+            assert len(np.unique(index[which == j])) == 1, f"conv {i} pattern {j} split"
+        # every kernel is its entry's levels, times its sign
+        values = np.asarray(layer.codebook)[layer.weights].reshape(-1, 9)
+        entry = np.asarray(layer.codebook)[kc.kernels].reshape(-1, 9)[index]
+        s = kc.sign.reshape(-1) if sign else np.ones(len(index), dtype=np.int64)
+        assert np.array_equal(values, entry * s[:, None])
+        # and its sign pattern is the planted kernel's (the levels keep the signs)
+        planted_w = pats[i][which] * sgn[:, None, None]
+        big = np.abs(planted_w.reshape(-1, 9)) > 0.5
+        assert np.array_equal(np.sign(values)[big], np.sign(planted_w.reshape(-1, 9))[big])
+    assert res.network.layers[-1].weight_kind == "codebook"
+    codes, head = res.model.trace(torch.as_tensor(src.dataset.x_test, dtype=torch.float32))
+    trace = golden.forward(res.network, src.dataset.x_test)
+    for i, (mine, gold) in enumerate(zip(codes, trace.acts[1:])):
+        assert np.array_equal(mine.numpy().astype(np.int64), gold), f"layer {i}"
+    assert np.array_equal(head.numpy().astype(np.int64), trace.scores)
+    with pytest.raises(ValueError, match="4-bit codebook tables are not fine-tuned"):
+        finetune_float_clustered(res, epochs=1)
+
+
 def test_ternary_scale():
     assert ternary_scale([0.0, 0.7, -0.7, 0.0, 0.7]) == pytest.approx(0.7)
     assert ternary_scale(np.zeros(4)) == 1.0

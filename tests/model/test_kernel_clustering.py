@@ -251,7 +251,7 @@ def test_cluster_network_invariants(kind, per_layer, sign):
 
 def test_cluster_network_codebook_levels_per_layer():
     net = cnn(4, "codebook")
-    out, stats = cluster_network(net, 5, per_layer=True)
+    out, stats = cluster_network(net, 5, per_layer=True, sign=False)
     check_clustered(net, out, stats, 5, per_layer=True, sign=False)
     # representatives use the layer's own levels
     for layer in out.layers:
@@ -281,7 +281,7 @@ def test_planted_kernels_are_recovered_network_wide():
     net = cnn(3, "ternary", channels=[3, 8, 8])
     protos = plant(net, 7, 5)
     values = np.asarray(net.layers[0].weight_levels)[protos].reshape(5, 9)
-    out, stats = cluster_network(net, 5)
+    out, stats = cluster_network(net, 5, per_layer=False, sign=False)
     assert stats["total"]["K"] == 5 and stats["total"]["mse"] == 0
     table = np.asarray(out.layers[0].weight_levels)[out.layers[0].kernel_codebook.kernels]
     assert {tuple(t) for t in table.reshape(5, 9)} == {tuple(v) for v in values}
@@ -289,7 +289,7 @@ def test_planted_kernels_are_recovered_network_wide():
     net = cnn(3, "ternary", channels=[3, 8, 8])
     protos = plant(net, 7, 5, flip=0.05)
     values = np.asarray(net.layers[0].weight_levels)[protos].reshape(5, 9)
-    out, stats = cluster_network(net, 5)
+    out, stats = cluster_network(net, 5, per_layer=False, sign=False)
     check_clustered(net, out, stats, 5, per_layer=False, sign=False)
     table = np.asarray(out.layers[0].weight_levels)[out.layers[0].kernel_codebook.kernels]
     assert {tuple(t) for t in table.reshape(-1, 9)} == {tuple(v) for v in values}
@@ -298,13 +298,13 @@ def test_planted_kernels_are_recovered_network_wide():
 def test_sign_shares_an_entry_between_a_kernel_and_its_negation():
     net = cnn(5, "ternary", channels=[3, 8, 8])
     plant(net, 9, 4, negate=True)
-    out, stats = cluster_network(net, 4, sign=True)
+    out, stats = cluster_network(net, 4, per_layer=False, sign=True)
     check_clustered(net, out, stats, 4, per_layer=False, sign=True)
     assert stats["total"]["mse"] == 0 and stats["total"]["K"] <= 4
     for a, b in zip(net.layers, out.layers):
         assert np.array_equal(getattr(a, "weights", None), getattr(b, "weights", None))
     # without signs 4 entries cannot hold 4 kernels and their negations
-    assert cluster_network(net, 4)[1]["total"]["mse"] > 0
+    assert cluster_network(net, 4, per_layer=False, sign=False)[1]["total"]["mse"] > 0
 
 
 def test_round_to_levels_ties_toward_smaller_magnitude():
@@ -318,7 +318,7 @@ def test_round_to_levels_ties_toward_smaller_magnitude():
 
 def test_per_layer_k_is_capped_by_the_layer():
     net = cnn(6, "ternary", channels=[1, 3, 4])  # 3 and 12 kernels
-    out, stats = cluster_network(net, 8, per_layer=True)
+    out, stats = cluster_network(net, 8, per_layer=True, sign=False)
     assert [p["kernels"] for p in stats["layers"]] == [3, 12]
     assert stats["layers"][0]["K"] <= 3 and stats["layers"][1]["K"] <= 8
     check_clustered(net, out, stats, 8, per_layer=True, sign=False)
@@ -337,14 +337,23 @@ def two_conv_net(seed, *, k2=3, kind2="ternary", codebook2=None):
     return ir.Network(input_features=36, input_bits=2, layers=[c1, c2, d]).validate()
 
 
+def test_defaults_are_per_layer_with_signs():
+    """The setting that keeps most accuracy on digits-cnn (bench-cluster), as `qnnfab cluster`."""
+    net = cnn(1, "ternary")
+    out, stats = cluster_network(net, 3)
+    assert stats["per_layer"] and stats["sign"]
+    ref, _ = cluster_network(net, 3, per_layer=True, sign=True)
+    assert ir.to_bytes(out) == ir.to_bytes(ref)
+
+
 def test_cluster_network_errors():
     with pytest.raises(ir.IRError, match="equal kernel sizes.*3x3.*5x5.*per_layer=True"):
-        cluster_network(two_conv_net(0, k2=5), 4)
+        cluster_network(two_conv_net(0, k2=5), 4, per_layer=False)
     with pytest.raises(ir.IRError, match=r"equal weight levels.*\[0, 1, -1\].*\[-1, 1\]"):
-        cluster_network(two_conv_net(0, kind2="binary"), 4)
+        cluster_network(two_conv_net(0, kind2="binary"), 4, per_layer=False)
     # per layer, both work
     for net in (two_conv_net(0, k2=5), two_conv_net(0, kind2="binary")):
-        out, stats = cluster_network(net, 4, per_layer=True)
+        out, stats = cluster_network(net, 4, per_layer=True, sign=False)
         check_clustered(net, out, stats, 4, per_layer=True, sign=False)
     dense = random_net.random_network(np.random.default_rng(0), features=[8, 4, 2])
     with pytest.raises(ir.IRError, match="no conv layers"):
@@ -360,7 +369,7 @@ def test_cluster_network_errors():
 
 def test_clustered_network_survives_a_file_round_trip():
     net = cnn(8, "ternary")
-    out, stats = cluster_network(net, 3, sign=True)
+    out, stats = cluster_network(net, 3, per_layer=False, sign=True)
     back = ir.from_bytes(ir.to_bytes(out))
     assert back.meta["clustering"] == json.loads(json.dumps(stats))
     for a, b in zip(out.layers, back.layers):
