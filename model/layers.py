@@ -82,6 +82,14 @@ class QuantLinear(nn.Module):
     log_alpha : Parameter, scalar
         ``log α``: the scale of the levels ``{-α, (0,) +α}`` the Smart Quantization regularizer
         pulls the weights to; ``α/2`` is the ternary threshold.
+    depth_logit : Parameter, scalar (adaptive layers only)
+        Smart Quantization's depth gate ``s``: ``p = sigmoid(s)`` is how ternary the layer is
+        (0 binary, 1 ternary) while :attr:`soft_depth` is on (the ``"regularizer"`` method,
+        :mod:`qnnfab.model.sq`); unused otherwise.
+    soft_depth : bool
+        When true (an adaptive layer only), the forward pass uses the gated mix
+        ``(1 − p)·binary(w) + p·ternary(w)`` instead of :attr:`kind`'s levels. Not saved: a
+        trained layer has a fixed depth.
     kind : str
         The weight kind by name: a trainable kind (``"binary"``, ``"ternary"``: an adaptive
         layer's current depth), ``"float"`` or ``"codebook"``. It is part of the state dict
@@ -103,6 +111,9 @@ class QuantLinear(nn.Module):
         nn.init.uniform_(self.weight, -1 / math.sqrt(self.in_features),
                          1 / math.sqrt(self.in_features))
         self.log_alpha = nn.Parameter(torch.zeros(()))
+        if self.adaptive:
+            self.depth_logit = nn.Parameter(torch.zeros(()))
+        self.soft_depth = False
         # An adaptive layer starts binary (Smart Quantization sets its initial depth).
         self._kind = ADAPTIVE_KINDS[0] if self.adaptive else weight_kind
         self.is_float = weight_kind == "float"
@@ -137,6 +148,10 @@ class QuantLinear(nn.Module):
         if old is not None and prefix + "_extra_state" not in state_dict:
             kind = "float" if self.is_float else ("ternary" if bool(old) else "binary")
             state_dict[prefix + "_extra_state"] = _name_tensor(kind)
+        # Adaptive layers saved before the depth gate existed: the gate was 0 (undecided).
+        if self.adaptive and prefix + "depth_logit" not in state_dict \
+                and prefix + "weight" in state_dict:
+            state_dict[prefix + "depth_logit"] = torch.zeros(())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -205,7 +220,25 @@ class QuantLinear(nn.Module):
         kind's :class:`~qnnfab.model.quantizers.WeightQuantizer`."""
         if self.kind == "float":
             return self.weight
+        if self.soft_depth and self.adaptive:
+            return self.gated_values()
         return weight_quantizer(self.kind).values(self)
+
+    def depth_gate(self):
+        """``p = sigmoid(depth_logit)`` of an adaptive layer (differentiable): 0 binary, 1
+        ternary."""
+        if not self.adaptive:
+            raise ValueError(f"a {self.kind} layer has no depth gate (not adaptive)")
+        return torch.sigmoid(self.depth_logit)
+
+    def gated_values(self):
+        """``(1 − p)·binary(w) + p·ternary(w)``: weights above the ternary threshold ``α/2``
+        stay ``±1``, the ones below it are ``±(1 − p)``. Straight-through in ``w`` (both
+        quantizers pass the same gradient); ``∂/∂p = ternary(w) − binary(w)``, so the task loss
+        tells the gate whether zeroing the small weights helps."""
+        b = weight_quantizer("binary").values(self)
+        t = weight_quantizer("ternary").values(self)
+        return b + self.depth_gate() * (t - b)
 
     def forward(self, x):
         return x @ self.weight_values().t()

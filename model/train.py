@@ -228,7 +228,12 @@ def _fit(p, ds, *, seed, epochs, progress, grad_quant=None):
         sq_record = {"depth": [lin.kind for lin in model.quant_linears()],
                      "adaptive": [lin.adaptive for lin in model.quant_linears()],
                      "bits_per_weight": controller.bits_per_weight(),
+                     "method": p.sq.method, "decided_at": controller.decided_at,
                      "config": dataclasses.asdict(p.sq), "history": controller.history}
+        if p.sq.method == "regularizer" and controller.active:
+            # the gates when the depths were read off (they stop there)
+            sq_record["gate"] = [None if g is None else round(g, 4)
+                                 for g in controller.gates()]
     return model, history, best_epoch, sq_record
 
 

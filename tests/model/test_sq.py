@@ -1,6 +1,10 @@
-"""Smart Quantization: level fitting, zero gain, the regularizer, the switching rule with its bit
-budget (exact knapsack), patience and freeze, and the depth plot."""
+"""Smart Quantization: level fitting, zero gain, the level penalties; the regularizer method (the
+depth gates: gradients, the memory cost, the read-off, a short training exporting the read-off
+depths); the rule method (its bit budget with an exact knapsack, patience and freeze); the depth
+plot."""
 
+import dataclasses
+import functools
 import itertools
 import math
 import xml.etree.ElementTree as ET
@@ -13,9 +17,13 @@ from qnnfab import numerics
 from qnnfab.model import sq
 from qnnfab.model.layers import QuantLinear
 from qnnfab.model.sq import (SQConfig, SQController, depth_plot_svg, fit_levels,
-                             level_regularizer, zero_gain)
+                             gated_regularizer, level_regularizer, zero_gain)
 
 SVG = "{http://www.w3.org/2000/svg}"
+
+#: Settings of each method (the controller tests below name the method they test).
+Rule = functools.partial(SQConfig, method="rule")
+Reg = functools.partial(SQConfig, method="regularizer")
 
 
 def clusters(centres, n, noise, seed):
@@ -132,6 +140,11 @@ def test_level_regularizer_gradients(kind):
     ({"freeze": 1.5}, r"freeze=1.5"),
     ({"bit_budget": 0.9}, r"SQConfig.bit_budget: expected >= 1 bit per weight or None, got 0.9"),
     ({"bit_budget": float("nan")}, r"SQConfig.bit_budget: .* got nan"),
+    ({"method": "knapsack"}, r"SQConfig.method: expected one of 'regularizer', 'rule', got "
+                             r"'knapsack'"),
+    ({"cost": -0.1}, r"SQConfig.cost: expected a finite number >= 0, got -0.1"),
+    ({"cost": float("inf")}, r"SQConfig.cost: .* got inf"),
+    ({"gate_init": float("nan")}, r"SQConfig.gate_init: expected a finite number, got nan"),
 ])
 def test_config_rejects(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -146,6 +159,13 @@ def test_config_regularizer_weight_ramps_linearly():
     assert cfg.regularizer_weight(150, 100) == pytest.approx(0.5)  # clamped after the end
     SQConfig(bit_budget=None, warmup=0.0, freeze=0.0)  # the edges are allowed
     SQConfig(bit_budget=1.0, warmup=1.0, freeze=1.0)
+
+
+def test_default_method_is_the_rule():
+    """The rule stays the default (docs/methods.md says why); digits-sq uses it."""
+    from qnnfab.model.presets import get_preset
+    assert SQConfig().method == "rule" and SQConfig().cost == 0.01
+    assert get_preset("digits-sq").sq.method == "rule"
 
 
 # -- SQController ----------------------------------------------------------------------------------
@@ -207,18 +227,18 @@ def test_knapsack_beats_greedy(gains):
                           ["adaptive", "adaptive", "adaptive", "binary"])
     gains.set(linears, [0.9, 0.8, 0.8, 0.99])
     # 160 weights, budget 1.5: 80 extra bits for ternary layers
-    cfg = SQConfig(rho=0.3, bit_budget=1.5, warmup=0, patience=1)
+    cfg = Rule(rho=0.3, bit_budget=1.5, warmup=0, patience=1)
     assert decide(linears, cfg) == ["binary", "ternary", "ternary", "binary"]
 
 
 def test_rho_and_no_budget(gains):
     linears = make_layers([(3, 4), (5, 4), (2, 4)])
     gains.set(linears, [0.29, 0.3, 0.95])
-    assert decide(linears, SQConfig(rho=0.3, bit_budget=None, warmup=0, patience=1,
+    assert decide(linears, Rule(rho=0.3, bit_budget=None, warmup=0, patience=1,
                                     initial="binary")) == ["binary", "ternary", "ternary"]
     linears = make_layers([(3, 4), (5, 4), (2, 4)])
     gains.set(linears, [0.29, 0.3, 0.95])
-    assert decide(linears, SQConfig(rho=0.96, bit_budget=None, warmup=0,
+    assert decide(linears, Rule(rho=0.96, bit_budget=None, warmup=0,
                                     patience=1)) == ["binary"] * 3
 
 
@@ -227,16 +247,16 @@ def test_fixed_layers_count_toward_the_budget(gains):
     linears = make_layers([(10, 10), (5, 10), (5, 10)], ["ternary", "adaptive", "adaptive"])
     gains.set(linears, [0.0, 0.9, 0.8])
     # 200 weights, 100 already ternary: 1.5 bits/weight is used up by it
-    assert decide(linears, SQConfig(bit_budget=1.5, warmup=0, patience=1)) == \
+    assert decide(linears, Rule(bit_budget=1.5, warmup=0, patience=1)) == \
         ["ternary", "binary", "binary"]
     linears = make_layers([(10, 10), (5, 10), (5, 10)], ["ternary", "adaptive", "adaptive"])
     gains.set(linears, [0.0, 0.9, 0.8])
-    assert decide(linears, SQConfig(bit_budget=1.75, warmup=0, patience=1)) == \
+    assert decide(linears, Rule(bit_budget=1.75, warmup=0, patience=1)) == \
         ["ternary", "ternary", "binary"]
     # fixed layers over budget on their own: every adaptive layer binary, nothing raised
     linears = make_layers([(10, 10), (5, 10)], ["ternary", "adaptive"])
     gains.set(linears, [0.0, 0.9])
-    assert decide(linears, SQConfig(bit_budget=1.2, warmup=0, patience=1)) == \
+    assert decide(linears, Rule(bit_budget=1.2, warmup=0, patience=1)) == \
         ["ternary", "binary"]
 
 
@@ -251,7 +271,7 @@ def test_knapsack_matches_brute_force(gains, seed):
     rho, budget = float(rng.uniform(0, 0.6)), float(rng.uniform(1.0, 2.0))
     linears = make_layers(sizes, kinds)
     gains.set(linears, g)
-    cfg = SQConfig(rho=rho, bit_budget=budget, warmup=0, patience=1)
+    cfg = Rule(rho=rho, bit_budget=budget, warmup=0, patience=1)
     got = decide(linears, cfg)
     want = reference_choice([i * o for i, o in sizes], kinds, g, rho, budget)
     assert got == want, f"seed {seed}: sizes {sizes}, kinds {kinds}, gains {g}, rho {rho:.3f}, " \
@@ -268,14 +288,14 @@ def test_many_layers_greedy_by_gain(gains):
     g = [0.31 + 0.04 * ((7 * i) % 14) for i in range(14)]  # distinct, all >= rho
     gains.set(linears, g)
     # 140 weights, budget 1.3: 42 extra bits, 4 ten-weight layers fit
-    got = decide(linears, SQConfig(rho=0.3, bit_budget=1.3, warmup=0, patience=1))
+    got = decide(linears, Rule(rho=0.3, bit_budget=1.3, warmup=0, patience=1))
     top = sorted(range(14), key=lambda i: -g[i])[:4]
     assert [i for i, k in enumerate(got) if k == "ternary"] == sorted(top)
 
 
 def test_bits_per_weight():
     linears = make_layers([(3, 4), (5, 4), (2, 5)], ["binary", "ternary", "adaptive"])
-    ctl = SQController(linears, SQConfig(initial="binary"), 10)
+    ctl = SQController(linears, Rule(initial="binary"), 10)
     assert ctl.bits_per_weight() == pytest.approx((12 + 2 * 20 + 10) / 42)
     assert ctl.bits_per_weight(["ternary"] * 3) == pytest.approx(2.0)
     assert ctl.bits_per_weight(["binary", "binary", "ternary"]) == pytest.approx(52 / 42)
@@ -285,13 +305,13 @@ def test_bits_per_weight():
 
 def test_initial_depth_and_inactive_controller(gains):
     linears = make_layers([(3, 4), (5, 4)], ["adaptive", "binary"])
-    SQController(linears, SQConfig(initial="ternary"), 10)
+    SQController(linears, Rule(initial="ternary"), 10)
     assert [lin.kind for lin in linears] == ["ternary", "binary"]
-    SQController(linears, SQConfig(initial="binary"), 10)
+    SQController(linears, Rule(initial="binary"), 10)
     assert [lin.kind for lin in linears] == ["binary", "binary"]
     fixed = make_layers([(3, 4), (5, 4)], ["ternary", "binary"])
     gains.set(fixed, [0.9, 0.9])
-    ctl = SQController(fixed, SQConfig(warmup=0, patience=1), 4)
+    ctl = SQController(fixed, Rule(warmup=0, patience=1), 4)
     assert not ctl.active and ctl.settled
     for e in range(1, 5):
         assert ctl.end_epoch(e) == []
@@ -318,7 +338,7 @@ def test_patience_decides_once_then_stays(gains):
     # layer 1 binary from epoch 1 on, layer 2's wish flips at epoch 2; then gains all change
     values = [[0.9, 0.1, 0.9], [0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.9, 0.1, 0.1],
               [0.1, 0.9, 0.9], [0.1, 0.9, 0.9], [0.1, 0.9, 0.9], [0.1, 0.9, 0.9]]
-    ctl = SQController(linears, SQConfig(bit_budget=None, warmup=0, freeze=1, patience=3), 8)
+    ctl = SQController(linears, Rule(bit_budget=None, warmup=0, freeze=1, patience=3), 8)
     assert ctl.freeze_epoch == 8 and not ctl.settled
     log = Schedule(gains, linears, values).run(ctl, 8)
     # epochs 1-3: the wish changed at epoch 2, so the streak restarts; nothing changes yet
@@ -345,7 +365,7 @@ def test_warmup_and_freeze(gains):
     values = [[0.1, 0.9], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]]
     # rule runs from epoch 0.2·10 = 2; the wish flips every epoch, so patience is never met:
     # freeze 0.5·10 = epoch 5 forces the decision with that epoch's wish
-    ctl = SQController(linears, SQConfig(bit_budget=None, warmup=0.2, freeze=0.5,
+    ctl = SQController(linears, Rule(bit_budget=None, warmup=0.2, freeze=0.5,
                                          patience=2), 10)
     assert ctl.freeze_epoch == 5
     log = Schedule(gains, linears, values).run(ctl, 6)
@@ -353,7 +373,7 @@ def test_warmup_and_freeze(gains):
     assert log[4][0] == [0] and log[4][2] == ["binary", "ternary"]
     # with patience 1 the rule decides at the first epoch after warmup, not before
     linears = make_layers([(4, 4), (4, 4)])
-    ctl = SQController(linears, SQConfig(bit_budget=None, warmup=0.3, patience=1), 10)
+    ctl = SQController(linears, Rule(bit_budget=None, warmup=0.3, patience=1), 10)
     log = Schedule(gains, linears, [[0.1, 0.9]]).run(ctl, 4)
     assert [d for _, d, _ in log] == [None, None, 3, 3]
     assert log[1][2] == ["ternary", "ternary"] and log[2][2] == ["binary", "ternary"]
@@ -365,7 +385,7 @@ def test_real_gains_drive_the_decision():
     with torch.no_grad():
         linears[0].weight.copy_(clusters([-0.4, 0.4], 600, 0.02, 5).reshape(30, 20))
         linears[1].weight.copy_(clusters([-0.4, 0.0, 0.4], 600, 0.02, 6).reshape(30, 20))
-    ctl = SQController(linears, SQConfig(bit_budget=1.5, warmup=0, patience=1), 4)
+    ctl = SQController(linears, Rule(bit_budget=1.5, warmup=0, patience=1), 4)
     assert ctl.end_epoch(1) == [0]
     assert [lin.kind for lin in linears] == ["binary", "ternary"]
     g = ctl.history[0]["gain"]
@@ -386,6 +406,196 @@ def test_regularizer_sums_layers():
     r.backward()
     assert all(lin.weight.grad is not None and lin.log_alpha.grad is not None
                for lin in linears)
+
+
+# -- the regularizer method: depth gates -----------------------------------------------------------
+
+def test_gated_regularizer_mixes_the_two_penalties():
+    """``(1 − p)·R_b + p·R_t``: the ends are the two penalties, ``∂/∂p = R_t − R_b <= 0``."""
+    w = torch.tensor(W, dtype=torch.float64)
+    rb, rt = (float(level_regularizer(w, 0.4, k)) for k in ("binary", "ternary"))
+    for p in (0.0, 0.3, 1.0):
+        got = float(gated_regularizer(w, 0.4, torch.tensor(p, dtype=torch.float64)))
+        assert got == pytest.approx((1 - p) * rb + p * rt, rel=1e-12), p
+    p = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    gated_regularizer(w, 0.4, p).backward()
+    assert float(p.grad) == pytest.approx(rt - rb, rel=1e-12) and float(p.grad) < 0
+
+
+def regularizer_layers(sizes, cfg, epochs=10, kinds="adaptive"):
+    linears = make_layers(sizes, kinds)
+    return linears, SQController(linears, cfg, epochs)
+
+
+def test_gated_forward_and_gate_gradient():
+    """While the gates are live the forward pass is ``(1 − p)·binary + p·ternary`` (weights below
+    the threshold count ``±(1 − p)``), and the task loss reaches the gate:
+    ``∂L/∂s = σ'(s)·Σ g·(ternary − binary)``."""
+    (lin,), ctl = regularizer_layers([(6, 4)], Reg(gate_init=0.4))
+    assert lin.soft_depth and ctl.active and not ctl.settled
+    with torch.no_grad():
+        lin.weight.copy_(torch.linspace(-0.9, 0.85, 24).reshape(4, 6))
+        lin.log_alpha.fill_(math.log(0.5))
+    p = 1 / (1 + math.exp(-0.4))
+    w = lin.weight.detach()
+    b = torch.where(w >= 0, 1.0, -1.0)
+    t = torch.where(w.abs() > 0.25, b, torch.zeros_like(w))
+    assert torch.allclose(lin.weight_values(), b + p * (t - b))
+    assert lin.weight_values().abs().unique().tolist() == pytest.approx([1 - p, 1.0])
+    torch.manual_seed(3)
+    x, g = torch.randn(5, 6), torch.randn(5, 4)
+    (lin(x) * g).sum().backward()
+    dvalues = g.t() @ x                                     # ∂L/∂(weight values)
+    want = float((dvalues * (t - b)).sum()) * p * (1 - p)   # through p = σ(s)
+    assert float(lin.depth_logit.grad) == pytest.approx(want, rel=1e-5)
+    assert lin.weight.grad is not None and torch.count_nonzero(lin.weight.grad) > 0
+    # the same layer as a plain ternary one (gates off): no gradient reaches the gate
+    lin.soft_depth = False
+    lin.depth_logit.grad = None
+    (lin(x) * g).sum().backward()
+    assert lin.depth_logit.grad is None
+
+
+def test_the_rule_method_leaves_the_gate_alone():
+    (lin,), ctl = regularizer_layers([(6, 4)], Rule())
+    assert not lin.soft_depth
+    torch.manual_seed(0)
+    (lin(torch.randn(3, 6)).sum() + ctl.regularizer(0, 10)).backward()
+    assert lin.depth_logit.grad is None
+
+
+def descend(linears, ctl, steps=200, lr=0.05):
+    """Plain gradient descent on the Smart Quantization terms alone (no task loss)."""
+    params = [lin.depth_logit for lin in linears if lin.adaptive]
+    opt = torch.optim.SGD(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        ctl.regularizer(100, 100).backward()
+        opt.step()
+    return [float(lin.depth_gate().detach()) for lin in linears]
+
+
+def test_memory_cost_pushes_toward_binary():
+    """Without the task loss: with no cost the level penalty alone favours ternary (``R_t <= R_b``);
+    a cost pushes every gate toward binary, the larger layer (more bits to save) faster; the
+    gradient of the cost on a layer's gate is ``μ·n_l/N·σ'(s)``."""
+    sizes = [(20, 30), (5, 6)]                              # 600 and 30 weights
+    linears, ctl = regularizer_layers(sizes, Reg(cost=0.0, lambda_end=1.0))
+    assert all(p > 0.5 for p in descend(linears, ctl)), "no cost: the gates should grow"
+    linears, ctl = regularizer_layers(sizes, Reg(cost=1.0, lambda_end=0.0))
+    ctl.regularizer(100, 100).backward()
+    for lin in linears:
+        want = 1.0 * lin.weight.numel() / 630 * 0.25        # σ'(0) = 1/4
+        assert float(lin.depth_logit.grad) == pytest.approx(want, rel=1e-6)
+    for lin in linears:
+        lin.depth_logit.grad = None
+    gates = descend(linears, ctl, steps=50)
+    assert gates[0] < gates[1] < 0.5, gates
+    # cost and level penalty together: a large enough cost wins
+    linears, ctl = regularizer_layers(sizes, Reg(cost=1.0, lambda_end=1.0))
+    assert all(p < 0.5 for p in descend(linears, ctl)), "the cost should win"
+
+
+def test_read_off_rounds_the_gates_at_the_freeze_epoch():
+    """Before the read-off the history shows the depths the gates would give and the gates;
+    at ``freeze`` the layers take those depths (ternary where ``p >= 1/2``), α is re-fitted,
+    the gates stop; fixed layers keep their kind and have no gate."""
+    sizes = [(20, 30), (20, 30), (4, 5)]
+    linears, ctl = regularizer_layers(sizes, Reg(freeze=0.5), epochs=6,
+                                      kinds=["adaptive", "adaptive", "ternary"])
+    assert ctl.freeze_epoch == 3
+    with torch.no_grad():
+        linears[0].weight.copy_(clusters([-0.4, 0.4], 600, 0.02, 5).reshape(30, 20))
+        linears[1].weight.copy_(clusters([-0.4, 0.0, 0.4], 600, 0.02, 6).reshape(30, 20))
+    logits = [[2.0, -1.0], [-0.5, 0.2], [-0.3, 1.5]]        # per epoch, layers 0 and 1
+    for e, (s0, s1) in enumerate(logits, 1):
+        with torch.no_grad():
+            linears[0].depth_logit.fill_(s0)
+            linears[1].depth_logit.fill_(s1)
+        changed = ctl.end_epoch(e)
+        assert ctl.settled == (e == 3), e
+    # the read-off took epoch 3's gates: layer 0 binary (p < 1/2), layer 1 ternary
+    assert [lin.kind for lin in linears] == ["binary", "ternary", "ternary"]
+    assert changed == [0] and ctl.decided_at == 3
+    assert not any(lin.soft_depth for lin in linears)
+    assert not linears[0].depth_logit.requires_grad
+    for lin in linears[:2]:
+        alpha, _ = fit_levels(lin.weight, lin.kind)
+        assert float(lin.alpha.detach()) == pytest.approx(alpha, rel=1e-5)
+    h = ctl.history
+    assert [x["depth"] for x in h] == [["ternary", "binary", "ternary"],
+                                       ["binary", "ternary", "ternary"],
+                                       ["binary", "ternary", "ternary"]]
+    sig = lambda s: round(1 / (1 + math.exp(-s)), 4)  # noqa: E731
+    assert [x["gate"] for x in h] == [[sig(a), sig(b), None] for a, b in logits]
+    assert h[0]["bits_per_weight"] == pytest.approx(round((1200 + 600 + 40) / 1220, 4))
+    # after the read-off the depths stay whatever the gates do
+    with torch.no_grad():
+        linears[0].depth_logit.fill_(5.0)
+    assert ctl.end_epoch(4) == [] and linears[0].kind == "binary"
+    assert ctl.history[-1]["depth"] == ["binary", "ternary", "ternary"]
+    # the memory cost is gone with the live gates: only the level penalties remain
+    want = sum(float(level_regularizer(lin.weight, lin.alpha, lin.kind).detach())
+               for lin in linears)
+    assert float(ctl.regularizer(10, 10).detach()) == pytest.approx(1e-2 * want, rel=1e-5)
+
+
+def test_regularizer_terms_while_the_gates_are_live():
+    sizes = [(3, 4), (5, 4)]
+    linears, ctl = regularizer_layers(sizes, Reg(cost=0.2, gate_init=1.0,
+                                                      lambda_start=0.5, lambda_end=0.5),
+                                      kinds=["adaptive", "binary"])
+    p = 1 / (1 + math.exp(-1.0))
+    a = linears[0]
+    with torch.no_grad():
+        want = 0.5 * (float(gated_regularizer(a.weight, a.alpha, torch.tensor(p)))
+                      + float(level_regularizer(linears[1].weight, linears[1].alpha, "binary"))) \
+            + 0.2 * p * 12 / 32
+        got = float(ctl.regularizer(3, 10))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def short_sq(epochs=4, **config):
+    from qnnfab.model.presets import get_preset
+    return dataclasses.replace(get_preset("digits-sq"), epochs=epochs, sq=SQConfig(**config))
+
+
+@pytest.mark.parametrize("config, depths", [
+    ({"method": "regularizer", "cost": 20.0}, ["binary"] * 3),
+    ({"method": "regularizer", "cost": 0.0, "gate_init": 6.0}, ["ternary"] * 3),
+    ({"method": "regularizer", "cost": 0.005}, None),
+    ({"method": "rule", "bit_budget": 1.5}, None),
+])
+def test_short_training_exports_the_chosen_depths(config, depths):
+    """Four epochs of digits-sq (read-off/freeze at epoch round(0.6·4) = 2): the exported
+    network's kinds are the depths read off the gates (or the rule's), recorded in
+    meta["sq"]; the best epoch is one trained with them; float and integer agree."""
+    from qnnfab.model.train import train
+    r = train(short_sq(**config), seed=1, progress=False)
+    meta = r.network.meta["sq"]
+    kinds = [layer.weight_kind for layer in r.network.layers]
+    assert kinds == meta["depth"] and meta["method"] == config["method"]
+    assert r.agreement == 1.0 and r.best_epoch > 2 and meta["decided_at"] <= 2
+    if depths is not None:
+        assert kinds == depths
+    if config["method"] == "regularizer":
+        assert kinds == ["ternary" if g >= 0.5 else "binary" for g in meta["gate"]]
+        assert meta["history"][1]["gate"] == meta["gate"]   # read off after epoch 2
+        assert all("gate" in h for h in meta["history"])
+    else:
+        assert "gate" not in meta and meta["bits_per_weight"] <= 1.5
+        assert all("gate" not in h for h in meta["history"])
+
+
+def test_checkpoint_without_depth_gate_loads():
+    """An adaptive layer saved before the gate existed loads with an undecided gate."""
+    (lin,) = make_layers([(3, 4)])
+    state = {k: v for k, v in lin.state_dict().items() if k != "depth_logit"}
+    (other,) = make_layers([(3, 4)])
+    with torch.no_grad():
+        other.depth_logit.fill_(3.0)
+    other.load_state_dict(state)
+    assert float(other.depth_logit.detach()) == 0.0
 
 
 # -- depth plot ------------------------------------------------------------------------------------
@@ -415,6 +625,15 @@ def test_depth_plot_is_svg_with_one_row_per_layer():
         height = float(rects[0].get("height"))
         assert len(ys) == len(history)
         assert all(band[0] <= y <= band[0] + height for y in ys)
+
+
+def test_depth_plot_draws_the_gates():
+    history = [{"epoch": e, "depth": ["binary", "ternary"], "gain": [0.2, 0.8],
+                "gate": [0.1 * e, None]} for e in range(1, 4)]
+    root = ET.fromstring(depth_plot_svg(history))
+    gates = [p for p in root.findall(f"{SVG}polyline") if p.get("class") == "gate"]
+    assert len(gates) == 1 and len(gates[0].get("points").split()) == 3
+    assert "dashed: depth gate p" in "".join(t.text for t in root.findall(f"{SVG}text"))
 
 
 def test_depth_plot_default_names_and_errors():

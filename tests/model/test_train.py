@@ -124,8 +124,11 @@ def test_short_ternary_and_sq_runs(name):
         assert kinds == ["ternary"] * 3 and sq_meta["adaptive"] == [False] * 3
         assert sq_meta["bits_per_weight"] == 2.0
     else:
-        assert sq_meta["adaptive"] == [True] * 3
-        assert sq_meta["bits_per_weight"] <= p.sq.bit_budget
+        assert sq_meta["adaptive"] == [True] * 3 and sq_meta["method"] == p.sq.method
+        if p.sq.method == "rule":
+            assert sq_meta["bits_per_weight"] <= p.sq.bit_budget
+        else:  # the depths read off the gates
+            assert kinds == ["ternary" if g >= 0.5 else "binary" for g in sq_meta["gate"]]
         # the depths are decided by the freeze epoch (round(0.6·4) = 2) and the best epoch is
         # one trained after that, with the depths it is exported with
         assert a.best_epoch > 2 and meta["best_epoch"] == a.best_epoch
