@@ -11,7 +11,10 @@ For each seed, two paths:
 * ``float`` -- train the same network with float weights
   (:func:`qnnfab.model.float_kernel_clustering.train_float_cnn`), cluster its *float* kernels
   and only then quantize the representatives and the other layers to ternary
-  (:func:`qnnfab.model.float_kernel_clustering.cluster_float_cnn`), as Matsui et al. do.
+  (:func:`qnnfab.model.float_kernel_clustering.cluster_float_cnn`), as Matsui et al. do;
+* ``float, codebook`` -- the same float network and clustering, quantized to
+  ``--codebook-bits``-bit k-means codebooks instead of ternary weights (as clustered only:
+  fine-tuning handles binary and ternary tables).
 
 Each K and each mode (``per-layer`` / ``shared``: K representatives per conv layer or one
 table for the network; ``±``: kernel = ±representative) is measured as clustered (integer
@@ -62,7 +65,7 @@ HW_MODE = "per-layer ±"
 #: mode -> (per_layer, sign)
 MODES = {"per-layer": (True, False), "per-layer ±": (True, True), "shared": (False, False),
          "shared ±": (False, True)}
-PATHS = ("integer", "float")
+PATHS = ("integer", "float", "float, codebook")
 #: Matsui et al.'s headline kernel reduction (VGG-16).
 PAPER_REDUCTION = 0.856
 
@@ -76,6 +79,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kernels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--finetune", type=int, default=10, help="epochs (0: none)")
+    parser.add_argument("--codebook-bits", type=int, default=4, metavar="K",
+                        help="the float path with K-bit codebooks instead of ternary weights, as "
+                             "clustered only (0: not run)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of both networks (default: the preset's)")
     parser.add_argument("--hw-kernels", type=int, default=16,
@@ -86,10 +92,11 @@ def main():
     check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
-    n_sweep = len(args.seeds) * len(args.kernels) * len(MODES) * len(PATHS)
+    paths = [p for p in PATHS if args.codebook_bits or p != "float, codebook"]
+    n_sweep = len(args.seeds) * len(args.kernels) * len(MODES) * len(paths)
     steps = Steps(2 * len(args.seeds) + n_sweep + (4 if args.hw_kernels else 0))
 
-    base, base_float, base_ptq, cells, hw_nets = [], [], [], {}, {}
+    base, base_float, base_ptq, base_book, cells, hw_nets = [], [], [], [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             trained = steps.run(f"train {PRESET} seed {seed}",
@@ -109,9 +116,14 @@ def main():
             base_ptq.append(ptq.test_accuracy)
             log(f"        float test accuracy {source.float_accuracy:.2%}, ternary "
                 f"post-training {ptq.test_accuracy:.2%}, {source.seconds:.0f} s")
+            if args.codebook_bits:
+                book = cluster_float_cnn(source, None, bits=args.codebook_bits)
+                base_book.append(book.test_accuracy)
+                log(f"        {args.codebook_bits}-bit codebooks post-training "
+                    f"{book.test_accuracy:.2%}")
             if seed == args.seeds[0]:
                 hw_nets["unclustered"] = net
-            for path in PATHS:
+            for path in paths:
                 for k in args.kernels:
                     for mode, (per_layer, sign) in MODES.items():
                         def one():
@@ -120,11 +132,13 @@ def main():
                                     net, k, per_layer=per_layer, sign=sign, seed=seed)
                                 acc = test_accuracy(clustered)
                             else:
+                                bits = args.codebook_bits if path == "float, codebook" \
+                                    else None
                                 fc = cluster_float_cnn(source, k, per_layer=per_layer,
-                                                       sign=sign, seed=seed)
+                                                       sign=sign, seed=seed, bits=bits)
                                 clustered, stats, acc = fc.network, fc.stats, fc.test_accuracy
                             row = {"stats": stats["total"], "clustered": acc}
-                            if args.finetune:
+                            if args.finetune and path != "float, codebook":
                                 if path == "integer":
                                     tuned, info = finetune_clustered(ckpt, clustered,
                                                                      epochs=args.finetune)
@@ -165,8 +179,8 @@ def main():
             "clustered_max": max(r["clustered"] for r in runs),
             "accuracy": float(np.mean(acc)), "accuracy_min": min(acc),
             "accuracy_max": max(acc), "drop": base_mean - float(np.mean(acc)),
-            "finetuned": bool(args.finetune)})
-    for path in PATHS:
+            "finetuned": "tuned" in runs[0]})
+    for path in paths:
         for mode in MODES:
             mine = [r for r in rows if r["path"] == path and r["mode"] == mode]
             if mine:
@@ -185,6 +199,7 @@ def main():
               "epochs": args.epochs,
               "baseline": base, "baseline_mean": base_mean,
               "float_baseline": base_float, "float_ptq_baseline": base_ptq,
+              "codebook_bits": args.codebook_bits, "float_codebook_baseline": base_book,
               "rows": rows, "hardware": hw, "seconds": round(seconds, 1)}
     text = markdown(result)
     print(text)
@@ -215,7 +230,11 @@ def markdown(result):
              f"({each(result['float_baseline'])}), that float network made ternary "
              f"post-training, no clustering (the float path's start) "
              f"{pct(float(np.mean(result['float_ptq_baseline'])))} % "
-             f"({each(result['float_ptq_baseline'])}).", "",
+             f"({each(result['float_ptq_baseline'])})"
+             + (f"; with {result['codebook_bits']}-bit k-means codebooks instead "
+                f"{pct(float(np.mean(result['float_codebook_baseline'])))} % "
+                f"({each(result['float_codebook_baseline'])})"
+                if result.get("float_codebook_baseline") else "") + ".", "",
              "| path | K | table | representatives | kernel reduction | conv weight bits "
              "(all kernels -> clustered) | smaller | as clustered % (min..max) "
              "| fine-tuned % (min..max) | drop (pt) |",
@@ -249,12 +268,17 @@ def markdown(result):
                   f"nothing trained after the clustering; fine-tuning "
                   f"{result['finetune_epochs']} epochs. integer = the ternary kernels of the "
                   f"quantization-aware network clustered; float = the float network's "
-                  f"kernels clustered, then representatives and other layers made ternary. "
+                  f"kernels clustered, then representatives and other layers made ternary; "
+                  f"float, codebook = the same with {result.get('codebook_bits')}-bit "
+                  f"k-means codebooks (levels: signed 8-bit integers) instead of ternary "
+                  f"weights, not fine-tuned (conv weight bits then count "
+                  f"{result.get('codebook_bits')} bits per weight). "
                   f"Kernel reduction = 1 - (representatives in all tables)/kernels "
                   f"({result['rows'][0]['kernels'] if result['rows'] else '?'} kernels); "
                   f"◆ = the row of each path and table nearest the paper's 85.6 %. "
                   f"Drop = the quantization-aware unclustered accuracy minus the fine-tuned "
-                  f"one. Run time {result['seconds'] / 60:.1f} min."]
+                  f"one (as clustered where not fine-tuned). Run time "
+                  f"{result['seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
