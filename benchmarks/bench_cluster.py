@@ -14,7 +14,10 @@ For each seed, two paths:
   (:func:`qnnfab.model.float_kernel_clustering.cluster_float_cnn`), as Matsui et al. do;
 * ``float, codebook`` -- the same float network and clustering, quantized to
   ``--codebook-bits``-bit k-means codebooks instead of ternary weights (as clustered only:
-  fine-tuning handles binary and ternary tables).
+  fine-tuning handles binary and ternary tables);
+* ``float, unquantized`` -- the paper's own setting: the float kernels replaced by their float
+  representatives, nothing quantized (the float model's accuracy, as clustered only;
+  :func:`qnnfab.model.float_kernel_clustering.cluster_float_unquantized`).
 
 Each K and each mode (``per-layer`` / ``shared``: K representatives per conv layer or one
 table for the network; ``±``: kernel = ±representative) is measured as clustered (integer
@@ -53,7 +56,7 @@ from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E
 from qnnfab import ir  # noqa: E402
 from qnnfab.flow import test_accuracy  # noqa: E402
 from qnnfab.model.float_kernel_clustering import cluster_float_cnn, \
-    finetune_float_clustered, train_float_cnn  # noqa: E402
+    cluster_float_unquantized, finetune_float_clustered, train_float_cnn  # noqa: E402
 from qnnfab.model.kernel_clustering import cluster_network, sweep_plot_svg  # noqa: E402
 from qnnfab.model.kernel_finetune import finetune_clustered  # noqa: E402
 from qnnfab.model.train import save_checkpoint, train  # noqa: E402
@@ -65,7 +68,9 @@ HW_MODE = "per-layer ±"
 #: mode -> (per_layer, sign)
 MODES = {"per-layer": (True, False), "per-layer ±": (True, True), "shared": (False, False),
          "shared ±": (False, True)}
-PATHS = ("integer", "float", "float, codebook")
+PATHS = ("integer", "float", "float, codebook", "float, unquantized")
+#: Paths measured as clustered only.
+AS_CLUSTERED_ONLY = ("float, codebook", "float, unquantized")
 #: Matsui et al.'s headline kernel reduction (VGG-16).
 PAPER_REDUCTION = 0.856
 
@@ -131,6 +136,12 @@ def main():
                                 clustered, stats = cluster_network(
                                     net, k, per_layer=per_layer, sign=sign, seed=seed)
                                 acc = test_accuracy(clustered)
+                            elif path == "float, unquantized":
+                                _, acc, total = cluster_float_unquantized(
+                                    source, k, per_layer=per_layer, sign=sign, seed=seed)
+                                clustered, stats = None, {"total": {
+                                    **total, "bits_before": None, "bits_after": None,
+                                    "ratio": None}}
                             else:
                                 bits = args.codebook_bits if path == "float, codebook" \
                                     else None
@@ -138,7 +149,7 @@ def main():
                                                        sign=sign, seed=seed, bits=bits)
                                 clustered, stats, acc = fc.network, fc.stats, fc.test_accuracy
                             row = {"stats": stats["total"], "clustered": acc}
-                            if args.finetune and path != "float, codebook":
+                            if args.finetune and path not in AS_CLUSTERED_ONLY:
                                 if path == "integer":
                                     tuned, info = finetune_clustered(ckpt, clustered,
                                                                      epochs=args.finetune)
@@ -150,9 +161,11 @@ def main():
                                 clustered = tuned
                             return row, clustered
                         row, clustered = steps.run(f"seed {seed}: {path} K={k} {mode}", one)
+                        ratio = row["stats"]["ratio"]
                         log(f"        K used {row['stats']['K']}, reduction "
                             f"{row['stats']['reduction']:.1%}, memory "
-                            f"{row['stats']['ratio']:.2f}x smaller, accuracy clustered "
+                            f"{'-' if ratio is None else f'{ratio:.2f}'}x smaller, accuracy "
+                            f"clustered "
                             f"{pct(row['clustered'])} %, fine-tuned {pct(row.get('tuned'))} %")
                         cells.setdefault((path, k, mode), []).append(row)
                         if seed == args.seeds[0] and path == "integer" \
@@ -173,7 +186,8 @@ def main():
                                                                   for r in runs])),
             "bits_before": st["bits_before"],
             "bits_after": [r["stats"]["bits_after"] for r in runs],
-            "ratio": float(np.mean([r["stats"]["ratio"] for r in runs])),
+            "ratio": None if st["ratio"] is None else
+            float(np.mean([r["stats"]["ratio"] for r in runs])),
             "clustered": float(np.mean([r["clustered"] for r in runs])),
             "clustered_min": min(r["clustered"] for r in runs),
             "clustered_max": max(r["clustered"] for r in runs),
@@ -244,10 +258,11 @@ def markdown(result):
         mark = " ◆" if r.get("paper_point") else ""
         tuned = (f"{pct(r['accuracy'])} ({pct(r['accuracy_min'])}..{pct(r['accuracy_max'])})"
                  if r.get("finetuned", True) else "-")
+        memory = (f"| {r['bits_before']:,} -> {int(np.mean(r['bits_after'])):,} "
+                  f"| {r['ratio']:.2f}x " if r["ratio"] is not None else "| - | - ")
         lines.append(
             f"| {r['path']} | {r['K']} | {r['mode']} | {'/'.join(map(str, used))} "
-            f"| {100 * r['reduction']:.1f} %{mark} "
-            f"| {r['bits_before']:,} -> {int(np.mean(r['bits_after'])):,} | {r['ratio']:.2f}x "
+            f"| {100 * r['reduction']:.1f} %{mark} {memory}"
             f"| {pct(r['clustered'])} ({pct(r.get('clustered_min'))}.."
             f"{pct(r.get('clustered_max'))}) | {tuned} | {100 * r['drop']:+.2f} |")
     if result["hardware"]:
@@ -272,7 +287,10 @@ def markdown(result):
                   f"float, codebook = the same with {result.get('codebook_bits')}-bit "
                   f"k-means codebooks (levels: signed 8-bit integers) instead of ternary "
                   f"weights, not fine-tuned (conv weight bits then count "
-                  f"{result.get('codebook_bits')} bits per weight). "
+                  f"{result.get('codebook_bits')} bits per weight); float, unquantized = the "
+                  f"paper's own setting: the float network with its kernels replaced by the "
+                  f"float representatives, nothing quantized (float model accuracy; no IR, "
+                  f"not a network the hardware runs). "
                   f"Kernel reduction = 1 - (representatives in all tables)/kernels "
                   f"({result['rows'][0]['kernels'] if result['rows'] else '?'} kernels); "
                   f"◆ = the row of each path and table nearest the paper's 85.6 %. "

@@ -48,7 +48,7 @@ from .kernel_finetune import FINETUNE_LR_FACTOR, ClusteredKernels, KernelTable, 
     finetune_attached
 
 __all__ = ["FloatCNN", "FloatClustering", "FixedKernels", "train_float_cnn", "ternary_scale",
-           "cluster_float_cnn", "finetune_float_clustered"]
+           "cluster_float_cnn", "cluster_float_unquantized", "finetune_float_clustered"]
 
 #: The weight kind the float network is quantized to.
 TARGET_KIND = "ternary"
@@ -464,6 +464,58 @@ def _codebook_model(source, kernels, *, per_layer, sign, seed, n_init, bits, lev
                  "level_bits": int(level_bits),
                  "kernels": "float clustering" if kernels is not None else "each on its own"}
     return _finish(source, model, [], stats, quantized)
+
+
+def cluster_float_unquantized(source, kernels, *, per_layer=True, sign=True, seed=0,
+                              n_init=4):
+    """The paper's own setting, no quantization: every conv kernel of ``source`` (a
+    :class:`FloatCNN`) replaced by its float representative (times its sign), clustered as
+    :func:`cluster_float_cnn` clusters (kernels divided by their layer's scale ``c_l``, k-means
+    per layer or shared, representatives scaled back by ``c_l``); every other weight stays
+    float. Not a network the hardware runs (no IR): the reference that separates the cost of
+    clustering from the cost of quantizing. Returns ``(model, test_accuracy, stats)``, ``stats``
+    with ``K`` (representatives in all tables), ``kernels`` and ``reduction``."""
+    import copy
+
+    from .train import predict
+
+    if not isinstance(source, FloatCNN):
+        raise TypeError(f"source must be a FloatCNN from train_float_cnn, not {source!r}")
+    kernels = _check_kernels(kernels)
+    if kernels is None:
+        raise ValueError("cluster_float_unquantized: kernels must be a positive integer")
+    model = copy.deepcopy(source.model).eval()
+    convs = [block.conv for block in model.convs]
+    if not per_layer and len({conv.kernel_size for conv in convs}) > 1:
+        raise ValueError("cluster_float_unquantized: one kernel table for the network needs "
+                         "equal kernel sizes; use per_layer=True")
+    scale = [ternary_scale(conv.weight.detach().numpy()) for conv in convs]
+    points = [conv.weight.detach().numpy().astype(np.float64)
+              .reshape(-1, conv.kernel_size ** 2) / c for conv, c in zip(convs, scale)]
+    groups = [[i] for i in range(len(convs))] if per_layer else [list(range(len(convs)))]
+    k_total = 0
+    for group in groups:
+        x = np.concatenate([points[i] for i in group])
+        run = (signed_kmeans if sign else kmeans)(x, min(kernels, len(x)), seed=seed,
+                                                  n_init=n_init)
+        k_total += len(np.unique(run.labels))
+        approx = run.centers[run.labels] * run.signs[:, None] if sign else \
+            run.centers[run.labels]
+        start = 0
+        with torch.no_grad():
+            for i in group:
+                n = len(points[i])
+                conv = convs[i]
+                conv.weight.copy_(torch.as_tensor(approx[start:start + n] * scale[i],
+                                                  dtype=torch.float32)
+                                  .reshape(conv.weight.shape))
+                start += n
+    n_total = sum(len(p) for p in points)
+    ds = source.dataset
+    _, pred = predict(model, ds.x_test)
+    return model, float(np.mean(pred == ds.y_test)), \
+        {"K": k_total, "kernels": n_total, "reduction": 1 - k_total / n_total,
+         "per_layer": bool(per_layer), "sign": bool(sign), "seed": int(seed)}
 
 
 def finetune_float_clustered(clustering, *, epochs, lr=None, table_lr=None, seed=None,

@@ -14,6 +14,7 @@ from qnnfab.spec import golden
 from qnnfab.model import float_kernel_clustering as fkc
 from qnnfab.model.data import load_dataset
 from qnnfab.model.float_kernel_clustering import (FloatCNN, cluster_float_cnn,
+                                                  cluster_float_unquantized,
                                                   finetune_float_clustered, ternary_scale,
                                                   train_float_cnn)
 from qnnfab.model.presets import get_preset
@@ -255,6 +256,30 @@ def test_codebook_levels(digits, sign):
     assert np.array_equal(head.numpy().astype(np.int64), trace.scores)
     with pytest.raises(ValueError, match="4-bit codebook tables are not fine-tuned"):
         finetune_float_clustered(res, epochs=1)
+
+
+@pytest.mark.parametrize("sign", [False, True])
+def test_unquantized_representatives(digits, sign):
+    """The paper's setting: exact copies of K float patterns come back unchanged (the kernels
+    are their own representatives), with fewer K each kernel is ± a table entry; the source
+    model is not touched."""
+    rng = np.random.default_rng(21)
+    k = 4
+    pats = [random_patterns(rng, k, sign)[0], random_patterns(rng, k, sign)[0]]
+    src, _ = planted(digits, 5, pats, sign)
+    before = [b.conv.weight.detach().clone() for b in src.model.convs]
+    model, acc, stats = cluster_float_unquantized(src, k, per_layer=True, sign=sign)
+    assert stats["K"] == 2 * k and 0 <= acc <= 1
+    for b, w in zip(model.convs, before):
+        assert torch.allclose(b.conv.weight, w, rtol=1e-5, atol=1e-7)
+    for b, w in zip(src.model.convs, before):
+        assert torch.equal(b.conv.weight, w)
+    model, _, stats = cluster_float_unquantized(src, 2, per_layer=False, sign=sign)
+    assert stats["K"] == 2 and stats["kernels"] == 16 + 16 * 32
+    rows = np.concatenate([b.conv.weight.detach().numpy().reshape(-1, 9)
+                           for b in model.convs]).astype(np.float64)
+    assert len(np.unique(np.round(rows / np.abs(rows).max(1, keepdims=True), 5), axis=0)) \
+        <= 2 * (2 if sign else 1)
 
 
 def test_ternary_scale():
