@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2 --durations=15
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
-	bench-optim bench-boards bench-fmnist bench-sim bench-unrolled clean
+	bench-optim bench-boards bench-fmnist bench-sim bench-unrolled bench-sq clean
 
 setup: $(STAMP)
 
@@ -42,11 +42,17 @@ fuzz: setup
 		--verilator-share $(FUZZ_VERILATOR_SHARE) $(if $(SEED),--seed $(SEED))
 
 # `make bench` runs every benchmark; MNIST=DIR adds MNIST rows to the quantization table.
-bench: bench-quant bench-codebook bench-cluster bench-gradquant bench-optim bench-boards bench-sim
+bench: bench-quant bench-sq bench-codebook bench-cluster bench-gradquant bench-optim bench-boards bench-sim
 	$(PY) benchmarks/bench_default.py
 
 bench-quant: setup
 	$(PY) benchmarks/bench_quant.py $(if $(MNIST),--mnist $(MNIST))
+
+# Smart Quantization against all-binary, all-ternary, the rule and an exhaustive depth search
+# (digits MLP and CNN, 3 seeds, ~30 min); FMNIST=1 adds Fashion-MNIST MLP rows, REUSE=1 keeps
+# finished trainings.
+bench-sq: setup
+	$(PY) benchmarks/bench_sq.py $(if $(FMNIST),--fmnist) $(if $(REUSE),--reuse)
 
 bench-codebook: setup
 	$(PY) benchmarks/bench_codebook.py

@@ -2,9 +2,9 @@
 
 Razani et al., "Adaptive Binary-Ternary Quantization" (arXiv 1909.12205, CVPR 2021 workshops),
 change the quantization depth of each layer directly by a regularization function, so the
-network trains once. The paper is public, but its text was not available where this was written,
-so the formulas below are qnnfab's own construction of that idea, not the paper's. Two methods,
-chosen by :attr:`SQConfig.method`:
+network trains once. The paper is public, only not available here, so the formulas below are
+qnnfab's own construction of that idea, not the paper's (docs/methods.md names the deviations).
+Two methods, chosen by :attr:`SQConfig.method`:
 
 * **Levels (both).** Every quantized layer ``l`` has a trainable scale ``α_l > 0``. Binary
   levels are ``{-α, +α}``; ternary levels ``{-α, 0, +α}``, with a latent weight quantized to the
