@@ -30,6 +30,9 @@ training already made ternary; this module is the paper's order of things:
 
 ``kernels=None`` skips the clustering: every conv kernel is ternarized on its own (the
 float network quantized post-training, the reference the clustered rows are compared with).
+``bits=k`` quantizes to ``k``-bit k-means codebooks instead of ternary weights (as clustered
+only). :func:`cluster_float_unquantized` is the paper's own setting, nothing quantized: the
+float model with its kernels replaced by the float representatives (no IR; a reference).
 """
 
 import time
