@@ -165,19 +165,7 @@ def build_styled(network, board, out_dir, *, style, clock_mhz=None, seed=0, extr
                        baud=board.uart_baud, seed=int(seed), learning=None, estimate=est,
                        top=top, out_dir=out_dir, build_dir=build_dir, commands=[], env=env,
                        rtl_sha256="")
-    for stale in (plan.report_path, os.path.join(out_dir, plan.bitstream)):
-        if os.path.exists(stale):
-            os.unlink(stale)
-    if os.path.isdir(build_dir):
-        shutil.rmtree(build_dir)
-    prepared = board.platform().prepare(
-        top, name=plan.name, verbose=True,
-        nextpnr_opts=f"--seed {int(seed)} --report {plan.name}.report.json "
-                     f"--timing-allow-fail {board.nextpnr_opts}".strip())
-    prepared.extract(build_dir)
-    with open(os.path.join(build_dir, f"{plan.name}.il"), "rb") as f:
-        plan.rtl_sha256 = hashlib.sha256(f.read()).hexdigest()
-    plan.commands = json.loads(prepared.files[f"build_{plan.name}.json"])["commands"]
+    B.prepare_build_dir(plan)
     notes = []
     if pack_only:                       # synthesis, then nextpnr --pack-only: LUTs, no fmax
         B.run_steps(plan.commands[:1], plan.build_dir, plan.env, board.family,

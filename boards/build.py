@@ -264,20 +264,28 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
                      seed=int(seed), learning=learning, estimate=est, top=top, out_dir=out_dir,
                      build_dir=build_dir, commands=[], env=env, rtl_sha256="",
                      selftest=selftest_entry, styles=styles, style_source=style_source)
-    for stale in (plan.report_path, os.path.join(out_dir, plan.bitstream)):
+    return prepare_build_dir(plan)
+
+
+def prepare_build_dir(plan):
+    """Clear ``plan``'s old outputs and write its build folder: the board platform's files for
+    ``plan.top`` (RTLIL, constraints, tool scripts); fills ``plan.rtl_sha256`` and
+    ``plan.commands``. Returns ``plan``."""
+    for stale in (plan.report_path, os.path.join(plan.out_dir, plan.bitstream)):
         if os.path.exists(stale):
             os.unlink(stale)
-    if os.path.isdir(build_dir):
-        shutil.rmtree(build_dir)
+    if os.path.isdir(plan.build_dir):
+        shutil.rmtree(plan.build_dir)
     # verbose: full tool logs in gateware/*.log (nextpnr's utilisation table on failure).
     # --timing-allow-fail: a design that misses the clock still gets a bitstream, and the
     # report says so (timing_met false, timing_warning) instead of the build failing.
+    board = plan.board
     prepared = board.platform().prepare(
-        top, name=plan.name, verbose=True,
-        nextpnr_opts=f"--seed {int(seed)} --report {plan.name}.report.json "
+        plan.top, name=plan.name, verbose=True,
+        nextpnr_opts=f"--seed {plan.seed} --report {plan.name}.report.json "
                      f"--timing-allow-fail {board.nextpnr_opts}".strip())
-    prepared.extract(build_dir)
-    with open(os.path.join(build_dir, f"{plan.name}.il"), "rb") as f:   # what Yosys reads
+    prepared.extract(plan.build_dir)
+    with open(os.path.join(plan.build_dir, f"{plan.name}.il"), "rb") as f:  # what Yosys reads
         plan.rtl_sha256 = hashlib.sha256(f.read()).hexdigest()
     plan.commands = json.loads(prepared.files[f"build_{plan.name}.json"])["commands"]
     return plan

@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 from . import timing
 from ._checks import quiet_on_error
 
-__all__ = ["Argmax", "argmax_layout"]
+__all__ = ["Argmax", "argmax_layout", "comparator_tree"]
 
 
 def argmax_layout(n, width):
@@ -130,37 +130,56 @@ class Argmax(wiring.Component):
 
     def _elaborate_tree(self):
         m = Module()
-        n = self.n
-        idx_shape = unsigned(max(1, ceil_log2(n)))
         scores = self.i.payload
-        cands = [(Const(j, idx_shape), scores[j]) for j in range(n)]
-        levels = 0
-        while len(cands) > 1 or levels == 0:
-            nxt = []
-            for j in range(0, len(cands), 2):
-                pair = cands[j:j + 2]
-                idx = Signal(idx_shape, name=f"l{levels}_idx{j // 2}", reset_less=True)
-                best = Signal(signed(self.width), name=f"l{levels}_best{j // 2}",
-                              reset_less=True)
-                if len(pair) == 2:
-                    (ia, sa), (ib, sb) = pair
-                    gt = sb > sa                # strictly: a tie keeps the lower index
-                    m.d.sync += [idx.eq(Mux(gt, ib, ia)), best.eq(Mux(gt, sb, sa))]
-                else:
-                    m.d.sync += [idx.eq(pair[0][0]), best.eq(pair[0][1])]
-                nxt.append((idx, best))
-            cands = nxt
-            levels += 1
+        cls, _, levels = comparator_tree(m, [scores[j] for j in range(self.n)], name="l",
+                                         min_levels=1)
         assert levels == self.latency
         # valid[k]: the held scores have been in the tree for k + 1 cycles.
         valid = [Signal(name=f"valid{k}") for k in range(levels)]
         xfer = Signal()
         m.d.comb += [self.o.valid.eq(self.i.valid & valid[-1]),
                      self.i.ready.eq(xfer), xfer.eq(self.o.valid & self.o.ready),
-                     self.o.payload.cls.eq(cands[0][0]), self.o.payload.scores.eq(scores)]
+                     self.o.payload.cls.eq(cls), self.o.payload.scores.eq(scores)]
         with m.If(xfer):
             m.d.sync += [v.eq(0) for v in valid]
         with m.Else():
             m.d.sync += [valid[0].eq(self.i.valid)]
             m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, levels)]
         return m
+
+
+def comparator_tree(m, scores, *, name="am", delay_scores=False, min_levels=0):
+    """The argmax of signed ``scores`` (values, valid in the same cycle) as a comparator tree
+    in module ``m``, a register after each of its ``ceil(log2 n)`` levels (at least
+    ``min_levels``; no reset, no enable: the caller delays its valid bit alike). Returns
+    ``(cls, scores, levels)``: the index of the first largest score, ``levels`` cycles later,
+    and the scores, delayed alike when ``delay_scores`` (else as given)."""
+    n = len(scores)
+    idx_shape = unsigned(max(1, (n - 1).bit_length()))
+    cands = [(Const(j, idx_shape), s) for j, s in enumerate(scores)]
+    level = 0
+    while len(cands) > 1 or level < min_levels:
+        nxt = []
+        for j in range(0, len(cands), 2):
+            pair = cands[j:j + 2]
+            tag = f"{j // 2}" if len(pair) == 2 else "_odd"
+            idx = Signal(idx_shape, name=f"{name}{level}_idx{tag}", reset_less=True)
+            best = Signal(pair[0][1].shape(), name=f"{name}{level}_best{tag}",
+                          reset_less=True)
+            if len(pair) == 2:
+                (ia, sa), (ib, sb) = pair
+                gt = sb > sa                   # strictly: a tie keeps the lower index
+                m.d.sync += [idx.eq(Mux(gt, ib, ia)), best.eq(Mux(gt, sb, sa))]
+            else:
+                m.d.sync += [idx.eq(pair[0][0]), best.eq(pair[0][1])]
+            nxt.append((idx, best))
+        if delay_scores:
+            delayed = []
+            for j, s in enumerate(scores):
+                r = Signal(s.shape(), name=f"{name}{level}_score{j}", reset_less=True)
+                m.d.sync += r.eq(s)
+                delayed.append(r)
+            scores = delayed
+        cands = nxt
+        level += 1
+    return cands[0][0], scores, level

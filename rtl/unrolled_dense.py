@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from . import timing
 from ._checks import quiet_on_error
 from .adder_tree import AdderPipeline, ge_const
-from .argmax import argmax_layout
+from .argmax import argmax_layout, comparator_tree
 from .cse import UnrollError, cached_graph, layer_matrix, tree_depth
 from .threshold import threshold_entries
 
@@ -51,34 +51,9 @@ def pipelined_argmax(m, scores, name="am"):
     """The argmax of signed ``scores`` (values, valid in the same cycle) as a comparator tree
     in module ``m``, a register after each of its ``ceil(log2 n)`` levels (no reset, no
     enable: the caller delays its valid bit alike). Returns ``(cls, scores, levels)``: the
-    index of the first largest score and the scores, both ``levels`` cycles later."""
-    n = len(scores)
-    idx_shape = unsigned(max(1, (n - 1).bit_length()))
-    cands = [(Const(j, idx_shape), s) for j, s in enumerate(scores)]
-    level = 0
-    while len(cands) > 1:
-        nxt = []
-        for j in range(0, len(cands) - 1, 2):
-            (ia, sa), (ib, sb) = cands[j], cands[j + 1]
-            gt = sb > sa                   # strictly: a tie keeps the lower index
-            idx = Signal(idx_shape, name=f"{name}{level}_idx{j // 2}", reset_less=True)
-            best = Signal(sa.shape(), name=f"{name}{level}_best{j // 2}", reset_less=True)
-            m.d.sync += [idx.eq(Mux(gt, ib, ia)), best.eq(Mux(gt, sb, sa))]
-            nxt.append((idx, best))
-        if len(cands) % 2:
-            ia, sa = cands[-1]
-            idx = Signal(idx_shape, name=f"{name}{level}_idx_odd", reset_less=True)
-            best = Signal(sa.shape(), name=f"{name}{level}_best_odd", reset_less=True)
-            m.d.sync += [idx.eq(ia), best.eq(sa)]
-            nxt.append((idx, best))
-        delayed = []
-        for j, s in enumerate(scores):
-            r = Signal(s.shape(), name=f"{name}{level}_score{j}", reset_less=True)
-            m.d.sync += r.eq(s)
-            delayed.append(r)
-        scores, cands = delayed, nxt
-        level += 1
-    return cands[0][0], scores, level
+    index of the first largest score and the scores, both ``levels`` cycles later
+    (:func:`~qnnfab.rtl.argmax.comparator_tree`)."""
+    return comparator_tree(m, scores, name=name, delay_scores=True)
 
 
 def credit_fifo(m, i, o, width, depth, *, hold=None):
