@@ -165,7 +165,11 @@ def test_make_executor_options(monkeypatch):
 @pytest.fixture(scope="module")
 def cluster():
     """A Dask cluster on the loopback: 2 worker processes of one thread each."""
-    distributed = pytest.importorskip("distributed")
+    try:
+        import distributed
+    except ImportError:
+        pytest.fail(f"the Dask tests need dask.distributed: {CLUSTER_HINT} (the test extra "
+                    "brings it: pip install -e .[test])")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as c:
         yield c
