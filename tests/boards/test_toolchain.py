@@ -5,6 +5,7 @@ them), and an ECP5 synthesis whose ABC9 mapping fails is run again with the clas
 import os
 import stat
 import sys
+import time
 
 import pytest
 
@@ -139,3 +140,26 @@ def test_every_family_is_complete(name):
     assert params and abs(actual - fout) <= 0.01 * fout
     with pytest.raises(ValueError, match=r"unknown FPGA family 'nope'; known families: "):
         get_family("nope")
+
+
+def test_an_overfull_place_and_route_is_stopped_after_packing(tmp_path):
+    """nextpnr prints the utilisation after packing and then places for hours a design that
+    cannot fit: the build stops at that line and names the overfull cell type."""
+    build_dir = tmp_path / "gateware"
+    build_dir.mkdir()
+    nextpnr = """
+import time
+log = open(sys.argv[sys.argv.index("-l") + 1], "w")
+log.write("Info: Device utilisation:\\nInfo:   TRELLIS_COMB: 118308/ 83640   141%\\n")
+log.flush()
+time.sleep(600)
+"""
+    env = {**os.environ, "NEXTPNR_ECP5": _fake_tool(tmp_path, "nextpnr", nextpnr)}
+    start = time.monotonic()
+    with pytest.raises(ToolError) as info:
+        run_steps([["nextpnr-ecp5", "-l", "top.tim"]], str(build_dir), env, "ecp5",
+                  progress=lambda step: None)
+    assert time.monotonic() - start < 60
+    message = str(info.value)
+    assert message.startswith("place and route failed: nextpnr stopped after packing; the "
+                              "design does not fit the device: TRELLIS_COMB 118308/83640")
