@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2 --durations=15
 BOARD ?= icebreaker
 
 .PHONY: setup demo test test-fast fuzz bench bench-quant bench-codebook bench-cluster bench-gradquant \
-	bench-optim bench-boards bench-fmnist bench-sim bench-unrolled bench-sq clean
+	bench-optim bench-boards bench-fmnist bench-sim bench-unrolled bench-sq bench-formats-cnn clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,11 @@ bench-sq: setup
 
 bench-codebook: setup
 	$(PY) benchmarks/bench_codebook.py
+
+# Float CNN weights post-training to codebooks (digits and Fashion-MNIST, about an hour; not in
+# `make bench`); REUSE=1 takes finished data sets from build/bench/formats_cnn_<data>.json.
+bench-formats-cnn: setup
+	$(PY) benchmarks/bench_formats_cnn.py $(if $(REUSE),--reuse)
 
 bench-cluster: setup
 	$(PY) benchmarks/bench_cluster.py
