@@ -35,8 +35,8 @@ The stochastic ones (:data:`STOCHASTIC`) draw from ``generator`` (a ``torch.Gene
 torch's global generator): the same generator state gives the same result.
 
 :func:`quantize_gradients` applies one of them while a model trains (``qnnfab.model.train.train``
-does it for ``grad_quant=(method, bits)``). It quantizes, for every
-:class:`~qnnfab.model.layers.QuantLinear` (the hidden layers, the output layer and the
+does it for ``grad_quant=(method, bits)`` or ``(method, bits, targets)``). It quantizes, for
+every :class:`~qnnfab.model.layers.QuantLinear` (the hidden layers, the output layer and the
 convolutions, which are QuantLinear too):
 
 * ``"error"``: the gradient of the loss w.r.t. the layer's output, its integer-valued
@@ -60,7 +60,8 @@ import torch
 
 __all__ = ["GRAD_QUANTIZERS", "STOCHASTIC", "TARGETS", "MIN_BITS", "MAX_BITS", "check_bits",
            "uniform_quantize", "stochastic_quantize", "dorefa_quantize", "log_quantize",
-           "terngrad_quantize", "quantize_gradients", "GradQuantHandle", "check_grad_quant"]
+           "terngrad_quantize", "quantize_gradients", "GradQuantHandle", "check_grad_quant",
+           "check_targets"]
 
 #: The bit widths the functions take.
 MIN_BITS, MAX_BITS = 2, 16
@@ -203,17 +204,36 @@ def _check_method(method):
     return method
 
 
+def check_targets(targets):
+    """``targets`` (one of :data:`TARGETS` or a sequence of them) as a tuple in
+    :data:`TARGETS` order; ValueError naming ``targets`` otherwise."""
+    seq = (targets,) if isinstance(targets, str) else targets
+    try:
+        seq = tuple(seq)
+    except TypeError:
+        seq = None
+    if not seq or any(not isinstance(t, str) or t not in TARGETS for t in seq) \
+            or len(set(seq)) != len(seq):
+        raise ValueError(f"targets: expected some of {', '.join(TARGETS)}, got {targets!r}")
+    return tuple(t for t in TARGETS if t in seq)
+
+
 def check_grad_quant(grad_quant):
-    """``(method, bits)`` checked (what ``train(grad_quant=...)`` takes), or None for None."""
+    """``(method, bits)`` or ``(method, bits, targets)`` (what ``train(grad_quant=...)``
+    takes) checked and filled in as ``(method, bits, targets)`` (targets default: both, as a
+    tuple in :data:`TARGETS` order), or None for None."""
     if grad_quant is None:
         return None
     try:
-        method, bits = grad_quant
+        method, bits, *rest = grad_quant
+        if len(rest) > 1 or isinstance(grad_quant, str):
+            raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"grad_quant must be None or (method, bits), not {grad_quant!r}") \
-            from None
+        raise ValueError(f"grad_quant must be None, (method, bits) or (method, bits, targets), "
+                         f"not {grad_quant!r}") from None
     _check_method(method)
-    return method, check_bits(bits, allow_none=method == "terngrad")
+    bits = check_bits(bits, allow_none=method == "terngrad")
+    return method, bits, check_targets(rest[0] if rest else TARGETS)
 
 
 class _QuantizeGrad(torch.autograd.Function):
@@ -295,9 +315,7 @@ def quantize_gradients(model, method, bits, seed=0, *, targets=TARGETS):
 
     _check_method(method)
     bits = check_bits(bits, allow_none=method == "terngrad")
-    targets = (targets,) if isinstance(targets, str) else tuple(targets)
-    if not targets or any(t not in TARGETS for t in targets) or len(set(targets)) != len(targets):
-        raise ValueError(f"targets: expected some of {', '.join(TARGETS)}, got {targets!r}")
+    targets = check_targets(targets)
     try:
         if isinstance(seed, bool) or operator.index(seed) < 0:
             raise TypeError

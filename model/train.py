@@ -1,9 +1,10 @@
 """Quantization-aware training of a preset, export to the IR, and the integer check.
 
 :func:`train` builds the preset's model, trains it with Adam and a cosine learning-rate decay
-(latent weights clipped to ``[-1, 1]`` after each step), keeps the epoch with the best
-validation accuracy, exports it (:func:`qnnfab.model.export.export`) and runs the integer golden
-model (:func:`qnnfab.spec.golden.forward`) on the held-out test split.
+(``optimizer``: or SGD, with or without momentum, or a constant rate; latent weights clipped to
+``[-1, 1]`` after each step), keeps the epoch with the best validation accuracy, exports it
+(:func:`qnnfab.model.export.export`) and runs the integer golden model
+(:func:`qnnfab.spec.golden.forward`) on the held-out test split.
 
 Deterministic for a seed: the global torch RNG is forked (and so left as it was), data order
 comes from a seeded generator, and torch runs on one thread inside :func:`train` (the previous
@@ -34,11 +35,17 @@ from .presets import get_preset, preset_from_dict, preset_to_dict
 from .sq import SQController
 
 __all__ = ["TrainResult", "train", "build_model", "input_shape", "predict", "Checkpoint",
-           "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+           "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "OPTIMIZERS", "SCHEDULES",
+           "check_optimizer"]
 
 #: What :func:`save_checkpoint` writes in its ``format`` field.
 CHECKPOINT_FORMAT = "qnnfab-checkpoint"
 CHECKPOINT_VERSION = 1
+
+#: What ``train(optimizer=...)`` takes: name -> momentum of ``torch.optim.SGD`` (None: Adam).
+OPTIMIZERS = {"adam": None, "sgd": 0.0, "momentum": 0.9}
+#: Learning-rate schedules: the presets' cosine decay (to ``lr * lr_min_factor``) or constant.
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -142,17 +149,53 @@ def _epochs(value, preset):
     return int(value)
 
 
+def check_optimizer(optimizer, preset):
+    """``train(optimizer=...)`` checked and filled in from ``preset``: None stays None (the
+    preset's Adam and cosine decay); a name of :data:`OPTIMIZERS` or a dict with ``name`` and
+    optionally ``lr`` (default ``preset.lr``) and ``schedule`` (one of :data:`SCHEDULES`,
+    default ``"cosine"``) becomes ``{"name", "lr", "momentum", "schedule"}`` (what
+    ``meta["optimizer"]`` records, accepted back: its ``momentum`` must be the name's).
+    ValueError naming the bad field."""
+    if optimizer is None:
+        return None
+    spec = {"name": optimizer} if isinstance(optimizer, str) else optimizer
+    if not isinstance(spec, dict):
+        raise ValueError(f"optimizer must be None, a name or a dict, not {optimizer!r}")
+    extra = set(spec) - {"name", "lr", "schedule", "momentum"}
+    if extra:
+        raise ValueError(f"optimizer: unknown field(s) {', '.join(sorted(map(str, extra)))}; "
+                         f"known: name, lr, schedule, momentum")
+    name = spec.get("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer name: expected one of {', '.join(OPTIMIZERS)}, "
+                         f"not {name!r}")
+    if spec.get("momentum", OPTIMIZERS[name]) != OPTIMIZERS[name]:
+        raise ValueError(f"optimizer momentum: {name} has momentum {OPTIMIZERS[name]}, "
+                         f"not {spec['momentum']!r}")
+    lr = spec.get("lr", preset.lr)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ValueError(f"optimizer lr must be a positive number, not {lr!r}")
+    schedule = spec.get("schedule", "cosine")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optimizer schedule: expected one of {', '.join(SCHEDULES)}, "
+                         f"not {schedule!r}")
+    return {"name": name, "lr": float(lr), "momentum": OPTIMIZERS[name], "schedule": schedule}
+
+
 def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
-          grad_quant=None):
+          grad_quant=None, optimizer=None):
     """Train ``preset`` (a name in :data:`qnnfab.model.presets.PRESETS`, or a
     :class:`~qnnfab.model.presets.Preset`) from ``seed``.
 
     ``epochs`` overrides the preset's epoch count, ``data`` its data set (a name for
     :func:`qnnfab.model.data.load_dataset`, e.g. ``"mnist:DIR"``). ``grad_quant``: None, or
-    ``(method, bits)`` to quantize the gradients while training
-    (:func:`qnnfab.model.gradquant.quantize_gradients`, seeded with ``seed``; recorded in
-    ``meta["grad_quant"]``). Progress (one tqdm bar, one step per epoch) goes to stderr unless
-    ``progress`` is false. Returns a :class:`TrainResult`.
+    ``(method, bits)`` or ``(method, bits, targets)`` to quantize the gradients while training
+    (:func:`qnnfab.model.gradquant.quantize_gradients`, seeded with ``seed``; targets default
+    to both; recorded in ``meta["grad_quant"]``). ``optimizer`` replaces the preset's Adam:
+    ``"sgd"``, ``"momentum"`` (SGD, momentum 0.9), ``"adam"`` or a dict with ``name``, ``lr``
+    and ``schedule`` (:func:`check_optimizer`; recorded in ``meta["optimizer"]``). Progress
+    (one tqdm bar, one step per epoch) goes to stderr unless ``progress`` is false. Returns a
+    :class:`TrainResult`.
     """
     from .gradquant import check_grad_quant
 
@@ -160,6 +203,7 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
     p = get_preset(preset)
     n_epochs = _epochs(epochs, p)
     grad_quant = check_grad_quant(grad_quant)
+    optimizer = check_optimizer(optimizer, p)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     seed = int(seed)
@@ -172,7 +216,8 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
             torch.manual_seed(seed)
             model, history, best_epoch, sq_record = _fit(p, ds, seed=seed, epochs=n_epochs,
                                                          progress=progress,
-                                                         grad_quant=grad_quant)
+                                                         grad_quant=grad_quant,
+                                                         optimizer=optimizer)
     finally:
         torch.set_num_threads(threads)
 
@@ -186,7 +231,10 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
     if sq_record is not None:
         meta["sq"] = sq_record
     if grad_quant is not None:
-        meta["grad_quant"] = {"method": grad_quant[0], "bits": grad_quant[1]}
+        meta["grad_quant"] = {"method": grad_quant[0], "bits": grad_quant[1],
+                              "targets": list(grad_quant[2])}
+    if optimizer is not None:
+        meta["optimizer"] = dict(optimizer)
     if all(lin.kind == "float" for lin in model.quant_linears()):
         # Float weights: no integer model yet (``qnnfab quantize`` makes one).
         network = export_float(model, meta=meta, classes=list(ds.classes))
@@ -210,16 +258,18 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
                        seed=seed)
 
 
-def _fit(p, ds, *, seed, epochs, progress, grad_quant=None):
+def _fit(p, ds, *, seed, epochs, progress, grad_quant=None, optimizer=None):
     from .gradquant import quantize_gradients
 
     model = build_model(p, ds)
     controller = SQController(model.quant_linears(), p.sq, epochs) if p.sq is not None else None
-    hooks = None if grad_quant is None else quantize_gradients(model, *grad_quant, seed=seed)
+    hooks = None if grad_quant is None else \
+        quantize_gradients(model, *grad_quant[:2], seed=seed, targets=grad_quant[2])
     try:
         history, best_epoch = _optimize(model, ds, p, model.parameters(), seed=seed,
                                         epochs=epochs, progress=progress,
-                                        desc=f"train {p.name}", controller=controller)
+                                        desc=f"train {p.name}", controller=controller,
+                                        optimizer=optimizer)
     finally:
         if hooks is not None:
             hooks.remove()
@@ -238,9 +288,10 @@ def _fit(p, ds, *, seed, epochs, progress, grad_quant=None):
 
 
 def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, controller=None,
-              constrain=None, holder=None):
+              constrain=None, holder=None, optimizer=None):
     """Train ``model`` (its ``params``) on ``ds`` for ``epochs`` with preset ``p``'s optimizer
-    settings (``lr`` overrides its peak learning rate): Adam, cosine decay, the model's
+    settings (``lr`` overrides its peak learning rate; ``optimizer``, a
+    :func:`check_optimizer` dict, replaces them): Adam, cosine decay, the model's
     ``constrain_()`` (and ``constrain()`` if given) after each step. Loads the best validation
     epoch's weights into ``model`` (eval mode; ``holder``'s state dict, when given, is what is
     kept and restored, e.g. a module holding the model and further trained tensors) and returns
@@ -250,14 +301,21 @@ def _optimize(model, ds, p, params, *, seed, epochs, progress, desc, lr=None, co
     from qnnfab.progress import iterate
 
     lr = p.lr if lr is None else lr
+    if optimizer is not None:
+        lr = optimizer["lr"]
     x = torch.as_tensor(ds.x_train, dtype=torch.float32)
     y = torch.as_tensor(ds.y_train)
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
     total = max(1, epochs * steps_per_epoch)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=p.weight_decay)
+    if optimizer is None or optimizer["name"] == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=p.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=optimizer["momentum"],
+                              weight_decay=p.weight_decay)
+    constant = optimizer is not None and optimizer["schedule"] == "constant"
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: p.lr_min_factor + (1 - p.lr_min_factor)
+        opt, lambda s: 1.0 if constant else p.lr_min_factor + (1 - p.lr_min_factor)
         * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
     gen = torch.Generator().manual_seed(seed)

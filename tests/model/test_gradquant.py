@@ -190,12 +190,19 @@ def test_bad_arguments(method):
 
 def test_check_grad_quant():
     assert check_grad_quant(None) is None
-    assert check_grad_quant(("log", 4)) == ("log", 4)
-    assert check_grad_quant(("terngrad", None)) == ("terngrad", None)
+    assert check_grad_quant(("log", 4)) == ("log", 4, ("error", "weight"))
+    assert check_grad_quant(("terngrad", None)) == ("terngrad", None, ("error", "weight"))
+    assert check_grad_quant(("log", 4, "weight")) == ("log", 4, ("weight",))
+    assert check_grad_quant(("log", 4, ["weight", "error"])) == ("log", 4, ("error", "weight"))
     with pytest.raises(ValueError, match="unknown gradient quantizer 'nope'; known: uniform"):
         check_grad_quant(("nope", 4))
-    with pytest.raises(ValueError, match=r"grad_quant must be None or \(method, bits\)"):
+    with pytest.raises(ValueError, match=r"grad_quant must be None, \(method, bits\) or "
+                                         r"\(method, bits, targets\)"):
         check_grad_quant("log")
+    with pytest.raises(ValueError, match="grad_quant must be"):
+        check_grad_quant(("log", 4, "error", "weight"))
+    with pytest.raises(ValueError, match="targets: expected some of error, weight"):
+        check_grad_quant(("log", 4, "bias"))
     with pytest.raises(ValueError, match="bits must be"):
         check_grad_quant(("uniform", 1))
 
@@ -344,7 +351,8 @@ SMALL = Preset(name="test-gradquant", hidden=(64, 64), weights="ternary", act_bi
 
 def test_training_with_quantized_gradients_learns():
     r = train(SMALL, seed=0, progress=False, grad_quant=("log", 4))
-    assert r.network.meta["grad_quant"] == {"method": "log", "bits": 4}
+    assert r.network.meta["grad_quant"] == {"method": "log", "bits": 4,
+                                             "targets": ["error", "weight"]}
     assert r.integer_accuracy > 0.8, f"log 4-bit gradients: integer accuracy " \
                                      f"{r.integer_accuracy:.3f} (chance 0.1)"
     assert not any(gradquant._MARK in lin.__dict__ for lin in r.model.quant_linears()), \
