@@ -42,7 +42,7 @@ from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E
 from qnnfab import ir  # noqa: E402
 from qnnfab.model.data import load_dataset  # noqa: E402
 from qnnfab.model.ptq_cnn import (ACTIVATIONS, CALIBRATION_IMAGES, METHODS,  # noqa: E402
-                                  quantize_cnn, train_float_cnn)
+                                  format_distances, quantize_cnn, train_float_cnn)
 
 #: The tables of docs/results.md this benchmark writes.
 DOC_TABLES = ("formats-cnn",)
@@ -100,9 +100,10 @@ def run_data(data, args, steps):
                            "test": q.test_accuracy, "val": q.val_accuracy,
                            "distances": q.distances, "distinct": q.distinct,
                            "seconds": round(q.seconds, 2)}
+                    if q.books is not None:
+                        row["levels"] = [b.levels.tolist() for b in q.books]
                     if q.history:
                         row["ga_best_fitness"] = q.history[-1]["best"]
-                        row["levels"] = [b.levels.tolist() for b in q.books]
                     rows.append(row)
                     if method == "float" and act == "float":
                         floats.append(q.test_accuracy)
@@ -117,6 +118,16 @@ def _cell(values, fmt):
     if len(values) == 1:
         return fmt(mean)
     return f"{fmt(mean)} ({fmt(lo)}..{fmt(hi)})"
+
+
+def _format_cell(rows):
+    """Mean :func:`~qnnfab.model.ptq_cnn.format_distances` of the rows' levels (over layers and
+    seeds): ``fixed / minifloat / pow2``."""
+    found = [format_distances(lv) for r in rows for lv in r.get("levels", [])]
+    if not found:
+        return "-"
+    return " / ".join(f"{np.mean([f[k] for f in found]):.2f}"
+                      for k in ("fixed", "minifloat", "pow2"))
 
 
 def _setting_text(doc):
@@ -159,11 +170,18 @@ def table(docs, args, seconds):
                                    dist) for b in args.bits]
                     lines.append(f"| {doc['data']} | {act} | {LABELS[method]}: fixed-point "
                                  f"distance d | " + " | ".join(cells) + " |")
+            if "ga" in args.methods:
+                cells = [_format_cell(pick("ga", b)) for b in args.bits]
+                lines.append(f"| {doc['data']} | {act} | GA: distance to fixed / minifloat / "
+                             f"pow2 | " + " | ".join(cells) + " |")
     lines += ["", "Fixed-point distance d: RMS distance of a layer's levels to the best-fitting "
               "fixed-point grid of as many levels (two's-complement grid s·j, the step s "
               "fitted), in units of s, averaged over the layers, then mean (min..max) over "
               "seeds; 0 = exactly fixed point (fixed, uniform), ≈ 0.29 = remainders at "
-              "random.",
+              "random. Distance to fixed / minifloat / pow2: RMS distance of the GA's levels to "
+              "each format's grid of as many levels with its best scale, in units of the "
+              "levels' mean spacing (max - min)/(2**bits - 1), mean over layers and seeds: the "
+              "smallest is the format the GA's levels resemble most.",
               f"Compute time {seconds / 60:.1f} min (the data sets' runs added; one torch "
               f"thread)."]
     return "\n".join(lines) + "\n"

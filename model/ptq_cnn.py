@@ -48,6 +48,11 @@ scale costs nothing, and ``fixed_codebook`` also picks it per layer), so ``d = 0
 the levels lie on a uniform grid through 0 — the levels of ``fixed`` and ``uniform`` — and
 levels whose remainders are spread at random give about ``1/√12 ≈ 0.29``; at most ``0.5``
 unless the grid's ends clip.
+
+To see which format the levels resemble *most*, :func:`format_distances` fits the fixed-point,
+minifloat and power-of-two grids of the same width (each with its best scale) and gives each RMS
+distance in units of the levels' mean spacing ``(max - min) / (2**k - 1)``, one scale for all
+three.
 """
 
 import copy
@@ -65,7 +70,8 @@ from . import codebooks, ptq
 
 __all__ = ["METHODS", "ACTIVATIONS", "CALIBRATION_IMAGES", "FloatCNN", "train_float_cnn",
            "image_shape", "layer_weights", "set_layer_weights", "quantized_weights",
-           "calibrate", "evaluate", "fixed_point_distance", "CNNQuantResult", "quantize_cnn"]
+           "calibrate", "evaluate", "fixed_point_distance", "format_units", "format_distances",
+           "CNNQuantResult", "quantize_cnn"]
 
 #: Weight methods: the float reference, then the codebook methods of :mod:`qnnfab.model.ptq`.
 METHODS = ("float",) + tuple(ptq.METHODS)
@@ -234,34 +240,84 @@ def evaluate(model, x, y):
     return correct / len(y), ce / len(y)
 
 
+def _nearest(unit, x):
+    """The value of sorted ``unit`` nearest to each element of ``x`` (ties: the lower)."""
+    i = np.clip(np.searchsorted(unit, x), 1, unit.size - 1)
+    lo, hi = unit[i - 1], unit[i]
+    return np.where(x - lo <= hi - x, lo, hi)
+
+
+def _fit_scaled(lv, unit):
+    """``(rms, s)``: the scale ``s > 0`` for which the grid ``s·unit`` fits the levels ``lv``
+    best (each level to its nearest grid value), and that RMS distance. Lloyd-like: from many
+    starting scales, assign each level its nearest unit value, then the least-squares scale for
+    those values; the best fit is kept."""
+    top = float(np.abs(lv).max())
+    s = top / float(np.abs(unit).max()) * np.geomspace(0.125, 8, 193)
+    for _ in range(30):
+        u = _nearest(unit, lv[None, :] / s[:, None])
+        uu = (u * u).sum(axis=1)
+        s_new = np.where(uu > 0, (u * lv[None, :]).sum(axis=1) / np.where(uu > 0, uu, 1), s)
+        s = np.where(s_new > 0, s_new, s)
+    u = _nearest(unit, lv[None, :] / s[:, None])
+    err = np.sqrt(np.mean((lv[None, :] - s[:, None] * u) ** 2, axis=1))
+    i = int(np.argmin(err))
+    return float(err[i]), float(s[i])
+
+
+def _levels(levels, where):
+    lv = np.sort(np.asarray(levels, dtype=np.float64).ravel())
+    n = lv.size
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"{where}: expected 2**k levels, got {n}")
+    return lv
+
+
 def fixed_point_distance(levels):
     """``(d, step)``: the RMS distance of ``levels`` (``2**k`` of them) to the best fixed-point
     grid of ``2**k`` levels, in units of that grid's ``step`` (module docstring). ``d = 0`` for
     levels on such a grid; all-zero levels give ``(0.0, 1.0)``."""
-    lv = np.sort(np.asarray(levels, dtype=np.float64).ravel())
-    n = lv.size
-    if n < 2 or n & (n - 1):
-        raise ValueError(f"fixed_point_distance: expected 2**k levels, got {n}")
-    top = float(np.abs(lv).max())
-    if top == 0:
+    lv = _levels(levels, "fixed_point_distance")
+    if not np.abs(lv).max() > 0:
         return 0.0, 1.0
-    half = n // 2
-    best_err, best_step = math.inf, 1.0
-    for lo, hi in ((-half, half - 1), (-half + 1, half)):
-        # Lloyd-like refinement from many starting steps: assign each level its grid index,
-        # then the least-squares step for those indices; keep the best fit.
-        s = top / half * np.geomspace(0.125, 8, 193)
-        for _ in range(30):
-            j = np.clip(np.rint(lv[None, :] / s[:, None]), lo, hi)
-            jj = (j * j).sum(axis=1)
-            s_new = np.where(jj > 0, (j * lv[None, :]).sum(axis=1) / np.maximum(jj, 1), s)
-            s = np.where(s_new > 0, s_new, s)
-        j = np.clip(np.rint(lv[None, :] / s[:, None]), lo, hi)
-        err = np.sqrt(np.mean((lv[None, :] - s[:, None] * j) ** 2, axis=1))
-        i = int(np.argmin(err))
-        if err[i] < best_err:
-            best_err, best_step = float(err[i]), float(s[i])
-    return best_err / best_step, best_step
+    half = lv.size // 2
+    unit = np.arange(-half, half, dtype=np.float64)
+    fits = [_fit_scaled(lv, unit), _fit_scaled(lv, -unit[::-1])]
+    err, step = min(fits)
+    return err / step, step
+
+
+def format_units(bits):
+    """``{format: unscaled values}``, ascending, of the ``bits``-bit formats a codebook's levels
+    are compared with in :func:`format_distances`: ``fixed`` (two's complement ``-2**(k-1) ..
+    2**(k-1) - 1``), ``minifloat`` (:func:`~qnnfab.model.codebooks.minifloat_values`) and
+    ``pow2`` (``{0, 0, ±2**-j}``, as :func:`~qnnfab.model.codebooks.pow2_codebook`)."""
+    k = codebooks.check_bits(bits, where="format_units: bits")
+    half = 1 << (k - 1)
+    if k == 1:
+        pow2 = np.array([-1.0, 1.0])
+    else:
+        mags = np.ldexp(1.0, -np.arange(half - 1))
+        pow2 = np.sort(np.concatenate([-mags, [0.0, 0.0], mags]))
+    return {"fixed": np.arange(-half, half, dtype=np.float64),
+            "minifloat": codebooks.minifloat_values(k), "pow2": pow2}
+
+
+def format_distances(levels):
+    """``{format: distance}``: for each format of :func:`format_units`, the RMS distance of
+    ``levels`` to that format's grid with its best scale (either sign orientation), in units of
+    the levels' mean spacing ``(max - min) / (2**k - 1)``, so the formats compare on one scale:
+    the smallest is the format the levels resemble most."""
+    lv = _levels(levels, "format_distances")
+    spacing = (lv[-1] - lv[0]) / (lv.size - 1)
+    out = {}
+    for name, unit in format_units(lv.size.bit_length() - 1).items():
+        if spacing <= 0:
+            out[name] = 0.0
+            continue
+        err = min(_fit_scaled(lv, unit)[0], _fit_scaled(lv, -unit[::-1])[0])
+        out[name] = err / spacing
+    return out
 
 
 @dataclass

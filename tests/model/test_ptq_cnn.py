@@ -172,3 +172,23 @@ def test_bad_arguments(ds, model):
         ptq_cnn.quantize_cnn(model, ds, "fixed", 2, act="int4")
     with pytest.raises(ValueError, match="bits"):
         ptq_cnn.quantize_cnn(model, ds, "fixed", 9)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6])
+def test_format_distances_find_each_format(bits):
+    """Each baseline's own levels are at distance 0 from its format and (4 bits) farther from
+    the others; the distances share one unit (the levels' mean spacing)."""
+    w = np.random.default_rng(1).normal(size=2000)
+    for name in ("fixed", "minifloat", "pow2"):
+        d = ptq_cnn.format_distances(codebooks.METHODS[name](w, bits).levels)
+        assert set(d) == {"fixed", "minifloat", "pow2"}
+        assert d[name] < 1e-9
+        if bits == 4:   # (3-bit e1m1 minifloat is a uniform grid; 6-bit pow2 ~ a minifloat)
+            assert all(v > 0.1 for k, v in d.items() if k != name), (name, d)
+    # Scale and sign do not matter.
+    lv = codebooks.minifloat_codebook(w, bits).levels
+    assert ptq_cnn.format_distances(-3.7 * lv)["minifloat"] < 1e-9
+    units = ptq_cnn.format_units(bits)
+    assert all(u.size == 2 ** bits and np.all(np.diff(u) >= 0) for u in units.values())
+    with pytest.raises(ValueError, match="2\\*\\*k levels"):
+        ptq_cnn.format_distances([0.0, 1.0, 2.0])
