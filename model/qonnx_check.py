@@ -28,6 +28,9 @@ class QonnxCheck:
     ----------
     n : int, inputs checked
     agree : int, inputs whose class (argmax, first index on ties) is the same both ways
+    ties : int, inputs where the classes differ but the executor's class has the golden
+        model's top integer score too (an exact tie, which the executor's float sums break
+        by rounding): both are an argmax of the same scores
     max_deviation : float, largest ``|qonnx score - (scale·acc + offset)|``
     max_deviation_steps : float, the same in accumulator steps (``/ scale``)
     qonnx_classes, golden_classes : ndarray (n,)
@@ -44,16 +47,25 @@ class QonnxCheck:
     golden_classes: np.ndarray
     source: str = ""
     ambiguous: int = 0
+    ties: int = 0
 
     @property
     def ok(self):
         """All classes agree."""
         return self.agree == self.n
 
+    @property
+    def ok_up_to_ties(self):
+        """Every class agrees or is an exact tie (:attr:`ties`)."""
+        return self.agree + self.ties == self.n
+
     def line(self):
         """One line for the CLI."""
         return (f"qonnx executor vs qnnfab golden on {self.n} inputs ({self.source}): classes "
-                f"agree on {self.agree}/{self.n}; largest score deviation after the last "
+                f"agree on {self.agree}/{self.n}"
+                + (f" ({self.ties} more are exact ties of the integer scores, broken the "
+                   f"other way by the executor's float sums)" if self.ties else "")
+                + "; largest score deviation after the last "
                 f"layer's affine map {self.max_deviation:.3g} "
                 f"({self.max_deviation_steps:.3g} accumulator steps)"
                 + (f"; {self.ambiguous} thresholds lie within float rounding of a quantizer "
@@ -119,7 +131,9 @@ def check_against_qonnx(network, source, codes, *, input_source="", batch=256):
     dev = float(np.max(np.abs(scores - output_scores(network, trace.scores)))) if len(codes) \
         else 0.0
     step = network.meta["output_affine"]["scale"]
-    return QonnxCheck(n=len(codes), agree=int(np.sum(q_classes == trace.classes)),
+    bad = q_classes != trace.classes
+    ties = int(np.sum(trace.scores[bad, q_classes[bad]] == trace.scores[bad].max(axis=1)))
+    return QonnxCheck(n=len(codes), agree=int(np.sum(q_classes == trace.classes)), ties=ties,
                       max_deviation=dev, max_deviation_steps=dev / step,
                       qonnx_classes=q_classes, golden_classes=trace.classes,
                       source=input_source,

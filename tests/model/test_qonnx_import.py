@@ -310,3 +310,27 @@ def test_imported_network_in_amaranth(exported, name):
     result = simulate(net, codes, simulator="amaranth")
     comparison = compare(net, codes, result)
     assert comparison.ok, comparison
+
+
+def test_a_tie_broken_the_other_way_is_counted_as_a_tie(exported, monkeypatch):
+    """Where the golden model's top integer scores tie, the executor's float sums may pick the
+    other class: counted in ``ties`` (and ``ok_up_to_ties``), not as agreement; a class with
+    a lower score is a real disagreement."""
+    from qnnfab.model import qonnx_check
+    net = import_qonnx(exported["mlp_binary", False][1])
+    codes = check_codes(net, 40)[0]
+    trace = golden.forward(net, codes)
+    # Input 0: a tie, made and broken the other way; input 1: a plain disagreement.
+    top = int(trace.classes[0])
+    other = (top + 1) % trace.scores.shape[1]
+    trace.scores[0, other] = trace.scores[0, top]
+    fake = output_scores(net, trace.scores).astype(np.float64)
+    fake[0, other] += 1e-9
+    wrong = int(np.argmin(trace.scores[1]))
+    fake[1, wrong] = fake[1].max() + 1.0
+    monkeypatch.setattr(qonnx_check, "execute_qonnx", lambda model, x, batch=256: fake)
+    monkeypatch.setattr(qonnx_check.golden, "forward", lambda network, c: trace)
+    check = check_against_qonnx(net, exported["mlp_binary", False][1], codes)
+    assert (check.agree, check.ties) == (38, 1)
+    assert not check.ok and not check.ok_up_to_ties
+    assert "1 more are exact ties" in check.line()
