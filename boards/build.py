@@ -71,12 +71,28 @@ def estimate(network, folding=None, *, family=None, styles=None):
                               styles=styles)
 
 
-def check_fit(network, board, folding=None, *, styles=None):
+def check_fit(network, board, folding=None, *, styles=None, weights_in=None):
     """Refuse (:class:`FitError`) a network that cannot fit ``board``'s device: more weight bits
     than block RAM bits, or a crude logic estimate above the device's cells (``styles``: one
-    per layer, see :func:`estimate`). Returns the estimate."""
+    per layer, see :func:`estimate`); ``weights_in``: one ``ebr``/``spram`` per layer (None:
+    all in block RAM), the SPRAM layers counted against the board's SPRAMs
+    (:func:`qnnfab.rtl.estimate.spram_blocks_for`), not its block RAM. Returns the estimate
+    (with ``spram_blocks`` and ``spram_weight_bits`` when some layer is in SPRAM)."""
     board = get_board(board)
     est = estimate(network, folding, family=board.family, styles=styles)
+    if weights_in is not None and "spram" in weights_in:
+        pairs = _folding_pairs(network, folding)
+        if pairs is None:
+            raise FitError("weights in SPRAM need a folding (their word width)")
+        spram_bits = sum(int(layer.weight_bits) for layer, w in zip(network.layers, weights_in)
+                         if w == "spram")
+        blocks = _estimate.spram_blocks_for(network, pairs, weights_in)
+        if blocks > board.spram_blocks:
+            raise FitError(f"network does not fit {board.name} ({board.device}): its SPRAM "
+                           f"layers need {blocks} SPRAMs, the device has "
+                           f"{board.spram_blocks}")
+        est = {**est, "weight_bits": est["weight_bits"] - spram_bits,
+               "spram_weight_bits": spram_bits, "spram_blocks": blocks}
     if est["weight_bits"] > board.bram_bits:
         raise FitError(f"network does not fit {board.name} ({board.device}): "
                        f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of block "
@@ -206,6 +222,7 @@ class BuildPlan:
     name: str = "top"
     styles: "list | None" = None
     style_source: "str | None" = None
+    weights_in: "list | None" = None
 
     @property
     def bitstream(self):
@@ -218,12 +235,14 @@ class BuildPlan:
 
 
 def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, baud=None,
-               learn=False, folding_source=None, selftest=0, style="folded"):
+               learn=False, folding_source=None, selftest=0, style="folded",
+               weights_in="ebr"):
     """Step 1 of :func:`build` (same arguments): check everything quick, clear stale outputs
     from ``out_dir`` and write the tools' inputs into ``out_dir/gateware``; a
     :class:`BuildPlan`."""
     board = get_board(board)
     network.validate()
+    chosen = folding
     if learn and clock_mhz is None and board.family in LEARNING_CLOCK_MHZ:
         clock_mhz = min(board.design_clock_mhz, LEARNING_CLOCK_MHZ[board.family])
     clock_mhz, pll = _design_clock(board, clock_mhz)
@@ -241,7 +260,22 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
         raise ValueError("--style and --learn: a learning board's layers are folded (its "
                          "last layer's weights change); build it with the folded style")
     style_source = _style_source(style, styles)
-    est = check_fit(network, board, folding, styles=styles)           # before anything slow
+    stores = None
+    if not (isinstance(weights_in, str) and weights_in == "ebr"):
+        if learn:
+            raise ValueError("--weights-in and --learn: a learning board keeps its weights in "
+                             "block RAM")
+        from .registry import board_weights
+        folding, stores, note = board_weights(network, board, weights_in,
+                                              None if chosen is None else folding,
+                                              styles=styles)
+        if "spram" not in stores:
+            stores = None
+        elif chosen is None:
+            folding_source = (f"board {board.name} default (max_lanes={lanes}), SPRAM layers "
+                              f"at their ports' width")
+    est = check_fit(network, board, folding, styles=styles,
+                    weights_in=stores)                                # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 
     from .top import BoardTop
@@ -252,8 +286,12 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     stored, selftest_entry = _selftest_vectors(network, folding, board, selftest) \
         if selftest else (None, None)
     core, learning = _learning_core(network, folding, seed) if learn else (None, None)
-    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
-                   selftest=stored, style=styles)
+    if stores is None:
+        top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
+                       selftest=stored, style=styles)
+    else:
+        top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
+                       selftest=stored, style=styles, weights_in=stores)
     if selftest_entry is not None:
         from .selftest import expected_cycles
         selftest_entry["expected_cycles"] = expected_cycles(
@@ -263,7 +301,8 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
                      folding_source=folding_source, clock_mhz=clock_mhz, pll=pll, baud=baud,
                      seed=int(seed), learning=learning, estimate=est, top=top, out_dir=out_dir,
                      build_dir=build_dir, commands=[], env=env, rtl_sha256="",
-                     selftest=selftest_entry, styles=styles, style_source=style_source)
+                     selftest=selftest_entry, styles=styles, style_source=style_source,
+                     weights_in=stores)
     return prepare_build_dir(plan)
 
 
@@ -301,7 +340,8 @@ def _style_source(style, styles):
 
 
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
-          extra=None, baud=None, learn=False, folding_source=None, selftest=0, style="folded"):
+          extra=None, baud=None, learn=False, folding_source=None, selftest=0, style="folded",
+          weights_in="ebr"):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
 
     Parameters
@@ -336,6 +376,13 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         ``"auto"`` (unrolled where the estimate fits the board,
         :func:`~qnnfab.boards.registry.board_styles`) or one per layer. The report records
         them (``style``, ``style_source``).
+    weights_in : str or list of str
+        Where the folded dense layers keep their weights: ``"ebr"`` (default, block RAM with
+        the weights in the bitstream), ``"spram"``, ``"auto"`` (SPRAM only when block RAM does
+        not suffice) or one per layer (:func:`~qnnfab.boards.registry.board_weights`; iCE40
+        UP5K boards only). SPRAM starts empty: the host loads the weights over the UART
+        (``qnnfab run`` does). The report records them (``weights_in``, ``resources.spram``,
+        ``uart.load_bytes``).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
@@ -349,7 +396,8 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     started = time.monotonic()
     plan = plan_build(network, board, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                       baud=baud, learn=learn,
-                      folding_source=folding_source, selftest=selftest, style=style)
+                      folding_source=folding_source, selftest=selftest, style=style,
+                      weights_in=weights_in)
     notes = []
     seconds = run_steps(plan.commands, plan.build_dir, plan.env, plan.board.family,
                         progress=progress, notes=notes)

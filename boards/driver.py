@@ -6,10 +6,12 @@ import time
 
 import numpy as np
 
-from .protocol import (RESPONSE_SYNC, SELFTEST_LENGTH, SELFTEST_RESPONSE_SYNC, SELFTEST_SYNC,
-                       FrameFormat, ProtocolError, decode_selftest_response)
+from .protocol import (LOAD_ACK, RESPONSE_SYNC, SELFTEST_LENGTH, SELFTEST_RESPONSE_SYNC,
+                       SELFTEST_SYNC, FrameFormat, ProtocolError, decode_selftest_response,
+                       encode_load)
 
-__all__ = ["infer", "learn", "selftest", "open_port", "BoardTimeout", "ProtocolError"]
+__all__ = ["infer", "learn", "selftest", "load_weights", "open_port", "BoardTimeout",
+           "ProtocolError"]
 
 
 class BoardTimeout(TimeoutError):
@@ -94,6 +96,51 @@ def selftest(port, *, baud=115200, timeout=10.0):
     return _exchange(port, bytes([SELFTEST_SYNC]), None, baud, timeout,
                      sync=SELFTEST_RESPONSE_SYNC, length=SELFTEST_LENGTH,
                      decode=decode_selftest_response)
+
+
+#: Bytes written per chunk of a weight load (progress is reported after each).
+LOAD_CHUNK = 512
+
+
+def load_weights(port, words, *, baud=115200, timeout=None, progress=None):
+    """Write the weights of a board whose layers keep them in SPRAM (the 0x57 frame,
+    :mod:`~qnnfab.boards.protocol`): ``words``, the network's 16-bit load words
+    (:meth:`qnnfab.rtl.network.Network.load_words`), and wait for the board's ack byte.
+
+    ``timeout``: seconds for the whole exchange (default: twice the frame's time on the line
+    plus two seconds). ``progress(done, total)``: bytes written so far, after each chunk of
+    :data:`LOAD_CHUNK` bytes. Returns the seconds it took. Raises :class:`BoardTimeout` when
+    no ack comes (a board built without SPRAM layers ignores the frame)."""
+    frame = encode_load(words)
+    if timeout is None:
+        timeout = 2.0 + 2 * len(frame) * 10 / baud
+    own = isinstance(port, (str, os.PathLike))
+    ser = open_port(os.fspath(port), baud=baud, timeout=0.1) if own else port
+    started = time.monotonic()
+    try:
+        ser.reset_input_buffer()
+        for k in range(0, len(frame), LOAD_CHUNK):
+            ser.write(frame[k:k + LOAD_CHUNK])
+            if progress is not None:
+                progress(min(k + LOAD_CHUNK, len(frame)), len(frame))
+        if hasattr(ser, "flush"):
+            ser.flush()
+        deadline = started + timeout
+        skipped = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise BoardTimeout(f"no ack (0x{LOAD_ACK:02x}) to the weight load from the board "
+                                   f"within {timeout:.1f} s ({skipped} stray bytes skipped; was "
+                                   f"it built with its weights in SPRAM?)")
+            byte = ser.read(1)
+            if not byte:
+                continue
+            if byte[0] == LOAD_ACK:
+                return time.monotonic() - started
+            skipped += 1
+    finally:
+        if own:
+            ser.close()
 
 
 def _exchange(port, request, fmt, baud, timeout, **read):

@@ -40,9 +40,25 @@ little-endian unsigned: the vectors run, the outputs whose class equals the stor
 the cycles from the first vector offered to the last output taken. A board without a self-test
 ignores 0x54.
 
+Weight load request (host → board), for a board whose weights are in SPRAM (``qnnfab build
+--weights-in spram|auto``; the UP5K's SPRAMs start empty after configuration), ``1 + 2·W``
+bytes::
+
+    0x57, word[0] (2 bytes), ..., word[W - 1] (2 bytes)
+
+exactly the ``W`` 16-bit words of the network's load address space, little-endian
+(:meth:`qnnfab.rtl.network.Network.load_words`; layout in :attr:`~qnnfab.rtl.network.Network.
+spram_layout`: the SPRAM layers in order, each block-major). Every byte is data (none can be
+refused); the board answers the single byte :data:`LOAD_ACK` after the last one, and a gap of
+more than :data:`TIMEOUT_BYTES` byte times aborts the frame (error LED, no answer; the words
+written so far stay written: send the whole frame again). A board without SPRAM layers
+ignores 0x57. Send it before the first inference (``qnnfab run`` does); the answers before a
+complete load are wrong.
+
 Robustness (the board never wedges on garbage):
 
-- Outside a frame, every byte but 0x51 is ignored.
+- Outside a frame, every byte but the sync bytes (0x51; 0x4C, 0x54, 0x57 on boards that take
+  them) is ignored.
 - Inside a frame, a byte above ``2**input_bits - 1`` aborts the frame (the error LED lights);
   if that byte is 0x51 a new frame starts with it. (For ``input_bits`` >= 7, 0x51 is a valid
   code and is read as data: the timeout below resynchronizes instead.)
@@ -60,7 +76,8 @@ import numpy as np
 
 __all__ = ["REQUEST_SYNC", "LEARN_SYNC", "RESPONSE_SYNC", "SELFTEST_SYNC",
            "SELFTEST_RESPONSE_SYNC", "SELFTEST_LENGTH", "TIMEOUT_BYTES", "FrameFormat",
-           "ProtocolError", "encode_selftest_response", "decode_selftest_response"]
+           "ProtocolError", "encode_selftest_response", "decode_selftest_response",
+           "LOAD_SYNC", "LOAD_ACK", "encode_load"]
 
 REQUEST_SYNC = 0x51
 #: First byte of a learning request (a labelled sample).
@@ -71,6 +88,9 @@ SELFTEST_SYNC = 0x54
 SELFTEST_RESPONSE_SYNC = 0x53
 #: Bytes of the self-test answer.
 SELFTEST_LENGTH = 9
+#: First byte of a weight load request, and the board's one-byte answer to a complete one.
+LOAD_SYNC = 0x57
+LOAD_ACK = 0x41
 #: Byte times of silence after which the board drops a half-received frame.
 TIMEOUT_BYTES = 16
 
@@ -202,3 +222,15 @@ def decode_selftest_response(data):
     if correct > n:
         raise ProtocolError(f"self-test answer: {correct} correct of {n} vectors")
     return n, correct, int.from_bytes(data[5:9], "little")
+
+
+def encode_load(words):
+    """The weight load request bytes for ``words``, 16-bit words (``0x57``, then each word
+    little-endian)."""
+    out = bytearray([LOAD_SYNC])
+    for k, w in enumerate(words):
+        w = int(w)
+        if not 0 <= w <= 0xFFFF:
+            raise ValueError(f"words[{k}]: {w} is not a 16-bit word")
+        out += w.to_bytes(2, "little")
+    return bytes(out)

@@ -32,7 +32,8 @@ from .families.gowin import himbaechel_platform
 from .platforms import OrangeCrab25FPlatform
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
-           "TargetUnreachable", "board_styles", "family_lane_scale"]
+           "TargetUnreachable", "board_styles", "family_lane_scale", "WEIGHTS_IN",
+           "board_weights", "spram_folding", "NoSPRAM"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Board:
     uart_baud : int, the rate of the board top's UART
     program_command : str, how to load a bitstream onto the board (``{bitstream}``: its path)
     uart_port : str, where the board's UART usually appears on a Linux host, and why
+    spram_blocks : int, single-port RAMs for weights (iCE40 UP5K: 4 ``SB_SPRAM256KA`` of
+        16384 × 16 bits; 0 elsewhere), see :func:`board_weights`
     """
     name: str
     description: str
@@ -82,6 +85,7 @@ class Board:
     uart_baud: int = 115200
     program_command: str = ""
     uart_port: str = ""
+    spram_blocks: int = 0
 
     def __post_init__(self):
         get_family(self.family)  # an unknown family fails here, naming the known ones
@@ -120,7 +124,8 @@ BOARDS = {
         # needs 45 EBR of 30, so 256 it is.
         max_lanes=256, design_clock_mhz=36.0,
         program_command="openFPGALoader -b icebreaker {bitstream}  (or: iceprog {bitstream})",
-        uart_port="/dev/ttyUSB1 (the FT2232H's second channel; the first programs the flash)"),
+        uart_port="/dev/ttyUSB1 (the FT2232H's second channel; the first programs the flash)",
+        spram_blocks=4),
     "ulx3s-85f": Board(
         name="ulx3s-85f",
         description="Radiona ULX3S: Lattice ECP5 LFE5U-85F (83640 LUTs, 208 EBR), 25 MHz",
@@ -163,7 +168,8 @@ BOARDS = {
         max_lanes=256, design_clock_mhz=36.0,
         program_command="openFPGALoader -b icesugar {bitstream}  (or: icesprog {bitstream}; or "
                         "copy it to the iCELink USB drive)",
-        uart_port="/dev/ttyACM0 (the iCELink's USB serial port, the one that programs it)"),
+        uart_port="/dev/ttyACM0 (the iCELink's USB serial port, the one that programs it)",
+        spram_blocks=4),
     "ice40-hx8k-b-evn": Board(
         name="ice40-hx8k-b-evn",
         description="Lattice iCE40-HX8K breakout: iCE40 HX8K (7680 LCs, 32 EBR, no SPRAM, no "
@@ -405,10 +411,189 @@ def target_folding(network, board, *, target_ips=None, target_cycles=None, clock
     return folding, f"{what}: {cycles} cycles per inference, the cheapest folding that meets it"
 
 
-def bram_blocks_for(network, folding, board):
+def bram_blocks_for(network, folding, board, *, weights_in=None):
     """Block RAMs a folding needs on ``board`` (a name or a :class:`Board`):
     :func:`qnnfab.rtl.estimate.bram_blocks_for` with the board's read-port width and block
-    size. ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs."""
+    size. ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs; ``weights_in``: one entry
+    per layer, SPRAM layers not counted (None: all in block RAM)."""
     board = get_board(board)
     return _estimate.bram_blocks_for(network, folding, board.bram_port_bits,
-                                     board.bram_bits // board.bram_blocks)
+                                     board.bram_bits // board.bram_blocks,
+                                     weights_in=weights_in)
+
+
+#: What ``--weights-in`` takes besides one entry per layer.
+WEIGHTS_IN = ("ebr", "spram", "auto")
+
+
+class NoSPRAM(ValueError):
+    """SPRAM weights asked of a board without SPRAM, or more SPRAM than it has."""
+
+
+def _spram_candidates(network, styles):
+    from qnnfab import ir
+    styles = ["folded"] * len(network.layers) if styles is None else list(styles)
+    return [k for k, (layer, s) in enumerate(zip(network.layers, styles))
+            if isinstance(layer, ir.DenseLayer) and s == "folded"]
+
+
+def _spram_allotment(network, board, stores):
+    """SPRAMs per SPRAM layer: each its capacity's share (``ceil(weight bits / 256 kbit)``),
+    the rest to the layer with the most multiply-accumulates (its read width sets its
+    speed)."""
+    from qnnfab.rtl.spram import SPRAM_BITS
+    ks = [k for k, s in enumerate(stores) if s == "spram"]
+    alloc = {k: max(1, -(-int(network.layers[k].weight_bits) // SPRAM_BITS)) for k in ks}
+    need = sum(alloc.values())
+    if need > board.spram_blocks:
+        raise NoSPRAM(f"the SPRAM layers ({', '.join(map(str, ks))}) need at least {need} "
+                      f"SPRAMs; {board.name} has {board.spram_blocks}")
+    if ks:
+        alloc[max(ks, key=lambda k: (network.layers[k].macs, -k))] += board.spram_blocks - need
+    return alloc
+
+
+def spram_folding(layer, blocks, target):
+    """The folding of a dense ``layer`` whose weights are in ``blocks`` SPRAMs side by side:
+    words of at most ``16·blocks`` bits and at most 16384 of them; the cheapest that meets
+    ``target`` cycles, else the fastest. ValueError when none fits."""
+    from qnnfab import numerics
+    from qnnfab.rtl.estimate import folding_cost
+    from qnnfab.rtl.folding import LayerFolding, divisors, layer_cycles, simd_choices
+    from qnnfab.rtl.spram import SPRAM_DEPTH
+    wbits = numerics.weight_code_bits(layer.weight_levels)
+    best = None
+    for pe in divisors(layer.out_features):
+        for simd in simd_choices(layer):
+            f = LayerFolding(pe, simd)
+            cycles = layer_cycles(layer, f)
+            if pe * simd * wbits > 16 * blocks or cycles > SPRAM_DEPTH:
+                continue
+            key = (cycles > target, cycles if cycles > target else 0, folding_cost(layer, f),
+                   -simd)
+            if best is None or key < best[0]:
+                best = (key, f)
+    if best is None:
+        raise NoSPRAM(f"{layer.weight_bits:,} weight bits do not fit {blocks} SPRAMs at any "
+                      f"folding")
+    return best[1]
+
+
+def _spram_board_folding(network, board, stores, max_lanes=None):
+    """:func:`board_folding` with the SPRAM layers of ``stores`` folded to their SPRAMs'
+    width (:func:`spram_folding`) and left out of the block RAM count."""
+    from qnnfab import ir
+    from qnnfab.rtl.folding import auto_folding, check_folding
+    alloc = _spram_allotment(network, board, stores)
+    lane_scale = get_family(board.family).lane_scale
+    lanes = board.max_lanes if max_lanes is None else operator.index(max_lanes)
+
+    def make(lanes):
+        folding = auto_folding(network, max_lanes=lanes)
+        target = max(-(-ly.macs // lanes) for ly in network.layers
+                     if not isinstance(ly, ir.PoolLayer))
+        for k in alloc:
+            folding[k] = spram_folding(network.layers[k], alloc[k], target)
+        return folding
+
+    def fits(folding):
+        pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
+        est = _estimate.estimate(network, pairs, lane_scale=lane_scale)
+        return (est["lc"] <= LC_HEADROOM * board.lut
+                and bram_blocks_for(network, folding, board, weights_in=stores)
+                <= board.bram_blocks)
+    folding = make(lanes)
+    while lanes > 1 and not fits(folding):
+        lanes //= 2
+        folding = make(lanes)
+    return folding
+
+
+def _check_spram(network, board, folding, stores):
+    """NoSPRAM unless the SPRAM layers of ``stores`` fit ``board``'s SPRAMs at ``folding``."""
+    from qnnfab.rtl.spram import SPRAM_DEPTH
+    from qnnfab.rtl.folding import layer_cycles
+    if "spram" not in stores:
+        return
+    if not board.spram_blocks:
+        raise NoSPRAM(f"{board.name} ({board.device}) has no SPRAM: weights in SPRAM need an "
+                      f"iCE40 UP5K board (icebreaker, icesugar); use --weights-in ebr")
+    used = _estimate.spram_blocks_for(network, folding, stores)
+    if used > board.spram_blocks:
+        raise NoSPRAM(f"the SPRAM layers need {used} SPRAMs at this folding (one per 16 bits of "
+                      f"PE·SIMD·weight bits); {board.name} has {board.spram_blocks}: lower "
+                      f"their PE·SIMD")
+    for k, s in enumerate(stores):
+        if s == "spram" and layer_cycles(network.layers[k], folding[k]) > SPRAM_DEPTH:
+            raise NoSPRAM(f"layers[{k}]: {layer_cycles(network.layers[k], folding[k])} weight "
+                          f"words at this folding, more than an SPRAM's {SPRAM_DEPTH}: raise "
+                          f"its PE·SIMD")
+
+
+def board_weights(network, board, weights_in="ebr", folding=None, *, styles=None):
+    """Where ``network``'s layers keep their weights on ``board``, and the folding that goes
+    with it: ``(folding, weights_in list, note)``, ``note`` a line for the user (None when
+    nothing is in SPRAM).
+
+    ``weights_in``: ``"ebr"`` (every layer in block RAM: ``folding``, or
+    :func:`board_folding`, unchanged), ``"spram"`` (every folded dense layer in SPRAM),
+    ``"auto"`` (block RAM while the board's folding fits it; else the largest layers, by
+    weight bits, move to SPRAM one by one until the rest fits) or one ``ebr``/``spram`` per
+    layer. SPRAM layers get words at most ``16·blocks`` bits wide (the board's SPRAMs shared
+    by capacity, the rest to the layer with the most MACs: :func:`spram_folding`) unless
+    ``folding`` is given, and are not counted against the block RAM. :class:`NoSPRAM` for a
+    board without SPRAM (``spram`` or a list; ``auto`` stays in block RAM there) or SPRAM
+    layers that do not fit. ``styles``: the layers' styles (unrolled layers stay as they
+    are)."""
+    from qnnfab.rtl.folding import check_folding
+    from qnnfab.rtl.network import resolve_weights_in
+    board = get_board(board)
+    if folding is not None:
+        folding = check_folding(network, folding)
+    given = folding
+    if isinstance(weights_in, str) and weights_in == "ebr":
+        stores = ["ebr"] * len(network.layers)
+        return (board_folding(network, board) if folding is None else folding), stores, None
+    if isinstance(weights_in, str) and weights_in == "auto":
+        ebr = board_folding(network, board) if folding is None else folding
+        if (not board.spram_blocks
+                or (bram_blocks_for(network, ebr, board) <= board.bram_blocks
+                    and _estimate.estimate(network, [(f.pe, f.simd) for f in ebr])
+                    ["weight_bits"] <= board.bram_bits)):
+            return ebr, ["ebr"] * len(network.layers), None
+        order = sorted(_spram_candidates(network, styles),
+                       key=lambda k: (-network.layers[k].weight_bits, k))
+        stores = ["ebr"] * len(network.layers)
+        last_error = None
+        for k in order:
+            stores[k] = "spram"
+            try:
+                folding = (_spram_board_folding(network, board, stores) if given is None
+                           else given)
+                _check_spram(network, board, folding, stores)
+            except NoSPRAM as exc:
+                last_error = exc
+                break
+            if bram_blocks_for(network, folding, board, weights_in=stores) <= board.bram_blocks:
+                return folding, stores, _spram_note(network, board, folding, stores, "auto")
+        raise NoSPRAM(f"--weights-in auto: the weights do not fit {board.name}'s block RAM "
+                      f"and SPRAM" + (f" ({last_error})" if last_error else ""))
+    if not board.spram_blocks:
+        raise NoSPRAM(f"{board.name} ({board.device}) has no SPRAM: weights in SPRAM need an "
+                      f"iCE40 UP5K board (icebreaker, icesugar); use --weights-in ebr")
+    stores = resolve_weights_in(network, weights_in, styles)
+    if folding is None:
+        folding = _spram_board_folding(network, board, stores)
+    _check_spram(network, board, folding, stores)
+    return folding, stores, _spram_note(network, board, folding, stores,
+                                        weights_in if isinstance(weights_in, str) else "given")
+
+
+def _spram_note(network, board, folding, stores, how):
+    if "spram" not in stores:
+        return None
+    ks = [k for k, s in enumerate(stores) if s == "spram"]
+    used = _estimate.spram_blocks_for(network, folding, stores)
+    return (f"weights in SPRAM: layer{'s' if len(ks) > 1 else ''} "
+            f"{', '.join(map(str, ks))} ({used} of {board.spram_blocks} SPRAMs; --weights-in "
+            f"{how}); the board takes them over the UART before the first inference")

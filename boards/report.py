@@ -112,6 +112,9 @@ def make_report(plan, seconds, notes, *, started, extra=None):
     styles = list(getattr(plan, "styles", None) or ["folded"] * len(plan.network.layers))
     if "unrolled" in styles:        # folded builds keep the inputs' hash they had before
         options["style"] = styles
+    stores = getattr(plan, "weights_in", None)
+    if stores and "spram" in stores:   # so do block RAM builds
+        options["weights_in"] = list(stores)
     ir_sha = hashlib.sha256(ir.to_bytes(plan.network)).hexdigest()
     clock_mhz = plan.clock_mhz
     report = {
@@ -154,6 +157,15 @@ def make_report(plan, seconds, notes, *, started, extra=None):
                    "rtl_sha256": plan.rtl_sha256},
         "seed": plan.seed,
     }
+    if stores and "spram" in stores:
+        # SPRAM layers: how many SPRAMs nextpnr placed, and the load frame the host sends.
+        report["weights_in"] = list(stores)
+        report["resources"]["spram"] = {
+            "used": int(pnr.used("ICESTORM_SPRAM") or 0),
+            "total": board.spram_blocks}
+        words = plan.top.load_words
+        report["uart"]["load_bytes"] = 1 + 2 * words
+        report["uart"]["load_seconds"] = (1 + 2 * words) * 10 / plan.baud
     report["bounds"] = bounds(plan.network, board, report)
     if extra:
         report.update(extra)

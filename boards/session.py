@@ -22,7 +22,7 @@ from qnnfab.spec import golden
 from . import driver, protocol
 
 __all__ = ["BuildInfo", "load_build", "InferenceSession", "LearningSession", "run_inference",
-           "run_learning"]
+           "run_learning", "load_words", "load_weights"]
 
 
 @dataclasses.dataclass
@@ -36,6 +36,15 @@ class BuildInfo:
     ir_sha256: "str | None"
     clock_mhz: "float | None" = None
     selftest: "dict | None" = None
+    #: Where the layers keep their weights (None: all in block RAM) and the folding built.
+    weights_in: "list | None" = None
+    folding: "list | None" = None
+
+    @property
+    def needs_load(self):
+        """The board keeps weights in SPRAM: load them (:func:`load_weights`) before the first
+        inference after configuration."""
+        return bool(self.weights_in) and "spram" in self.weights_in
 
 
 def load_build(build_dir, network):
@@ -63,7 +72,41 @@ def load_build(build_dir, network):
                      inferences_per_s=report.get("inferences_per_s"),
                      baud=int(uart.get("baud", 115200)), learning=report.get("learning"),
                      ir_sha256=want, clock_mhz=report.get("clock_mhz"),
-                     selftest=report.get("selftest"))
+                     selftest=report.get("selftest"), weights_in=report.get("weights_in"),
+                     folding=_folding_of(report.get("folding")))
+
+
+def _folding_of(entry):
+    if not isinstance(entry, list):
+        return None
+    try:
+        return [(int(f["pe"]), int(f["simd"])) if isinstance(f, dict) else tuple(map(int, f))
+                for f in entry]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def load_words(network, build):
+    """The 16-bit words a board built as ``build`` (a :class:`BuildInfo`) loads into its SPRAM:
+    :meth:`qnnfab.rtl.network.Network.load_words` at the build's folding and placement."""
+    from qnnfab.rtl.network import Network
+    if not build.needs_load:
+        return []
+    if build.folding is None:
+        raise ValueError(f"{build.path}: no folding in the report: cannot lay out the weights")
+    return Network(network, build.folding, weights_in=build.weights_in).load_words()
+
+
+def load_weights(port, network, build, *, baud=None, timeout=None, progress=None):
+    """Send ``network``'s SPRAM weights to a board built as ``build`` (the 0x57 frame,
+    :func:`qnnfab.boards.driver.load_weights`); ``progress(done, total)`` in bytes. Returns
+    the seconds it took (0.0 and nothing sent when the board keeps no weights in SPRAM)."""
+    words = load_words(network, build)
+    if not words:
+        return 0.0
+    baud = build.baud if baud is None else baud
+    with _opened(port, baud) as ser:
+        return driver.load_weights(ser, words, baud=baud, timeout=timeout, progress=progress)
 
 
 @dataclasses.dataclass

@@ -101,6 +101,11 @@ class BoardTop(wiring.Component):
     core : wiring.Component, optional
         Used instead of ``Network(network, folding, style=style)``; must have the same
         ``i``/``o`` stream members and the ``interval``, ``latency``, ``folding`` properties.
+    weights_in : str or list of str
+        Where the default core's layers keep their weights (``"ebr"``, ``"spram"`` or one per
+        layer, :func:`qnnfab.rtl.network.resolve_weights_in`). With SPRAM layers the top takes
+        the load frame (0x57, :mod:`qnnfab.boards.protocol`) and the SPRAM starts empty (zero
+        in simulation, unknown on the chip): load the weights before the first inference.
 
     Members
     -------
@@ -121,7 +126,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None,
-                 style="folded"):
+                 style="folded", weights_in="ebr"):
         try:
             self.network = network
             self.frame = protocol.FrameFormat.from_network(network)
@@ -130,7 +135,11 @@ class BoardTop(wiring.Component):
             self.divisor = divisor_for(self.clk_freq, self.baud)
             if core is None:
                 from qnnfab.rtl.network import Network
-                core = Network(network, folding=folding, style=style)
+                if isinstance(weights_in, str) and weights_in == "ebr":
+                    core = Network(network, folding=folding, style=style)
+                else:
+                    core = Network(network, folding=folding, style=style,
+                                   weights_in=weights_in, weights_loaded=False)
             # A learning core (LearningNetwork: ``i`` carries a label and a learn flag, and
             # its scores are the learner's, wider than the last layer's).
             self.learning = hasattr(core, "trace")
@@ -151,6 +160,8 @@ class BoardTop(wiring.Component):
             raise
         self.core = core
         self.selftest = selftest
+        #: 16-bit words of the load frame (0: no SPRAM layers, no load frame).
+        self.load_words = int(getattr(core, "spram_words", 0) or 0)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -220,6 +231,9 @@ class BoardTop(wiring.Component):
         byte, got = Signal(8), Signal()
         is_code = Signal()
         is_sync = {key: Signal(name=f"is_{key}") for key in ("request", "selftest", "learn")}
+        if self.load_words:
+            is_sync["load"] = Signal(name="is_load")
+            m.d.sync += is_sync["load"].eq(rx.o.payload == protocol.LOAD_SYNC)
         is_label = Signal()
         m.d.sync += [byte.eq(rx.o.payload), got.eq(rx.o.valid),
                      is_code.eq(rx.o.payload <= fmt.max_code),
@@ -253,6 +267,12 @@ class BoardTop(wiring.Component):
         else:
             m.d.comb += core.i.payload.eq(vec)
 
+        if self.load_words:
+            word = Signal(range(self.load_words + 1))
+            high, low, load_en = Signal(), Signal(8), Signal()
+            m.d.sync += load_en.eq(0)
+            m.d.comb += core.load.en.eq(load_en)
+
         test = self.selftest
         if test is not None:
             m.submodules.selftest = test
@@ -276,6 +296,33 @@ class BoardTop(wiring.Component):
                     with m.Elif(got & is_sync["learn"]):
                         m.d.sync += [count.eq(0), timer.eq(0), learn.eq(1)]
                         m.next = "LABEL"
+                if self.load_words:
+                    with m.Elif(got & is_sync["load"]):
+                        m.d.sync += [word.eq(0), high.eq(0), timer.eq(0)]
+                        m.next = "LOAD"
+            if self.load_words:
+                # Weight words, little-endian, written one per two bytes (registered).
+                with m.State("LOAD"):
+                    with m.If(got):
+                        m.d.sync += [timer.eq(0), high.eq(~high)]
+                        with m.If(~high):
+                            m.d.sync += low.eq(byte)
+                        with m.Else():
+                            m.d.sync += [core.load.addr.eq(word),
+                                         core.load.data.eq(Cat(low, byte)),
+                                         load_en.eq(1), word.eq(word + 1)]
+                            with m.If(word == self.load_words - 1):
+                                m.next = "LOAD_ACK"
+                    with m.Elif(timer == self.timeout_cycles):
+                        m.d.sync += error.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += timer.eq(timer + 1)
+                with m.State("LOAD_ACK"):
+                    m.d.comb += [tx.i.payload.eq(protocol.LOAD_ACK), tx.i.valid.eq(1)]
+                    with m.If(tx.i.ready):
+                        m.d.sync += [answered.eq(~answered), error.eq(0)]
+                        m.next = "IDLE"
             if test is not None:
                 # The stored vectors drive the core; its outputs go to the counter.
                 with m.State("TEST"):
@@ -375,11 +422,13 @@ class BoardTop(wiring.Component):
         m.d.comb += ResetSignal("sync").eq(~ready)
 
 
-def board_top_verilog(network, folding=None, *, board, name="qnnfab_top", style="folded"):
+def board_top_verilog(network, folding=None, *, board, name="qnnfab_top", style="folded",
+                      weights_in="ebr"):
     """Verilog of :class:`BoardTop` for ``board`` (its clock and baud), with plain ``rx``,
     ``tx``, ``leds``, ``clk``, ``rst`` ports (no pin constraints; builds use
-    :func:`qnnfab.boards.build.build`); ``style`` as :class:`BoardTop`'s."""
+    :func:`qnnfab.boards.build.build`); ``style`` and ``weights_in`` as :class:`BoardTop`'s
+    (SPRAM layers are memory models here, which Yosys may map to EBR or logic)."""
     b = get_board(board)
     top = BoardTop(network, folding, clk_freq=b.clock_mhz * 1e6, baud=b.uart_baud,
-                   style=style)
+                   style=style, weights_in=weights_in)
     return verilog.convert(top, name=name, emit_src=False)

@@ -743,7 +743,13 @@ def _print_report_summary(report, out_dir):
         r = res.get(key) or {}
         return f"{r.get('used', '?')}/{r.get('total', '?')}"
     print(f"board {report.get('board')} ({report.get('device')}): LUT {used('lut')}, "
-          f"FF {used('ff')}, BRAM {used('bram')}, DSP {used('dsp')}")
+          f"FF {used('ff')}, BRAM {used('bram')}, DSP {used('dsp')}"
+          + (f", SPRAM {used('spram')}" if "spram" in res else ""))
+    if report.get("weights_in"):
+        load = (report.get("uart") or {}).get("load_bytes")
+        ks = [str(k) for k, w in enumerate(report["weights_in"]) if w == "spram"]
+        print(f"weights in SPRAM: layer{'s' if len(ks) > 1 else ''} {', '.join(ks)}"
+              + (f"; `qnnfab run --build DIR` loads them first ({load:,} bytes)" if load else ""))
     fmax = report.get("fmax_mhz")
     if report.get("folding"):
         print(f"folding {folding_text((f['pe'], f['simd']) for f in report['folding'])} "

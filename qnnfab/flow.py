@@ -66,11 +66,13 @@ def _bar(total, desc, enabled):
 
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
-                         progress=True, codes=None, gate_level=None, style="folded"):
+                         progress=True, codes=None, gate_level=None, style="folded",
+                         weights_in="ebr"):
     """Simulate ``network`` on its test vectors and compare with the golden model.
 
     ``style``: the layers' styles (``"folded"``, ``"unrolled"`` or one per layer,
-    :func:`qnnfab.rtl.network.resolve_styles`).
+    :func:`qnnfab.rtl.network.resolve_styles`); ``weights_in``: where they keep their weights
+    (``"ebr"``, ``"spram"`` or one per layer; SPRAM models start loaded).
 
     ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
     synthesized netlist instead of the RTL (:func:`qnnfab.boards.gate_level.simulate_gate_level`;
@@ -88,7 +90,7 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     try:
         if gate_level is None:
             result = simulate(network, codes, simulator=simulator, folding=folding,
-                              progress=callback, style=style)
+                              progress=callback, style=style, weights_in=weights_in)
         else:
             from qnnfab.boards.gate_level import simulate_gate_level
             result = simulate_gate_level(network, codes, gate_level, simulator=simulator,
@@ -103,14 +105,15 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
 
 def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
                 extra=None, learn=False, baud=None, folding_source=None, selftest=0,
-                style="folded"):
+                style="folded", weights_in="ebr"):
     """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
     None: the board's ``design_clock_mhz``; ``baud`` None: the board's UART rate;
     ``folding_source``: what the report says the folding came from; ``style``: the layers'
     styles (``"folded"``, ``"unrolled"``, ``"auto"`` or one per layer,
-    :func:`qnnfab.boards.build.build`). A build whose timing is
+    :func:`qnnfab.boards.build.build`); ``weights_in``: ``"ebr"``, ``"spram"``, ``"auto"`` or
+    one per layer (:func:`qnnfab.boards.registry.board_weights`). A build whose timing is
     not met has ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI
     prints it)."""
     from qnnfab.boards.build import build
@@ -122,7 +125,8 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
             _log(f"    {name} ...")
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                  progress=on_step, extra=extra or {}, learn=learn, baud=baud,
-                 folding_source=folding_source, selftest=selftest, style=style)
+                 folding_source=folding_source, selftest=selftest, style=style,
+                 weights_in=weights_in)
 
 
 def styles_text(styles):
@@ -295,12 +299,13 @@ def write_sq_plot(network, path):
     return path
 
 
-def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None, styles=None):
+def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None, styles=None,
+                  weights_in=None):
     """The flow's checks between training and the long steps: the network fits ``board`` at
     ``folding`` and ``styles`` (:func:`qnnfab.boards.build.check_fit`, FitError otherwise), and
     ``log`` is told what the simulations will cost (vectors and simulator)."""
     from qnnfab.boards.build import check_fit
-    check_fit(network, board, folding, styles=styles)
+    check_fit(network, board, folding, styles=styles, weights_in=weights_in)
     if log is not None:
         log(f"    fits {board} at this folding; the check simulates {n_vectors} vectors in "
             f"Amaranth's simulator" + (f" and {n_verilator} in Verilator" if n_verilator else "")
@@ -310,7 +315,8 @@ def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None
 
 def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
-             progress=True, pnr_seed=None, target_ips=None, target_cycles=None, style="folded"):
+             progress=True, pnr_seed=None, target_ips=None, target_cycles=None, style="folded",
+             weights_in="ebr"):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
     the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
 
@@ -320,7 +326,10 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     ``target_cycles``: instead of ``folding``, the cheapest folding that meets the target
     (:func:`qnnfab.boards.registry.target_folding`); ``style``: the layers' styles
     (``"folded"``, ``"unrolled"``, ``"auto"`` or one per layer,
-    :func:`qnnfab.boards.registry.board_styles`), the same for both simulations and the build.
+    :func:`qnnfab.boards.registry.board_styles`), the same for both simulations and the build;
+    ``weights_in``: where the layers keep their weights (``"ebr"``, ``"spram"``, ``"auto"`` or
+    one per layer, :func:`qnnfab.boards.registry.board_weights`; the SPRAM layers' folding
+    follows their ports unless ``folding`` is given).
 
     Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
     after training and before simulating: the fit (:func:`flow_precheck`)."""
@@ -379,12 +388,22 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     if "unrolled" in styles:
         given = style if isinstance(style, str) else styles_text(style)
         _log(f"    style (per layer): {styles_text(styles)} (--style {given})")
+    stores = ["ebr"] * len(network.layers)
+    if not (isinstance(weights_in, str) and weights_in == "ebr"):
+        from qnnfab.boards.registry import board_weights
+        folding, stores, note = board_weights(network, board, weights_in,
+                                              folding if source.startswith("given") else None,
+                                              styles=styles)
+        if note:
+            _log(f"    {note}; folding {folding_text(folding)}")
     vecs = test_vectors(network, vectors)
     flow_precheck(network, board, folding, len(vecs.codes),
-                  n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log, styles=styles)
+                  n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log, styles=styles,
+                  weights_in=stores)
     with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
         amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
-                                        folding=folding, progress=progress, style=styles)
+                                        folding=folding, progress=progress, style=styles,
+                                        weights_in=stores)
         _log(f"    {amaranth.summary()}")
     hw_classes = amaranth.result.classes
     hardware_accuracy = (float(np.mean(hw_classes == vecs.labels))
@@ -396,7 +415,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         with step(f"[3/4] Verilator simulation (cocotb), {n_ver} vectors"):
             verilator = simulate_and_compare(network, simulator="verilator",
                                              codes=vecs.codes[:n_ver], folding=folding,
-                                             progress=progress, style=styles)
+                                             progress=progress, style=styles,
+                                             weights_in=stores)
             _log(f"    {verilator.summary()}")
         comparisons.append(verilator)
     else:
@@ -421,6 +441,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
                              seed=seed if pnr_seed is None else pnr_seed,
                              progress=progress, extra=extra,
                              folding_source=None if source.startswith(("given", "board"))
-                             else source, style=style)
+                             else source, style=style,
+                             weights_in=stores if "spram" in stores else "ebr")
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

@@ -29,7 +29,7 @@ from .xnor_popcount import XnorPopcount
 __all__ = ["BLOCK_RAM_MIN_BITS", "TOP_OVERHEAD_LC", "SEARCH_TREE_CELLS_PER_BIT", "lane_cells",
            "search_lane_cells", "folding_cost", "estimate", "spatial_cells", "bram_blocks_for",
            "unrolled_cells", "unrolled_chain_cells", "UNROLLED_SCALE", "comparator_cells",
-           "FAMILY_UNROLLED_SCALE"]
+           "FAMILY_UNROLLED_SCALE", "spram_blocks_for"]
 
 #: Memories (weights, kernel indices, the learner's) of at least this many bits are marked
 #: ``ram_style = "block"`` (iCE40 EBR).
@@ -277,17 +277,20 @@ def spatial_cells(layer, pe, simd):
     return int(cells)
 
 
-def bram_blocks_for(network, folding, port_bits, block_bits):
+def bram_blocks_for(network, folding, port_bits, block_bits, *, weights_in=None):
     """Block RAMs a folding needs at least when each layer reads its ``pe * simd`` weights per
     cycle from block RAM of ``port_bits``-wide read ports and ``block_bits`` bits a block:
     ``ceil(weight bits per cycle / port_bits)`` per layer, at least
     ``ceil(weight bits / block_bits)`` (measured: the 64-256-256-10 net at 512 lanes asked
     the UP5K for 45 EBR). A kernel-codebook layer reads the slots
     (:attr:`~qnnfab.ir.KernelCodebook.slot_bits`) of whole kernels. ``folding``:
-    ``LayerFolding``s or ``(pe, simd)`` pairs."""
+    ``LayerFolding``s or ``(pe, simd)`` pairs. ``weights_in``: one entry per layer
+    (``"ebr"``/``"spram"``, :func:`qnnfab.rtl.network.resolve_weights_in`); SPRAM layers are
+    not counted (:func:`spram_blocks_for` counts them)."""
     total = 0
-    for layer, (pe, simd) in zip(network.layers, _pairs(network, folding)):
-        if isinstance(layer, ir.PoolLayer):
+    stores = ["ebr"] * len(network.layers) if weights_in is None else list(weights_in)
+    for layer, (pe, simd), store in zip(network.layers, _pairs(network, folding), stores):
+        if isinstance(layer, ir.PoolLayer) or store == "spram":
             continue
         kc = getattr(layer, "kernel_codebook", None)
         if kc is not None:  # indices (and sign bits) of whole kernels
@@ -296,4 +299,15 @@ def bram_blocks_for(network, folding, port_bits, block_bits):
             per_cycle = pe * simd * numerics.weight_code_bits(layer.weight_levels)
         width = -(-per_cycle // port_bits)
         total += max(width, -(-layer.weight_bits // block_bits))
+    return total
+
+
+def spram_blocks_for(network, folding, weights_in):
+    """SPRAMs (iCE40 UP5K ``SB_SPRAM256KA``, 16384 × 16 bits) the SPRAM layers of
+    ``weights_in`` take at ``folding``: ``ceil(pe·simd·wbits / 16)`` each (one word of the
+    weight memory across blocks side by side, :class:`qnnfab.rtl.spram.SPRAMWeightStore`)."""
+    total = 0
+    for layer, (pe, simd), store in zip(network.layers, _pairs(network, folding), weights_in):
+        if store == "spram":
+            total += -(-pe * simd * numerics.weight_code_bits(layer.weight_levels) // 16)
     return total

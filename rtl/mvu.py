@@ -34,6 +34,7 @@ from .estimate import BLOCK_RAM_MIN_BITS
 from .folding import LayerFolding, check_folding
 from .kernel_memory import KernelCodebookMemory
 from .kinds import dot_unit_class
+from .spram import SPRAM_DEPTH, SPRAMWeightStore, load_signature, spram_blocks, spram_words
 from .threshold import MultiThreshold
 
 __all__ = ["MatrixVectorUnit", "dot_unit_class", "dot_unit_for", "weight_words",
@@ -83,6 +84,14 @@ class MatrixVectorUnit(wiring.Component):
     folding : LayerFolding or (pe, simd)
     pipelined : bool
         Pipeline registers in the dot unit (one or two more cycles of latency, shorter paths).
+    weight_store : str
+        ``"ebr"`` (default): the weights in a ``lib.memory.Memory`` with its contents as init
+        (block RAM when large). ``"spram"``: in a :class:`~qnnfab.rtl.spram.SPRAMWeightStore`
+        (iCE40 UP5K single-port RAM, dense layers only), written through :attr:`load`.
+    weights_loaded : bool
+        With ``weight_store="spram"``: the simulation model starts with the weights (the
+        state after a load; default) or with zeros (``False``, a board right after
+        configuration).
 
     Members
     -------
@@ -91,6 +100,10 @@ class MatrixVectorUnit(wiring.Component):
     o : Out(stream.Signature(ArrayLayout(unsigned(out_bits), out_features)))
         Output codes; for the output layer (no thresholds) ``ArrayLayout(signed(acc_width),
         out_features)``, the raw accumulators.
+    load : In(load_signature(spram_words)), only with ``weight_store="spram"``
+        The weight store's write port (:class:`~qnnfab.rtl.spram.SPRAMWeightStore`'s ``w``):
+        16-bit word ``b·steps + row`` is bits ``[16·b, 16·b + 16)`` of :func:`weight_words`'s
+        word ``row``. Write only while the unit is idle.
 
     Timing (:func:`qnnfab.rtl.timing.mvu`): :attr:`steps` = ``(in/simd)·(out/pe)`` issue steps
     per vector, one weight word each. The unit keeps no copy of its input vector: slices are
@@ -103,7 +116,8 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     @quiet_on_error
-    def __init__(self, layer, folding, *, pipelined=True):
+    def __init__(self, layer, folding, *, pipelined=True, weight_store="ebr",
+                 weights_loaded=True):
         self.conv = None
         if isinstance(layer, ir.ConvLayer):
             # One window per vector: the matrix applied to each window.
@@ -132,11 +146,42 @@ class MatrixVectorUnit(wiring.Component):
         else:
             out_shape = unsigned(layer.out_bits)
         self.out_shape = out_shape
-        super().__init__({
+        members = {
             "i": In(stream.Signature(data.ArrayLayout(unsigned(layer.in_bits),
                                                       layer.in_features))),
             "o": Out(stream.Signature(data.ArrayLayout(out_shape, layer.out_features))),
-        })
+        }
+        if weight_store not in ("ebr", "spram"):
+            raise ValueError(f"weight_store must be 'ebr' or 'spram', not {weight_store!r}")
+        self.weight_store = weight_store
+        self.weights_loaded = bool(weights_loaded)
+        if weight_store == "spram":
+            if self.conv is not None:
+                raise ValueError("weight_store='spram': only dense layers keep their weights "
+                                 "in SPRAM")
+            if self.steps > SPRAM_DEPTH:
+                raise ValueError(f"weight_store='spram': {self.steps} weight words (steps "
+                                 f"per vector), more than an SPRAM's {SPRAM_DEPTH} (raise PE "
+                                 f"or SIMD)")
+            members["load"] = In(load_signature(self.spram_words))
+        super().__init__(members)
+
+    @property
+    def weight_word_width(self):
+        """Bits of one weight memory word, ``pe·simd·wbits``."""
+        return self.pe * self.simd * weight_code_bits(self.layer)
+
+    @property
+    def spram_blocks(self):
+        """SPRAMs the weights take with ``weight_store="spram"`` (0 otherwise)."""
+        if self.weight_store != "spram":
+            return 0
+        return spram_blocks(self.weight_word_width)
+
+    @property
+    def spram_words(self):
+        """16-bit words of the SPRAM load address space, ``spram_blocks · steps``."""
+        return spram_words(self.weight_word_width, self.steps)
 
     @property
     def steps(self):
@@ -226,6 +271,14 @@ class MatrixVectorUnit(wiring.Component):
             m.submodules.weights = kmem = self.kernel_memory
             m.d.comb += [kmem.addr.eq(cnt), kmem.en.eq(en)]
             w_word = kmem.data
+        elif self.weight_store == "spram":
+            store = SPRAMWeightStore(
+                width=word_width, depth=n,
+                init=weight_words(layer, pe, simd) if self.weights_loaded else None)
+            m.submodules.weights = store
+            m.d.comb += [store.addr.eq(cnt), store.en.eq(en)]
+            wiring.connect(m, wiring.flipped(self.load), store.w)
+            w_word = store.data
         elif n == 1:
             w_word = Const(weight_words(layer, pe, simd)[0], word_width)
         else:

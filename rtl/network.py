@@ -10,6 +10,8 @@ Each dense layer has a *style*: ``folded`` (the matrix-vector unit, weights in m
 network. :func:`resolve_styles` turns ``"folded"``, ``"unrolled"``, ``"auto"`` (unroll what
 fits a logic budget, by the fit estimate) or a list into one style per layer."""
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -25,14 +27,58 @@ from . import timing
 from .cse import UnrollError, layer_matrix, tree_depth
 from .folding import LayerFolding, auto_folding, check_folding, layer_cycles
 from .maxpool import MaxPool
-from .mvu import MatrixVectorUnit, dot_unit_class
+from .mvu import MatrixVectorUnit, dot_unit_class, weight_code_bits, weight_words
 from .pixels import PixelsToVector, VectorToPixels
+from .spram import SPRAM_DEPTH, load_signature, spram_blocks, spram_words
 from .unrolled_dense import DEFAULT_LEVELS_PER_STAGE, UnrolledChain
 
-__all__ = ["Network", "STYLES", "resolve_styles", "UnrollError"]
+__all__ = ["Network", "STYLES", "resolve_styles", "UnrollError", "WEIGHT_STORES",
+           "resolve_weights_in"]
 
 #: The per-layer styles; ``style=`` also takes ``"auto"`` (see :func:`resolve_styles`).
 STYLES = ("folded", "unrolled")
+
+#: Where a folded dense layer keeps its weights: ``"ebr"`` (a ``lib.memory.Memory`` with the
+#: weights as init: block RAM or logic) or ``"spram"`` (:mod:`qnnfab.rtl.spram`, loaded after
+#: configuration).
+WEIGHT_STORES = ("ebr", "spram")
+
+
+def resolve_weights_in(network, weights_in="ebr", styles=None):
+    """One weight store per layer of ``network``, ``"ebr"`` or ``"spram"``.
+
+    ``weights_in``: ``"ebr"`` (every layer), ``"spram"`` (every folded dense layer; the others
+    keep ``"ebr"``, which for them means weights in logic or their own memories) or a list,
+    one entry per layer (``"spram"`` on a conv, pool or unrolled layer raises ValueError
+    naming it). ``styles``: the layers' styles (None: all folded)."""
+    layers = network.layers
+    styles = ["folded"] * len(layers) if styles is None else list(styles)
+
+    def spram_ok(k):
+        return isinstance(layers[k], ir.DenseLayer) and styles[k] == "folded"
+    if isinstance(weights_in, str):
+        if weights_in == "ebr":
+            return ["ebr"] * len(layers)
+        if weights_in == "spram":
+            return ["spram" if spram_ok(k) else "ebr" for k in range(len(layers))]
+        raise ValueError(f"weights_in must be one of ebr, spram or a list of one per layer, "
+                         f"not {weights_in!r}")
+    try:
+        stores = list(weights_in)
+    except TypeError:
+        raise TypeError(f"weights_in must be a string or a list, not {weights_in!r}") from None
+    if len(stores) != len(layers):
+        raise ValueError(f"weights_in: expected {len(layers)} entries (one per layer), got "
+                         f"{len(stores)}")
+    for k, s in enumerate(stores):
+        if s not in WEIGHT_STORES:
+            raise ValueError(f"weights_in[{k}]: expected one of {', '.join(WEIGHT_STORES)}, "
+                             f"got {s!r}")
+        if s == "spram" and not spram_ok(k):
+            what = "unrolled" if styles[k] == "unrolled" else type(layers[k]).__name__
+            raise ValueError(f"weights_in[{k}]: only folded dense layers keep their weights in "
+                             f"SPRAM; layers[{k}] is {what}")
+    return stores
 
 
 def resolve_styles(network, style="folded", *, folding=None, budget_lc=None, lane_scale=None,
@@ -128,6 +174,13 @@ class Network(wiring.Component):
         Unrolled layers: share partial sums between neurons (:mod:`qnnfab.rtl.cse`).
     budget_lc, lane_scale
         For ``style="auto"`` (:func:`resolve_styles`).
+    weights_in : str or list of str
+        ``"ebr"`` (default: weights as memory init), ``"spram"`` or one per layer
+        (:func:`resolve_weights_in`): where each folded dense layer keeps its weights.
+    weights_loaded : bool
+        SPRAM layers' simulation models start with their weights (default: the state after a
+        load, so network simulations need no load) or with zeros (``False``: a board right
+        after configuration; on an iCE40 SPRAM always starts unknown).
 
     Members
     -------
@@ -136,6 +189,12 @@ class Network(wiring.Component):
     o : Out(stream.Signature(StructLayout({"cls": unsigned(max(1, ceil_log2(n_out))),
         "scores": ArrayLayout(signed(last.acc_width), n_out)})))
         The class (first index of the largest score) and the scores.
+    load : In(load_signature(spram_words)), only when some layer's weights are in SPRAM
+        Weight loading, one 16-bit word per cycle with ``en`` (:func:`qnnfab.rtl.spram.
+        load_signature`), while the network is idle. The address space (:attr:`spram_layout`)
+        is the SPRAM layers' in layer order, each ``blocks · steps`` words, block-major: word
+        ``base + b·steps + row`` is bits ``[16·b, 16·b + 16)`` of the layer's weight memory
+        word ``row`` (:func:`~qnnfab.rtl.mvu.weight_words`); :meth:`load_words` gives them.
 
     Timing (:mod:`qnnfab.rtl.timing`): :attr:`interval` is the steady-state interval between
     inputs (about the slowest layer's steps per vector, 1 when every layer is unrolled; a
@@ -149,7 +208,7 @@ class Network(wiring.Component):
     @quiet_on_error
     def __init__(self, network, folding=None, *, pipelined=True, style="folded",
                  levels_per_stage=DEFAULT_LEVELS_PER_STAGE, cse=True, budget_lc=None,
-                 lane_scale=None):
+                 lane_scale=None, weights_in="ebr", weights_loaded=True):
         if not isinstance(network, ir.Network):
             raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
         network.validate()
@@ -171,12 +230,18 @@ class Network(wiring.Component):
                         for layer, s in zip(network.layers, self._styles)]
         self.is_cnn = network.input_shape is not None
         self._timings = self._stage_timings()
+        self._weights_in = resolve_weights_in(network, weights_in, self._styles)
+        self.weights_loaded = bool(weights_loaded)
         last = network.layers[-1]
-        super().__init__({
+        members = {
             "i": In(stream.Signature(data.ArrayLayout(unsigned(network.input_bits),
                                                       network.input_features))),
             "o": Out(stream.Signature(argmax_layout(last.out_features, last.acc_width))),
-        })
+        }
+        self._spram_layout = self._make_spram_layout()
+        if self._spram_layout:
+            members["load"] = In(load_signature(self.spram_words))
+        super().__init__(members)
         # A Network is often built only to read its folding and timing (reports, fit checks):
         # do not warn (UnusedElaboratable) when it is never elaborated.
         mark_used(self)
@@ -192,6 +257,57 @@ class Network(wiring.Component):
     def styles(self):
         """The style of each layer, ``"folded"`` or ``"unrolled"``."""
         return list(self._styles)
+
+    @property
+    def weights_in(self):
+        """Where each layer keeps its weights, ``"ebr"`` or ``"spram"``."""
+        return list(self._weights_in)
+
+    def _make_spram_layout(self):
+        layout, base = [], 0
+        for k, store in enumerate(self._weights_in):
+            if store != "spram":
+                continue
+            layer, f = self.network.layers[k], self._folding[k]
+            width = f.pe * f.simd * weight_code_bits(layer)
+            depth = layer_cycles(layer, f)
+            if depth > SPRAM_DEPTH:
+                raise ValueError(f"weights_in[{k}]: layers[{k}] at folding {f.pe}:{f.simd} "
+                                 f"has {depth} weight words, more than an SPRAM's "
+                                 f"{SPRAM_DEPTH}: raise its PE or SIMD")
+            words = spram_words(width, depth)
+            layout.append(SPRAMRegion(layer=k, base=base, words=words,
+                                      blocks=spram_blocks(width), depth=depth, width=width))
+            base += words
+        return layout
+
+    @property
+    def spram_layout(self):
+        """The load address space: one :class:`SPRAMRegion` (``layer``, ``base``, ``words``,
+        ``blocks``, ``depth``, ``width``) per SPRAM layer, in layer order."""
+        return list(self._spram_layout)
+
+    @property
+    def spram_words(self):
+        """16-bit words of the load address space (0 without SPRAM layers)."""
+        return sum(r.words for r in self._spram_layout)
+
+    @property
+    def spram_blocks(self):
+        """SPRAMs (``SB_SPRAM256KA``) the network takes: ``ceil(width / 16)`` per SPRAM
+        layer."""
+        return sum(r.blocks for r in self._spram_layout)
+
+    def load_words(self):
+        """The 16-bit words to write through :attr:`load`, address 0 first (empty without
+        SPRAM layers)."""
+        out = []
+        for r in self._spram_layout:
+            f = self._folding[r.layer]
+            rows = weight_words(self.network.layers[r.layer], f.pe, f.simd)
+            for b in range(r.blocks):
+                out += [(w >> (16 * b)) & 0xFFFF for w in rows]
+        return out
 
     def _groups(self):
         """The layers in stage order: ``("layer", k)`` for a folded (or pool) layer,
@@ -361,7 +477,12 @@ class Network(wiring.Component):
                 if isinstance(prev, ir.SPATIAL_KINDS):
                     h, w, c = prev.out_shape
                     stages.append(("flatten", PixelsToVector(h, w, c, prev.out_bits)))
-                unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined)
+                if self._weights_in[k] == "spram":
+                    unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined,
+                                            weight_store="spram",
+                                            weights_loaded=self.weights_loaded)
+                else:
+                    unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined)
             stages.append((f"layer{k}", unit))
             prev = layer
         if argmax and not self._argmax_unrolled:
@@ -392,7 +513,27 @@ class Network(wiring.Component):
             else:
                 connect(m, a.o, b.i)
         connect(m, units[-1].o, flipped(self.o))
+        if self._spram_layout:
+            named = dict(stages)
+            for r in self._spram_layout:
+                port = named[f"layer{r.layer}"].load
+                m.d.comb += [port.addr.eq(self.load.addr - r.base),
+                             port.data.eq(self.load.data),
+                             port.en.eq(self.load.en & (self.load.addr >= r.base)
+                                        & (self.load.addr < r.base + r.words))]
         return m
+
+
+@dataclass(frozen=True)
+class SPRAMRegion:
+    """One SPRAM layer's part of :attr:`Network.spram_layout`: layer index, first word,
+    16-bit words (``blocks · depth``), SPRAMs, depth (weight words) and word width."""
+    layer: int
+    base: int
+    words: int
+    blocks: int
+    depth: int
+    width: int
 
 
 def handover_fifo(a, b):

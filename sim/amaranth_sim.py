@@ -28,7 +28,7 @@ class AmaranthRun:
 
 
 def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gaps=None,
-                 style="folded"):
+                 style="folded", weights_in="ebr"):
     """Simulate ``network`` on ``codes`` (n, input_features) and return an :class:`AmaranthRun`.
 
     Parameters
@@ -37,6 +37,8 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     codes : array of int
     folding : passed to :class:`~qnnfab.rtl.network.Network` (None: automatic)
     style : the layers' styles, passed to :class:`~qnnfab.rtl.network.Network`
+    weights_in : where the layers keep their weights (``"ebr"``, ``"spram"`` or one per layer),
+        passed to :class:`~qnnfab.rtl.network.Network`; SPRAM layers start loaded
     progress : callable(done, total), optional, called after each output
     ready : callable(cycle) -> bool, optional
         Back-pressure: ``o.ready`` in each cycle (default always ready).
@@ -50,7 +52,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     check_progress(progress)
     codes = golden.check_inputs(network, codes)
     n = len(codes)
-    dut = Network(network, folding, style=style)
+    dut = Network(network, folding, style=style, weights_in=weights_in)
     in_layout, out_layout = network_layouts(network)
     packed = pack_inputs(in_layout, codes)
     source = StreamSource(dut.i, packed, raw=True,

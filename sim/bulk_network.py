@@ -55,6 +55,10 @@ class NetworkBatch(wiring.Component):
     styles : list, optional
         One style (``"folded"``, ``"unrolled"`` or one per layer,
         :func:`qnnfab.rtl.network.resolve_styles`) per network; default all folded.
+    weights_in : list, optional
+        One weight placement (``"ebr"``, ``"spram"`` or one per layer,
+        :func:`qnnfab.rtl.network.resolve_weights_in`) per network; default all ``"ebr"``.
+        SPRAM layers start loaded (their load ports are left idle).
 
     Members
     -------
@@ -63,19 +67,22 @@ class NetworkBatch(wiring.Component):
         signature); the networks share only ``clk`` and ``rst``.
     """
 
-    def __init__(self, networks, foldings=None, styles=None):
+    def __init__(self, networks, foldings=None, styles=None, weights_in=None):
         from qnnfab.rtl.network import Network
         networks = list(networks)
         if not networks:
             raise ValueError("networks: expected at least one network")
         foldings = [None] * len(networks) if foldings is None else list(foldings)
         styles = ["folded"] * len(networks) if styles is None else list(styles)
-        for what, given in (("foldings", foldings), ("styles", styles)):
+        weights_in = ["ebr"] * len(networks) if weights_in is None else list(weights_in)
+        for what, given in (("foldings", foldings), ("styles", styles),
+                            ("weights_in", weights_in)):
             if len(given) != len(networks):
                 raise ValueError(f"{what}: expected {len(networks)} (one per network), got "
                                  f"{len(given)}")
-        self.units = [Network(net, fold, style=style)
-                      for net, fold, style in zip(networks, foldings, styles)]
+        self.units = [Network(net, fold, style=style, weights_in=where)
+                      for net, fold, style, where in zip(networks, foldings, styles,
+                                                         weights_in)]
         members = {}
         for k, unit in enumerate(self.units):
             members[f"n{k}_i"] = unit.signature.members["i"]
@@ -140,9 +147,10 @@ def choose_optimize(network, folding, n):
 
 def run_network(network, codes, *, folding=None, build_dir=None, ready_probability=1.0,
                 valid_probability=1.0, seed=0, progress=None, log=None, toplevel=None,
-                optimize=None, style="folded"):
+                optimize=None, style="folded", weights_in="ebr"):
     """Simulate ``network`` (at ``folding``, its layers in ``style``: ``"folded"``,
-    ``"unrolled"`` or one per layer) on ``codes`` (n, input_features); returns a
+    ``"unrolled"`` or one per layer, weights as ``weights_in`` places them, SPRAM layers
+    loaded) on ``codes`` (n, input_features); returns a
     :class:`NetworkRun`. The build is cached in ``build_dir`` (default cache root) by the
     Verilog's hash and ``optimize`` (None: :func:`choose_optimize`). Other arguments as
     :func:`qnnfab.sim.verilator_bulk.run_bulk`;
@@ -152,7 +160,7 @@ def run_network(network, codes, *, folding=None, build_dir=None, ready_probabili
     if optimize is None:
         optimize = choose_optimize(network, folding, len(codes))
     toplevel = TOPLEVEL if toplevel is None else toplevel
-    text = to_verilog(network, folding, name=toplevel, style=style)
+    text = to_verilog(network, folding, name=toplevel, style=style, weights_in=weights_in)
     model = build_bulk(text, [network_lane(network)], toplevel=toplevel, build_dir=build_dir,
                        log=log, optimize=optimize)
     run = run_bulk(model, [pack_words(codes, network.input_bits)],
@@ -178,13 +186,14 @@ class BatchModel:
 
 
 def build_networks(networks, foldings=None, *, build_dir=None, log=None, optimize="build",
-                   cache=False, jobs=None, styles=None):
-    """Build a :class:`NetworkBatch` of ``networks`` (``foldings``, ``styles``: one per
-    network, or None) for bulk runs; returns a :class:`BatchModel` (run it with :func:`run_built`).
+                   cache=False, jobs=None, styles=None, weights_in=None):
+    """Build a :class:`NetworkBatch` of ``networks`` (``foldings``, ``styles``,
+    ``weights_in``: one per network, or None) for bulk runs; returns a :class:`BatchModel`
+    (run it with :func:`run_built`).
     ``cache=True`` keeps and reuses the build like :func:`run_network`'s; ``optimize``:
     ``"build"`` (quick compile) or ``"speed"``."""
     networks = list(networks)
-    batch = NetworkBatch(networks, foldings, styles)
+    batch = NetworkBatch(networks, foldings, styles, weights_in)
     text = amaranth_verilog.convert(batch, name=BATCH_TOPLEVEL, emit_src=False)
     lanes = [network_lane(net, input=f"n{k}_i", output=f"n{k}_o")
              for k, net in enumerate(networks)]

@@ -60,6 +60,8 @@ async def run_vectors(dut):
 
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
+    if hasattr(dut, "load__en"):            # SPRAM layers (loaded models): the load port idle
+        dut.load__en.value = 0
     source.reset()
     sink.reset()
     for _ in range(int(cfg.get("reset_cycles", 2))):

@@ -384,7 +384,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 
 def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=None,
              progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None,
-             harness=None, style="folded"):
+             harness=None, style="folded", weights_in="ebr"):
     """Run the network's hardware on ``codes`` (n, input_features) in ``simulator``.
 
     Parameters
@@ -397,6 +397,10 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     style : str or list of str
         The layers' styles, ``"folded"`` (default), ``"unrolled"`` or one per layer
         (:func:`qnnfab.rtl.network.resolve_styles`).
+    weights_in : str or list of str
+        Where the layers keep their weights, ``"ebr"`` (default), ``"spram"`` or one per layer
+        (:func:`qnnfab.rtl.network.resolve_weights_in`); the SPRAM models start loaded (the
+        weights as their initial contents), the load port idle.
     build_dir : path, optional
         Root folder for cached simulator builds (default :func:`default_cache_dir`); a build
         goes in ``<build_dir>/<kind>-<hash>`` and is reused while the hash matches.
@@ -425,7 +429,8 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
                              "Verilog simulators ('verilator', 'icarus')")
         from .amaranth_sim import run_amaranth
         start, cpu = time.perf_counter(), time.process_time()
-        res = run_amaranth(network, codes, folding, progress=progress, style=style)
+        res = run_amaranth(network, codes, folding, progress=progress, style=style,
+                           weights_in=weights_in)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         return SimResult(classes=np.asarray(res.classes, dtype=np.int64),
                          scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,
@@ -438,13 +443,13 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         run = run_network(network, codes, folding=folding, build_dir=build_dir,
                           ready_probability=ready_probability,
                           valid_probability=valid_probability, seed=seed, progress=progress,
-                          log=log, toplevel=TOPLEVEL, style=style)
+                          log=log, toplevel=TOPLEVEL, style=style, weights_in=weights_in)
         return SimResult(classes=run.classes, scores=run.scores, simulator=simulator,
                          cycles=run.cycles, seconds=run.seconds,
                          compile_seconds=run.compile_seconds, build_dir=run.build_dir,
                          harness=harness, cpu_seconds=run.cpu_seconds)
     from qnnfab.rtl.verilog import to_verilog
-    verilog = to_verilog(network, folding, name=TOPLEVEL, style=style)
+    verilog = to_verilog(network, folding, name=TOPLEVEL, style=style, weights_in=weights_in)
     in_layout, out_layout = network_layouts(network)
     run = run_stream_verilog(
         verilog, pack_inputs(in_layout, codes), simulator=simulator, toplevel=TOPLEVEL,
