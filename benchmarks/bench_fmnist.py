@@ -3,8 +3,8 @@ shapes trained in Brevitas and imported from QONNX, and hls4ml as a peer.
 
     python benchmarks/bench_fmnist.py [--seeds 0 1 2] [--models ...] [--hw-vectors 1000]
                                       [--build] [--boards ulx3s-85f ulx3s-25f]
-                                      [--build-models ...] [--reuse]
-                                      [--brevitas-seeds 0]
+                                      [--build-models ...] [--clock BOARD=MHZ ...]
+                                      [--reuse] [--brevitas-seeds 0]
                                       [--out build/bench-fmnist]
 
 Data: ``--data fashion-mnist`` (Debian's ``dataset-fashion-mnist``; ``--data mnist:DIR`` for
@@ -34,7 +34,8 @@ Rows:
   agreement with the qonnx executor. If hls4ml is not installed or fails, one row says so.
 
 ``--reuse`` keeps the rows of an earlier run into the same ``--out`` (``OUT/fmnist.json``, same
-data set; rows that failed are redone) and computes only what they lack: a kept qnnfab network
+data set; rows and builds that failed, a missed timing included, are redone) and computes only
+what they lack: a kept qnnfab network
 is loaded from ``OUT/<network>-seed<seed>.qnn`` for a missing Verilator check or build, so the
 builds can follow the accuracy run without training again::
 
@@ -147,8 +148,9 @@ def verilator_check(network, codes, labels):
             "folding": folding_text(folding)}
 
 
-def build_rows(network, boards, out_dir):
-    """``{board: {...}}`` of real builds (``report.json``'s numbers, or why there is none)."""
+def build_rows(network, boards, out_dir, clocks=None):
+    """``{board: {...}}`` of real builds (``report.json``'s numbers, or why there is none);
+    ``clocks``: ``{board: MHz}`` design clocks other than the board's default."""
     from qnnfab.boards.build import FitError, build
     from qnnfab.boards.report import build_problems
     from qnnfab.boards.toolchain import ToolError
@@ -158,7 +160,8 @@ def build_rows(network, boards, out_dir):
         start = time.monotonic()
         with step(f"    building for {board}"):
             try:
-                report = build(network, board, bdir, progress=lambda name: log(f"      {name}"))
+                report = build(network, board, bdir, clock_mhz=(clocks or {}).get(board),
+                               progress=lambda name: log(f"      {name}"))
             except FitError as exc:
                 out[board] = {"status": "does not fit", "detail": str(exc)}
                 continue
@@ -204,7 +207,9 @@ def complete_qnnfab(row, args, ds):
     name, seed = row["network"], row["seed"]
     want_hw = args.hw_vectors and (args.hw_models is None or name in args.hw_models) \
         and row.get("hw", {}).get("checked") != args.hw_vectors
-    missing = [b for b in args.boards if b not in row.get("builds", {})]
+    # A board without a build, or whose build failed (timing included), is built again.
+    missing = [b for b in args.boards
+               if row.get("builds", {}).get(b, {}).get("status") not in ("ok", "does not fit")]
     want_build = args.build and seed == args.seeds[0] and missing \
         and (args.build_models is None or name in args.build_models)
     if not (want_hw or want_build):
@@ -218,7 +223,7 @@ def complete_qnnfab(row, args, ds):
         log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
     if want_build:
         row["builds"] = {**row.get("builds", {}), **build_rows(
-            net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")))}
+            net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")), args.clock)}
     return row
 
 
@@ -249,7 +254,8 @@ def run_qnnfab(name, seed, args, ds):
     if args.build and seed == args.seeds[0] and (args.build_models is None
                                                  or name in args.build_models):
         row["builds"] = build_rows(net, args.boards,
-                                   os.path.join(args.out, "builds", name.replace(" ", "-")))
+                                   os.path.join(args.out, "builds", name.replace(" ", "-")),
+                                   args.clock)
     return row
 
 
@@ -604,6 +610,9 @@ def main(argv=None):
     parser.add_argument("--boards", nargs="+", default=[BOARD, "ulx3s-25f"])
     parser.add_argument("--build-models", nargs="+", default=None, choices=list(QNNFAB_MODELS),
                         help="with --build: build only these of qnnfab's networks (default: all)")
+    parser.add_argument("--clock", nargs="+", default=[], metavar="BOARD=MHZ",
+                        help="design clock of a board's builds instead of its default (e.g. "
+                             "ulx3s-85f=45 where the 784-input networks miss 50 MHz)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the rows of an earlier run in --out (OUT/fmnist.json) and "
                              "compute only what they lack (Verilator checks, builds)")
@@ -613,6 +622,16 @@ def main(argv=None):
     add_docs_arguments(parser)
     args = parser.parse_args(argv)
     check_docs_page(args, DOC_TABLES)
+    clocks = {}
+    for item in args.clock:
+        board, _, mhz = item.partition("=")
+        try:
+            clocks[board] = float(mhz)
+        except ValueError:
+            parser.error(f"--clock {item}: expected BOARD=MHZ, e.g. ulx3s-85f=45")
+        if board not in args.boards:
+            parser.error(f"--clock {item}: {board} is not one of --boards")
+    args.clock = clocks
     if args.brevitas_seeds is None:
         args.brevitas_seeds = args.seeds
     os.makedirs(args.out, exist_ok=True)
