@@ -396,6 +396,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
                                               styles=styles)
         if note:
             _log(f"    {note}; folding {folding_text(folding)}")
+            if not source.startswith("given"):
+                source = f"{source}; SPRAM layers at their ports' width (--weights-in)"
     vecs = test_vectors(network, vectors)
     flow_precheck(network, board, folding, len(vecs.codes),
                   n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log, styles=styles,
@@ -440,7 +442,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
         report = build_board(network, board, out_dir, folding=folding, clock_mhz=clock_mhz,
                              seed=seed if pnr_seed is None else pnr_seed,
                              progress=progress, extra=extra,
-                             folding_source=None if source.startswith(("given", "board"))
+                             folding_source=None if source.startswith("given")
+                             or (source.startswith("board") and "SPRAM" not in source)
                              else source, style=style,
                              weights_in=stores if "spram" in stores else "ebr")
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
