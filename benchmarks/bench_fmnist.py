@@ -22,7 +22,8 @@ Rows:
   hardware's accuracy on those images; simulated cycles per inference). ``--build``: a real
   bitstream for each board of ``--boards`` (ULX3S-85F ~15-25 min per network): LUT, EBR, fmax,
   cycles and inferences per second from ``report.json`` (a network the fit check refuses is
-  reported as such; ``--build-models``: only these networks).
+  reported as such; ``--build-models``: only these networks). On a board with SPRAM
+  (``--boards icebreaker``) the layers block RAM cannot hold go there (``--weights-in auto``).
 * **Brevitas → QONNX → qnnfab**: the binary and ternary MLP shapes as Brevitas models
   (8-bit input quantizer of scale 1/255, so the input codes are the pixels), trained here with
   Adam, exported with ``brevitas.export.export_qonnx`` (``dynamo=False``), imported with
@@ -152,6 +153,7 @@ def build_rows(network, boards, out_dir, clocks=None):
     """``{board: {...}}`` of real builds (``report.json``'s numbers, or why there is none);
     ``clocks``: ``{board: MHz}`` design clocks other than the board's default."""
     from qnnfab.boards.build import FitError, build
+    from qnnfab.boards.registry import get_board
     from qnnfab.boards.report import build_problems
     from qnnfab.boards.toolchain import ToolError
     out = {}
@@ -160,7 +162,10 @@ def build_rows(network, boards, out_dir, clocks=None):
         start = time.monotonic()
         with step(f"    building for {board}"):
             try:
+                # A board with SPRAM (the iCEBreaker's UP5K) puts the layers that block RAM
+                # cannot hold there (``--weights-in auto``); elsewhere nothing changes.
                 report = build(network, board, bdir, clock_mhz=(clocks or {}).get(board),
+                               weights_in="auto" if get_board(board).spram_blocks else "ebr",
                                progress=lambda name: log(f"      {name}"))
             except FitError as exc:
                 out[board] = {"status": "does not fit", "detail": str(exc)}
@@ -174,6 +179,8 @@ def build_rows(network, boards, out_dir, clocks=None):
         out[board] = {"status": "ok" if not problems else "FAILED: " + "; ".join(problems),
                       "lut": f"{res['lut']['used']}/{res['lut']['total']}",
                       "ebr": f"{res['bram']['used']}/{res['bram']['total']}",
+                      "spram": (f"{res['spram']['used']}/{res['spram']['total']}"
+                                if res.get("spram", {}).get("used") else None),
                       "fmax_mhz": round(report["fmax_mhz"], 1) if report["fmax_mhz"] else None,
                       "clock_mhz": report["clock_mhz"],
                       "cycles": report["cycles_per_inference"],
@@ -189,7 +196,9 @@ def build_text(builds):
         if b["status"] != "ok":
             parts.append(f"{board}: {b['status']}")
         else:
-            parts.append(f"{board}: LUT {b['lut']}, EBR {b['ebr']}, {b['fmax_mhz']} MHz fmax "
+            parts.append(f"{board}: LUT {b['lut']}, EBR {b['ebr']}"
+                         + (f", SPRAM {b['spram']}" if b.get("spram") else "")
+                         + f", {b['fmax_mhz']} MHz fmax "
                          f"({b['clock_mhz']} MHz clock), {b['cycles']} cycles, "
                          f"{b['inf_per_s']:,} inf/s")
     return "; ".join(parts)
