@@ -233,14 +233,18 @@ def run_networks(items, *, build_dir=None, ready_probability=1.0, valid_probabil
     (:func:`build_networks` then :func:`run_built`).
 
     ``items``: ``(network, folding, codes)`` triples, or ``(network, folding, codes, style)``
-    (the layers' styles, :func:`qnnfab.rtl.network.resolve_styles`; default ``"folded"``).
+    (the layers' styles, :func:`qnnfab.rtl.network.resolve_styles`; default ``"folded"``), or
+    with a fifth entry, the weight stores (:func:`qnnfab.rtl.network.resolve_weights_in`;
+    default ``"ebr"``; SPRAM models start loaded).
     Returns one :class:`NetworkRun` per item, in order. ``cache=False`` (the default: a batch
     is rarely run twice) builds in a fresh folder of ``build_dir`` and deletes it afterwards."""
     items = [(item[0], item[1], golden.check_inputs(item[0], item[2]),
-              item[3] if len(item) > 3 else "folded") for item in items]
+              item[3] if len(item) > 3 else "folded", item[4] if len(item) > 4 else "ebr")
+             for item in items]
     batch = build_networks([item[0] for item in items], [item[1] for item in items],
                            build_dir=build_dir, log=log, optimize=optimize, cache=cache,
-                           jobs=jobs, styles=[item[3] for item in items])
+                           jobs=jobs, styles=[item[3] for item in items],
+                           weights_in=[item[4] for item in items])
     try:
         return run_built(batch, [item[2] for item in items],
                          ready_probability=ready_probability,

@@ -9,7 +9,9 @@ folding (any PE that divides the outputs and any allowed SIMD: from fully serial
 parallel), and input vectors mixing random codes with the extremes (all zero, all max,
 alternating 0/max and max/0), and the layers' styles (:func:`styles`: about half the
 networks unroll some or all of their dense layers, weights as constants in the logic,
-:mod:`qnnfab.rtl.unrolled_dense`, mixed with folded ones; conv and pool layers stay folded).
+:mod:`qnnfab.rtl.unrolled_dense`, mixed with folded ones; conv and pool layers stay folded)
+and their weight stores (:func:`weight_stores`: about a quarter of the networks keep some
+folded dense layers' weights in the UP5K's SPRAM, :mod:`qnnfab.rtl.spram`, as simulated).
 The network's structure, kinds, widths, folding and styles are drawn by
 Hypothesis (so a failure shrinks to a small network); weights, thresholds and random codes come
 from a NumPy generator seeded by a drawn integer.
@@ -44,8 +46,8 @@ from qnnfab.spec import golden
 from qnnfab.rtl.cse import layer_matrix, row_terms
 from qnnfab.rtl.folding import divisors, simd_choices
 
-__all__ = ["Example", "Tally", "examples", "networks", "foldings", "styles", "input_codes",
-           "check", "features_of", "run", "main", "MAX_UNROLLED_TERMS"]
+__all__ = ["Example", "Tally", "examples", "networks", "foldings", "styles", "weight_stores",
+           "input_codes", "check", "features_of", "run", "main", "MAX_UNROLLED_TERMS"]
 
 #: Input patterns besides uniform random codes.
 PATTERNS = ("random", "zero", "max", "alternating", "alternating-inverted")
@@ -60,13 +62,16 @@ MAX_UNROLLED_TERMS = 600
 @dataclass
 class Example:
     """One fuzz case: a network, its folding (one ``(pe, simd)`` or None per layer), input
-    codes, shape (n, input_features), and the layers' styles (``"folded"``/``"unrolled"``
-    per layer, :func:`qnnfab.rtl.network.resolve_styles`; None: all folded)."""
+    codes, shape (n, input_features), the layers' styles (``"folded"``/``"unrolled"``
+    per layer, :func:`qnnfab.rtl.network.resolve_styles`; None: all folded) and weight stores
+    (``"ebr"``/``"spram"`` per layer, :func:`qnnfab.rtl.network.resolve_weights_in`; None:
+    all ``"ebr"``)."""
     network: ir.Network
     folding: list
     codes: np.ndarray
     patterns: tuple = ()
     style: list = None
+    weights_in: list = None
 
     @property
     def styles(self):
@@ -74,9 +79,17 @@ class Example:
         return list(self.style) if self.style is not None else \
             ["folded"] * len(self.network.layers)
 
+    @property
+    def stores(self):
+        """One weight store per layer (all ``"ebr"`` when :attr:`weights_in` is None)."""
+        return list(self.weights_in) if self.weights_in is not None else \
+            ["ebr"] * len(self.network.layers)
+
     def __repr__(self):  # what Hypothesis prints for a falsifying example
         layers = "; ".join(_describe_layer(layer) for layer in self.network.layers)
         style = f"; style {self.style}" if "unrolled" in self.styles else ""
+        if "spram" in self.stores:
+            style += f"; weights_in {self.weights_in}"
         return (f"Example({self.network.input_features}x{self.network.input_bits}b -> {layers}; "
                 f"folding {self.folding}{style}; inputs {list(self.patterns)}; "
                 f"codes {self.codes.tolist()})")
@@ -216,6 +229,17 @@ def styles(draw, network):
 
 
 @st.composite
+def weight_stores(draw, network, style):
+    """The layers' weight stores: all in block RAM (or logic), or (about a quarter of the
+    time) each folded dense layer in SPRAM (:mod:`qnnfab.rtl.spram`, its simulation model,
+    loaded) by a drawn boolean. Shrinks towards none in SPRAM."""
+    if not (draw(st.booleans()) and draw(st.booleans())):
+        return ["ebr"] * len(network.layers)
+    return ["spram" if isinstance(layer, ir.DenseLayer) and s == "folded" and draw(st.booleans())
+            else "ebr" for layer, s in zip(network.layers, style)]
+
+
+@st.composite
 def input_codes(draw, network, rng, *, max_vectors=6):
     """1..``max_vectors`` input vectors, each random or an extreme pattern. Returns
     ``(codes, patterns)``."""
@@ -243,8 +267,10 @@ def examples(draw, *, max_features=12, spatial=None, max_vectors=6):
     folding = draw(foldings(network))
     codes, patterns = draw(input_codes(network, rng, max_vectors=max_vectors))
     style = draw(styles(network))
+    stores = draw(weight_stores(network, style))
     return Example(network=network, folding=folding, codes=codes, patterns=patterns,
-                   style=style if "unrolled" in style else None)
+                   style=style if "unrolled" in style else None,
+                   weights_in=stores if "spram" in stores else None)
 
 
 def features_of(example):
@@ -262,6 +288,8 @@ def features_of(example):
                  else "style:mixed")
         if style[-1] == "unrolled":
             tags.add("unrolled:last")
+    if "spram" in example.stores:
+        tags.add("weights:spram")
     for layer, fold, s in zip(example.network.layers, folding, style):
         if isinstance(layer, ir.PoolLayer):
             tags.add(f"maxpool{layer.size}")
@@ -339,7 +367,7 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     for simulator in simulators:
         result = simulate(example.network, example.codes, simulator=simulator,
                           folding=example.folding, build_dir=build_dir,
-                          style=example.styles)
+                          style=example.styles, weights_in=example.stores)
         mismatches = compare(example.network, example.codes, result).mismatches
         found += [(simulator, m) for m in mismatches]
         if tally is not None:
@@ -371,7 +399,8 @@ def check_batch(examples_, *, build_dir=None, tally=None, seed=0, stalls=False):
     ready, valid = BATCH_STALLS if stalls else (1.0, 1.0)
     found = []
     try:
-        runs = run_networks([(e.network, e.folding, e.codes, e.styles) for e in examples_],
+        runs = run_networks([(e.network, e.folding, e.codes, e.styles, e.stores)
+                             for e in examples_],
                             build_dir=build_dir, ready_probability=ready,
                             valid_probability=valid, seed=seed, jobs=1)
     except ToolNotFoundError:
