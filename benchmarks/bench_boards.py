@@ -15,7 +15,8 @@ Slow: the ULX3S-85F and ECP5-EVN builds take ~15 minutes each, the Tang Nano 9K'
 earlier run left and builds only what is missing: delete a build's folder to build it again.
 
 Beside each build, its memory bound (``bound``: cycles per inference if every block RAM read
-port delivered weight bits every cycle, :func:`qnnfab.boards.report.bounds`) and the
+port delivered weight bits every cycle, and on the UP5K with its SPRAMs' ports too,
+:func:`qnnfab.boards.report.bounds`), the SPRAMs it uses (``spram``) and the
 multiply-accumulates per logic cell per cycle (``macs_lc_cycle``).
 """
 
@@ -40,7 +41,7 @@ from qnnfab.model.presets import PRESETS  # noqa: E402
 #: The tables of docs/results.md this benchmark writes.
 DOC_TABLES = ("boards",)
 
-COLUMNS = ("preset", "board", "status", "folding", "lut", "bram", "fmax_mhz", "clock_mhz",
+COLUMNS = ("preset", "board", "status", "folding", "lut", "bram", "spram", "fmax_mhz", "clock_mhz",
            "cycles", "bound", "inf_per_s", "macs_lc_cycle", "synthesis", "build_s")
 
 
@@ -65,15 +66,20 @@ def matrix_row(preset, board, network, out_dir, *, reuse=False):
                 "build_s": round(time.monotonic() - start)}
     problems = build_problems(report, out_dir)
     res = report["resources"]
-    bounds = report.get("bounds") or report_bounds(network, get_board(board), report)
+    bounds = report_bounds(network, get_board(board), report)   # also for older reports
     return {**row, "status": "ok" if not problems else "FAILED: " + "; ".join(problems),
             "folding": ",".join("-" if f is None else f"{f['pe']}:{f['simd']}"
                                 for f in report["folding"]),
             "lut": f"{res['lut']['used']}/{res['lut']['total']}",
             "bram": f"{res['bram']['used']}/{res['bram']['total']}",
+            "spram": (f"{res['spram']['used']}/{res['spram']['total']}" if "spram" in res
+                      else f"0/{get_board(board).spram_blocks}" if get_board(board).spram_blocks
+                      else "-"),
             "fmax_mhz": round(report["fmax_mhz"], 1) if report["fmax_mhz"] else None,
             "clock_mhz": report["clock_mhz"], "cycles": report["cycles_per_inference"],
-            "bound": bounds.get("memory_bound_cycles"),
+            "bound": (f"{bounds['memory_bound_cycles']} ({bounds['memory_bound_cycles_spram']} "
+                      f"with SPRAM)" if bounds.get("memory_bound_cycles_spram")
+                      else bounds.get("memory_bound_cycles")),
             "inf_per_s": round(report["inferences_per_s"]),
             "macs_lc_cycle": (round(bounds["macs_per_lc_per_cycle"], 3)
                               if bounds.get("macs_per_lc_per_cycle") else None),

@@ -11,6 +11,7 @@ import time
 from importlib import metadata
 
 from qnnfab import ir
+from qnnfab.rtl.spram import SPRAM_WIDTH
 
 from . import nextpnr_report
 from .families import get_family
@@ -180,11 +181,17 @@ def bounds(network, board, report):
     ``cycles_over_bound`` (the build's cycles per inference over it), and
     ``macs_per_lc_per_cycle`` (multiply-accumulates per inference / logic cells / cycles per
     inference: how busy the logic is; FINN's published binary designs reach ~0.11–0.18 per
-    LUT4)."""
+    LUT4). On a device with SPRAM (the UP5K's four 16-bit ports) also
+    ``memory_bound_cycles_spram``: the same with the SPRAMs' ports beside the block RAMs' (the
+    weights may live in either, ``--weights-in``); None elsewhere."""
     ports = board.bram_blocks * board.bram_port_bits
     bound = -(-network.weight_bits // ports) if network.weight_bits else 0
+    spram_ports = ports + board.spram_blocks * SPRAM_WIDTH
     cycles = report.get("cycles_per_inference")
     lut = ((report.get("resources") or {}).get("lut") or {}).get("used")
     return {"memory_bound_cycles": bound,
+            "memory_bound_cycles_spram": (-(-network.weight_bits // spram_ports)
+                                          if board.spram_blocks and network.weight_bits
+                                          else None),
             "cycles_over_bound": (cycles / bound) if bound and cycles else None,
             "macs_per_lc_per_cycle": (network.macs / lut / cycles) if lut and cycles else None}

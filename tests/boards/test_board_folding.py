@@ -241,6 +241,8 @@ def test_report_sets_the_build_beside_the_memory_bound(monkeypatch, tmp_path):
     report = build(net, "icebreaker", tmp_path)
     b = report["bounds"]
     assert net.weight_bits == 84_480 and b["memory_bound_cycles"] == 176
+    # with the UP5K's four 16-bit SPRAM ports beside them: 84,480 / 544 bits = 156 cycles
+    assert b["memory_bound_cycles_spram"] == 156
     assert b["cycles_over_bound"] == report["cycles_per_inference"] / 176
     lut = report["resources"]["lut"]["used"]
     assert b["macs_per_lc_per_cycle"] == pytest.approx(
