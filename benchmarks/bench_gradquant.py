@@ -1,5 +1,4 @@
-"""Benchmark gradient quantization functions: test accuracy against gradient bits, optimizer and
-what is quantized.
+"""Benchmark gradient quantization: test accuracy by function, bits, optimizer and target.
 
     python benchmarks/bench_gradquant.py [--presets digits-tnn digits-cnn fmnist-tnn]
         [--methods uniform stochastic dorefa log terngrad] [--bits 2 3 4 6 8]
@@ -97,12 +96,12 @@ def network(name):
 
 def configs(methods, bits, targets):
     """``(method, bits, target)`` of every run of one network, optimizer and seed: the
-    baseline first, TernGrad once per target."""
+    baseline first, TernGrad once per target (when 2 is one of ``bits``)."""
     out = [(BASELINE, None, None)]
     for target in targets:
         for method in methods:
             if method == "terngrad":
-                out.append(("terngrad", 2, target))
+                out += [("terngrad", 2, target)] if 2 in bits else []
             else:
                 out += [(method, b, target) for b in bits]
     return out
@@ -176,7 +175,8 @@ def choose_lr(runner, name, epochs, optimizer, args):
                          None) for s in args.lr_seeds]
         search.append({"exponent": e, "lr": 2.0 ** e,
                        "val_accuracy": float(np.mean([r["val_accuracy"] for r in rs])),
-                       "val_loss": float(np.mean([r["val_loss"] for r in rs]))})
+                       "val_loss": float(np.mean([r["val_loss"] for r in rs])),
+                       "seconds": round(sum(r["seconds"] for r in rs), 2)})
     best = max(search, key=lambda s: (s["val_accuracy"], -s["val_loss"]))
     return best["lr"], search
 
@@ -225,8 +225,8 @@ def heading(sec):
                     + (" (preset)" if o == "adam" and o not in s["lr_given"] else
                        " (given)" if o in s["lr_given"] else " (validation)")
                     for o in s["optimizers"])
-    data = s["data"]
-    return (f"{s['network']} ({s['preset']}, {data}): {s['epochs']} epochs, seeds "
+    return (f"{s['network']} ({s['arch']}, {s['weights']} weights, {s['act_bits']}-bit "
+            f"activations, {s['data']}): {s['epochs']} epochs, seeds "
             f"{' '.join(map(str, s['seeds']))}, {s['schedule']} schedule; {lrs}; bits "
             f"{' '.join(map(str, s['bits']))}; targets {', '.join(s['targets'])}")
 
@@ -274,8 +274,35 @@ def network_report(sec):
                             for p in search)
             lines.append(f"{OPT_LABELS[opt]} learning rate, validation accuracy % with float "
                          f"gradients (seeds {' '.join(map(str, s['lr_seeds']))}): {pts}.")
-    lines += ["", *choice_notes(sec), ""]
+    lines += ["", *bias_notes(sec), *choice_notes(sec), ""]
     return lines
+
+
+def bias_notes(sec):
+    """Per target: the mean change at the lowest bit width of the biased functions (round to
+    nearest, log) and of the unbiased ones (stochastic rounding, DoReFa, TernGrad), for each
+    optimizer: does the optimizer hide what the quantizer does?"""
+    s, summary = sec["settings"], sec["summary"]
+    low = s["bits"][0]
+    groups = {"biased": [m for m in s["methods"] if m not in STOCHASTIC],
+              "unbiased": [m for m in s["methods"] if m in STOCHASTIC
+                           and (m != "terngrad" or low == 2)]}
+    groups = {k: v for k, v in groups.items() if v}
+    out = []
+    for t in s["targets"]:
+        parts = []
+        for o in s["optimizers"]:
+            base = get(summary, o, "-", BASELINE, None)
+            cells = []
+            for ms in groups.values():
+                d = [get(summary, o, t, m, low) for m in ms]
+                cells.append("-" if base is None or None in d else
+                             f"{100 * (np.mean([x['mean'] for x in d]) - base['mean']):+.2f}")
+            parts.append(f"{OPT_LABELS[o]} {' / '.join(cells)}")
+        out.append(f"Mean change at {low} bits, {TARGET_LABELS[t]}, "
+                   + " / ".join(f"{k} ({', '.join(v)})" for k, v in groups.items())
+                   + f" functions, points: {'; '.join(parts)}.")
+    return out
 
 
 def choice_notes(sec, tol=1.0):
@@ -317,6 +344,11 @@ def markdown(sections, seconds):
         lines += network_report(sec)
     runs = [r for sec in sections.values() for r in sec["runs"]]
     secs = [r["seconds"] for r in runs]
+    search = [p for sec in sections.values() for ps in sec["lr_search"].values() if ps
+              for p in ps]
+    n_search = sum(len(sec["settings"]["lr_seeds"]) * len(ps) for sec in sections.values()
+                   for ps in sec["lr_search"].values() if ps)
+    total = sum(secs) + sum(p.get("seconds", 0) for p in search)
     lines += [
         "Integer (golden) test accuracy in %, mean over seeds (min..max). Quantized: the error "
         "signal (gradient w.r.t. each layer's accumulator) and/or the weight gradient (w.r.t. "
@@ -325,9 +357,10 @@ def markdown(sections, seconds):
         "two bits by construction (one column). The stochastic functions are seeded with the "
         "run's seed. The SGD learning rates were chosen on the validation split (see each "
         "network); Adam keeps the preset's.",
-        f"Run time {seconds / 60:.1f} min for the training runs of this call; "
-        f"{len(runs)} runs listed, {np.mean(secs):.1f} s per run "
-        f"(min {min(secs):.1f}, max {max(secs):.1f}).",
+        f"Training time {total / 60:.1f} min (wall, on a shared machine) for the {len(runs)} "
+        f"runs listed and {n_search} learning-rate search runs, {np.mean(secs):.1f} s per "
+        f"listed run (min {min(secs):.1f}, max {max(secs):.1f}); {seconds / 60:.1f} min of "
+        f"it in the last call (the others reused with --resume or kept with --merge).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -455,12 +488,18 @@ def main():
     parser.add_argument("--presets", nargs="+", default=["digits-tnn"],
                         help=f"networks: presets or {', '.join(NETWORKS)} (default digits-tnn)")
     parser.add_argument("--methods", nargs="+", default=list(GRAD_QUANTIZERS),
-                        choices=list(GRAD_QUANTIZERS))
-    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8])
+                        choices=list(GRAD_QUANTIZERS), metavar="METHOD",
+                        help=f"gradient quantizers (default: all: {' '.join(GRAD_QUANTIZERS)})")
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8],
+                        help="gradient bit widths (default 2 3 4 6 8; TernGrad runs at 2)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
-                        choices=list(OPTIMIZERS))
-    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+                        choices=list(OPTIMIZERS), metavar="OPTIMIZER",
+                        help=f"default: all: {' '.join(OPTIMIZERS)}")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS),
+                        metavar="TARGET", help="what is quantized: both (error signal and "
+                                               "weight gradient), error, weight (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds (default 0 1 2)")
     parser.add_argument("--epochs", nargs="+", default=[],
                         help=f"N (every network) and/or NAME=N (default: {DIGITS_EPOCHS}; "
                              + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")")
@@ -474,7 +513,8 @@ def main():
                         help="seeds of the learning-rate search (default 0)")
     parser.add_argument("--lr", nargs="+", default=[], metavar="OPTIMIZER=RATE",
                         help="fixed learning rates (no search for these optimizers)")
-    parser.add_argument("--out", default="build/bench")
+    parser.add_argument("--out", default="build/bench",
+                        help="folder of gradquant.md/.json/.svg and the run log")
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished runs from OUT/gradquant-runs.jsonl")
     parser.add_argument("--merge", action="store_true",
@@ -486,7 +526,7 @@ def main():
         try:
             network(name)
         except ValueError as exc:
-            parser.error(f"--presets: {exc}")
+            parser.error(f"--presets: {exc}; or {', '.join(NETWORKS)}")
     if any(not MIN_BITS <= b <= MAX_BITS for b in args.bits):
         parser.error(f"--bits: expected {MIN_BITS}..{MAX_BITS}, got {args.bits}")
     args.bits = sorted(set(args.bits))
@@ -526,6 +566,8 @@ def main():
                 for opt in args.optimizers for seed in args.seeds
                 for m, b, t in configs(args.methods, args.bits, args.targets)]
         settings = {"network": name, "preset": preset.name, "data": data or preset.dataset,
+                    "arch": str(preset.arch), "weights": str(preset.weights),
+                    "act_bits": str(preset.act_bits),
                     "epochs": epochs, "seeds": args.seeds, "schedule": args.schedule,
                     "optimizers": args.optimizers, "lr": lrs,
                     "lr_given": sorted(set(args.lr) & set(args.optimizers)),
