@@ -149,9 +149,34 @@ def verilator_check(network, codes, labels):
             "folding": folding_text(folding)}
 
 
-def build_rows(network, boards, out_dir, clocks=None):
+def finished_build(network, board, bdir, clock_mhz):
+    """The ``report.json`` in ``bdir`` if it is a build of this very network (its IR hash) for
+    ``board`` at ``clock_mhz`` (None: the board's default) with timing met, else None: what
+    ``--reuse`` takes instead of building again (e.g. a build run with ``qnnfab build`` into
+    ``OUT/builds/<network>/<board>`` beside the benchmark)."""
+    import hashlib
+
+    from qnnfab.boards.registry import get_board
+    path = os.path.join(bdir, "report.json")
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    inputs = report.get("inputs") or {}
+    requested = (inputs.get("options") or {}).get("clock_mhz")
+    want = get_board(board).design_clock_mhz if clock_mhz is None else clock_mhz
+    if (inputs.get("ir_sha256") != hashlib.sha256(ir.to_bytes(network)).hexdigest()
+            or report.get("board") != board or not report.get("timing_met")
+            or requested is None or abs(float(requested) - float(want)) > 1e-6):
+        return None
+    return report
+
+
+def build_rows(network, boards, out_dir, clocks=None, reuse=False):
     """``{board: {...}}`` of real builds (``report.json``'s numbers, or why there is none);
-    ``clocks``: ``{board: MHz}`` design clocks other than the board's default."""
+    ``clocks``: ``{board: MHz}`` design clocks other than the board's default; ``reuse``:
+    take a finished build of the same network and clock (:func:`finished_build`)."""
     from qnnfab.boards.build import FitError, build
     from qnnfab.boards.registry import get_board
     from qnnfab.boards.report import build_problems
@@ -160,13 +185,18 @@ def build_rows(network, boards, out_dir, clocks=None):
     for board in boards:
         bdir = os.path.join(out_dir, board)
         start = time.monotonic()
-        with step(f"    building for {board}"):
+        clock = (clocks or {}).get(board)
+        report = finished_build(network, board, bdir, clock) if reuse else None
+        if report is not None:
+            log(f"    {board}: the finished build in {bdir}")
+        else:
             try:
-                # A board with SPRAM (the iCEBreaker's UP5K) puts the layers that block RAM
-                # cannot hold there (``--weights-in auto``); elsewhere nothing changes.
-                report = build(network, board, bdir, clock_mhz=(clocks or {}).get(board),
-                               weights_in="auto" if get_board(board).spram_blocks else "ebr",
-                               progress=lambda name: log(f"      {name}"))
+                with step(f"    building for {board}"):
+                    # A board with SPRAM (the iCEBreaker's UP5K) puts the layers that block
+                    # RAM cannot hold there (``--weights-in auto``); elsewhere nothing changes.
+                    report = build(network, board, bdir, clock_mhz=clock,
+                                   weights_in="auto" if get_board(board).spram_blocks else "ebr",
+                                   progress=lambda name: log(f"      {name}"))
             except FitError as exc:
                 out[board] = {"status": "does not fit", "detail": str(exc)}
                 continue
@@ -232,7 +262,8 @@ def complete_qnnfab(row, args, ds):
         log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
     if want_build:
         row["builds"] = {**row.get("builds", {}), **build_rows(
-            net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")), args.clock)}
+            net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")), args.clock,
+            reuse=True)}
     return row
 
 
