@@ -1,7 +1,13 @@
 """Benchmark kernel clustering on digits-cnn: integer and float kernels, K sweep, hardware.
 
-    python benchmarks/bench_cluster.py [--seeds 0 1 2] [--kernels 4 8 16 32 64]
-                                       [--finetune 10] [--hw-kernels 16] [--out build/bench]
+    python benchmarks/bench_cluster.py [--data digits|fashion-mnist] [--seeds 0 1 2]
+                                       [--kernels 4 8 16 32 64] [--finetune 10]
+                                       [--hw-kernels 16] [--out build/bench]
+
+``--data fashion-mnist``: the same network (c16,p2,c32,p2,d10, 2-bit activations, digits-cnn's
+training settings) on Fashion-MNIST's 28x28x1 images (``--epochs`` of training, default 2:
+digits-cnn's 80 epochs would take hours there); its results go to their own files
+(``OUT/cluster-fmnist.*``) and table (``cluster-fmnist``), the digits ones stay.
 
 For each seed, two paths:
 
@@ -35,11 +41,12 @@ against the golden model.
 
 Prints a Markdown table (progress on stderr) and writes ``OUT/cluster.md``, ``OUT/cluster.json``,
 ``OUT/cluster.svg`` (accuracy against reduction) and the ``cluster`` table of
-``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not) atomically. Exits 1 if a build or a
-simulation failed.
+``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not) atomically (``cluster-fmnist`` for
+``--data fashion-mnist``). Exits 1 if a build or a simulation failed.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -59,11 +66,16 @@ from qnnfab.model.float_kernel_clustering import cluster_float_cnn, \
     cluster_float_unquantized, finetune_float_clustered, train_float_cnn  # noqa: E402
 from qnnfab.model.kernel_clustering import cluster_network, sweep_plot_svg  # noqa: E402
 from qnnfab.model.kernel_finetune import finetune_clustered  # noqa: E402
-from qnnfab.model.train import save_checkpoint, train  # noqa: E402
+from qnnfab.model.train import load_checkpoint, save_checkpoint, train  # noqa: E402
 
 PRESET = "digits-cnn"
-#: The tables of docs/results.md this benchmark writes.
-DOC_TABLES = ("cluster",)
+#: Per ``--data``: the docs table (and the stem of the OUT files) it writes, its default
+#: training epochs (None: the preset's) and how the table names the network.
+DATA = {"digits": ("cluster", None, PRESET),
+        "fashion-mnist": ("cluster-fmnist", 2,
+                          f"{PRESET}'s network (c16,p2,c32,p2,d10) on fashion-mnist")}
+#: The tables of docs/results.md this benchmark writes (one per run: its --data's).
+DOC_TABLES = tuple(table for table, _, _ in DATA.values())
 HW_MODE = "per-layer ±"
 #: mode -> (per_layer, sign)
 MODES = {"per-layer": (True, False), "per-layer ±": (True, True), "shared": (False, False),
@@ -75,26 +87,69 @@ AS_CLUSTERED_ONLY = ("float, codebook", "float, unquantized")
 PAPER_REDUCTION = 0.856
 
 
+def finetune_subset(dataset, images, seed):
+    """``dataset`` with its training split cut to ``images`` images drawn by ``seed`` (the
+    validation and test splits whole), or ``dataset`` itself when ``images`` is None or not
+    smaller than the split: what ``--finetune-images`` fine-tunes on."""
+    n = len(dataset.y_train)
+    if images is None or images >= n:
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:images])
+    return dataclasses.replace(dataset, x_train=dataset.x_train[keep],
+                               y_train=dataset.y_train[keep])
+
+
 def pct(x):
     return "-" if x is None else f"{100 * x:.2f}"
 
 
-def main():
+def parse_args(argv=None):
+    """The options, checked (``parser.error`` names the option at fault); ``args.epochs`` is
+    filled in with the data set's default."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=list(DATA), default="digits",
+                        help="data set: digits (8x8, table cluster) or fashion-mnist (28x28, "
+                             "table cluster-fmnist)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kernels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--finetune", type=int, default=10, help="epochs (0: none)")
+    parser.add_argument("--finetune-images", type=int, default=None, metavar="N",
+                        help="fine-tune on N images of the training split drawn by the seed "
+                             "(default: all of it; for quick runs on fashion-mnist)")
     parser.add_argument("--codebook-bits", type=int, default=4, metavar="K",
                         help="the float path with K-bit codebooks instead of ternary weights, as "
                              "clustered only (0: not run)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs of both networks (default: the preset's)")
+                        help="training epochs of both networks (default: the preset's on "
+                             "digits, 2 on fashion-mnist)")
     parser.add_argument("--hw-kernels", type=int, default=16,
                         help="K of the clustered network that is built (0: no builds)")
     parser.add_argument("--out", default="build/bench")
     add_docs_arguments(parser)
-    args = parser.parse_args()
-    check_docs_page(args, DOC_TABLES)
+    args = parser.parse_args(argv)
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds: expected distinct non-negative integers, got {args.seeds}")
+    if any(k < 1 for k in args.kernels):
+        parser.error(f"--kernels: expected positive integers, got {args.kernels}")
+    if args.finetune < 0:
+        parser.error(f"--finetune: expected epochs >= 0, got {args.finetune}")
+    if args.finetune_images is not None and args.finetune_images < 1:
+        parser.error(f"--finetune-images: expected a positive number of images, got "
+                     f"{args.finetune_images}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs: expected a positive integer, got {args.epochs}")
+    if args.hw_kernels < 0:
+        parser.error(f"--hw-kernels: expected K >= 0 (0: no builds), got {args.hw_kernels}")
+    table, default_epochs, _ = DATA[args.data]
+    args.table = table
+    if args.epochs is None:
+        args.epochs = default_epochs
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_docs_page(args, (args.table,))
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     paths = [p for p in PATHS if args.codebook_bits or p != "float, codebook"]
@@ -104,18 +159,23 @@ def main():
     base, base_float, base_ptq, base_book, cells, hw_nets = [], [], [], [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            trained = steps.run(f"train {PRESET} seed {seed}",
+            trained = steps.run(f"train {PRESET} on {args.data} seed {seed}",
                                 lambda: train(PRESET, seed=seed, progress=False,
-                                              epochs=args.epochs))
+                                              epochs=args.epochs, data=args.data))
             net = trained.network
             ckpt = os.path.join(tmp, f"seed{seed}.pt")
             save_checkpoint(ckpt, trained)
+            ckpt = load_checkpoint(ckpt)
+            if args.finetune_images is not None:   # the integer path's fine-tuning data
+                small = finetune_subset(trained.dataset, args.finetune_images, seed)
+                ckpt.load_dataset = lambda data=None, small=small: small
             base.append(trained.integer_accuracy)
             log(f"        {net.summary()}: integer test accuracy "
                 f"{trained.integer_accuracy:.2%}, {trained.seconds:.0f} s")
-            source = steps.run(f"train {PRESET} seed {seed}, float weights",
+            source = steps.run(f"train {PRESET} on {args.data} seed {seed}, float weights",
                                lambda: train_float_cnn(PRESET, seed=seed,
-                                                       epochs=args.epochs))
+                                                       epochs=args.epochs, data=args.data))
+            test_images = len(source.dataset.y_test)
             ptq = cluster_float_cnn(source, None)
             base_float.append(source.float_accuracy)
             base_ptq.append(ptq.test_accuracy)
@@ -154,6 +214,9 @@ def main():
                                     tuned, info = finetune_clustered(ckpt, clustered,
                                                                      epochs=args.finetune)
                                 else:
+                                    fc = dataclasses.replace(fc, source=dataclasses.replace(
+                                        fc.source, dataset=finetune_subset(
+                                            fc.source.dataset, args.finetune_images, seed)))
                                     tuned, info = finetune_float_clustered(
                                         fc, epochs=args.finetune)
                                 row["tuned"] = info["test_after"]
@@ -204,12 +267,15 @@ def main():
     hw = {}
     if args.hw_kernels:
         for label, net in hw_nets.items():
-            name = f"{PRESET}-" + "".join(c for c in label if c.isalnum() or c == "-")
+            name = f"{PRESET}-" + ("" if args.data == "digits" else f"{args.data}-") + \
+                "".join(c for c in label if c.isalnum() or c == "-")
             hw[label] = hardware(name, net, args.out, steps)
             hw[label]["weight_bits"] = int(net.weight_bits)
 
     seconds = time.monotonic() - started
-    result = {"preset": PRESET, "seeds": args.seeds, "finetune_epochs": args.finetune,
+    result = {"preset": PRESET, "data": args.data, "network": DATA[args.data][2],
+              "test_images": test_images, "seeds": args.seeds,
+              "finetune_epochs": args.finetune, "finetune_images": args.finetune_images,
               "epochs": args.epochs,
               "baseline": base, "baseline_mean": base_mean,
               "float_baseline": base_float, "float_ptq_baseline": base_ptq,
@@ -217,18 +283,19 @@ def main():
               "rows": rows, "hardware": hw, "seconds": round(seconds, 1)}
     text = markdown(result)
     print(text)
-    ir.atomic_write_bytes(os.path.join(args.out, "cluster.md"), text.encode())
-    ir.atomic_write_bytes(os.path.join(args.out, "cluster.json"),
-                          json.dumps(result, indent=1).encode())
+    stem = os.path.join(args.out, args.table)
+    ir.atomic_write_bytes(f"{stem}.md", text.encode())
+    ir.atomic_write_bytes(f"{stem}.json", json.dumps(result, indent=1).encode())
     plot_rows = [{"K": r["K"], "series": f"{r['path']} {r['mode']}",
                   "reduction": r["reduction"], "accuracy": r["accuracy"]} for r in rows]
     svg = sweep_plot_svg(plot_rows, baseline=base_mean,
-                         title=f"{PRESET}: test accuracy vs kernel reduction (mean of "
+                         title=f"{result['network']}: test accuracy vs kernel reduction "
+                               f"(mean of "
                                f"{len(args.seeds)} seeds, {args.finetune} epochs of "
                                f"fine-tuning)")
-    ir.atomic_write_bytes(os.path.join(args.out, "cluster.svg"), svg.encode())
-    log(f"wrote {args.out}/cluster.md, cluster.json, cluster.svg ({seconds / 60:.1f} min)")
-    docs_page(args, {"cluster": text}, log=log)
+    ir.atomic_write_bytes(f"{stem}.svg", svg.encode())
+    log(f"wrote {stem}.md, {args.table}.json, {args.table}.svg ({seconds / 60:.1f} min)")
+    docs_page(args, {args.table: text}, log=log)
     return 1 if any(h.get("errors") for h in hw.values()) else 0
 
 
@@ -237,7 +304,8 @@ def markdown(result):
 
     def each(values):
         return ", ".join(pct(v) for v in values)
-    lines = [f"Unclustered {PRESET}, seeds {seeds}: ternary, trained quantization-aware "
+    network = result.get("network", PRESET)
+    lines = [f"Unclustered {network}, seeds {seeds}: ternary, trained quantization-aware "
              f"(the integer path's start) {pct(result['baseline_mean'])} % "
              f"({each(result['baseline'])}); trained with float weights "
              f"{pct(float(np.mean(result['float_baseline'])))} % "
@@ -278,10 +346,17 @@ def markdown(result):
                 f"| {get('clock_mhz', '{:g}'.format)} | {get('cycles_per_inference')} "
                 f"| {get('inferences_per_s', '{:,.0f}'.format)} "
                 f"| {get('verilator_bit_exact')}/{h.get('verilator_checked', '?')} |")
-    lines += ["", f"Seeds {seeds}; accuracy = integer (golden) model on the held-out digits "
-                  f"test split (360 images), mean over seeds (min..max); as clustered = "
+    data = result.get("data", "digits")
+    trained = "" if data == "digits" and result.get("epochs") is None else \
+        f"both networks trained {result['epochs']} epochs; "
+    lines += ["", f"Seeds {seeds}; {trained}accuracy = integer (golden) model on the held-out "
+                  f"{data} test split ({result.get('test_images', 360):,} images), mean over "
+                  f"seeds (min..max); as clustered = "
                   f"nothing trained after the clustering; fine-tuning "
-                  f"{result['finetune_epochs']} epochs. integer = the ternary kernels of the "
+                  f"{result['finetune_epochs']} epochs"
+                  + (f" on {result['finetune_images']:,} training images (drawn by the seed)"
+                     if result.get("finetune_images") else "")
+                  + ". integer = the ternary kernels of the "
                   f"quantization-aware network clustered; float = the float network's "
                   f"kernels clustered, then representatives and other layers made ternary; "
                   f"float, codebook = the same with {result.get('codebook_bits')}-bit "

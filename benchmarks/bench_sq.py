@@ -2,7 +2,9 @@
 
     python benchmarks/bench_sq.py [--seeds 0 1 2] [--models mlp cnn] [--cost MU]
                                   [--sweep MU ...] [--no-exhaustive] [--fmnist]
-                                  [--fmnist-seeds S ...] [--epochs N]
+                                  [--fmnist-models mlp cnn] [--fmnist-seeds S ...]
+                                  [--fmnist-cnn-seeds S ...] [--fmnist-cnn-epochs N]
+                                  [--epochs N]
                                   [--reuse] [--out build/bench]
 
 On digits, for the MLP of ``digits-sq`` (64x5b -> 128x2b -> 128x2b -> 10) and the CNN of
@@ -21,9 +23,11 @@ and seeds ``--seeds``, trains:
 Each row: integer (golden-model) test accuracy and average stored bits per weight, mean over
 seeds with min..max, the depth per layer each seed ended with, and the trainings one result
 needs. A second table sweeps the regularizer's memory cost ``μ`` (``--sweep``): bits per weight
-and accuracy as ``μ`` grows. ``--fmnist`` adds Fashion-MNIST rows for a 784-256-256-10 MLP
-(2-bit activations, 5 epochs, seeds ``--fmnist-seeds``; no exhaustive search: 8 trainings of
-minutes each).
+and accuracy as ``μ`` grows. ``--fmnist`` adds Fashion-MNIST rows (no exhaustive search, no
+sweep) for the networks of ``--fmnist-models`` (default both): ``mlp``, a 784-256-256-10 MLP
+(2-bit activations, 5 epochs, seeds ``--fmnist-seeds``), and ``cnn``, digits-cnn's network
+(c16,p2,c32,p2,d10, 2-bit activations, its training settings) on the 28x28x1 images for
+``--fmnist-cnn-epochs`` epochs, seeds ``--fmnist-cnn-seeds`` (default ``--fmnist-seeds``).
 
 Prints both tables (progress on stderr), writes ``OUT/sq.md`` and ``OUT/sq.json`` and the ``sq``
 and ``sq-cost`` tables of ``docs/results.md`` (``--docs PAGE``; ``--no-docs``: not). Every
@@ -59,7 +63,14 @@ MODELS = {
     "mlp": ("MLP", "digits-sq", "digits", None, None),
     "cnn": ("CNN", "digits-cnn", "digits", None, None),
     "fmnist-mlp": ("MLP 784-256-256-10", "digits-sq", "fashion-mnist", "d256,d256,d10", 5),
+    "fmnist-cnn": ("CNN c16,p2,c32,p2,d10", "digits-cnn", "fashion-mnist", None, None),
 }
+#: The Fashion-MNIST networks (``--fmnist-models`` name -> :data:`MODELS` key): no
+#: exhaustive search and no cost sweep for them.
+FMNIST = {"mlp": "fmnist-mlp", "cnn": "fmnist-cnn"}
+#: Epochs of the Fashion-MNIST CNN (``--fmnist-cnn-epochs``): digits-cnn's 80 epochs of 1,437
+#: images would be hours on 54,000.
+FMNIST_CNN_EPOCHS = 2
 METHODS = ("all-binary", "all-ternary", "SQ (regularizer)", "SQ (rule)")
 LETTER = {"binary": "B", "ternary": "T"}
 RULE_BUDGET = 1.5
@@ -167,16 +178,33 @@ def exhaustive_choice(rows):
 
 
 def seeds_of(model, args):
-    return args.fmnist_seeds if model == "fmnist-mlp" and args.fmnist_seeds else args.seeds
+    if model == "fmnist-cnn" and args.fmnist_cnn_seeds:
+        return args.fmnist_cnn_seeds
+    if model in FMNIST.values() and args.fmnist_seeds:
+        return args.fmnist_seeds
+    return args.seeds
+
+
+def train_epochs(model, args):
+    """The ``epochs`` a training of ``model`` is given (None: the preset's): ``--epochs``, and
+    for the Fashion-MNIST CNN ``--fmnist-cnn-epochs`` unless ``--epochs`` overrides it (so its
+    cache key holds its epochs)."""
+    if model == "fmnist-cnn":
+        return args.epochs or args.fmnist_cnn_epochs
+    return args.epochs
+
+
+def models_of(args):
+    return list(args.models) + ([FMNIST[m] for m in args.fmnist_models] if args.fmnist else [])
 
 
 def run(args):
-    models = list(args.models) + (["fmnist-mlp"] if args.fmnist else [])
+    models = models_of(args)
     plan = 0
     for m in models:
-        exhaustive = not args.no_exhaustive and m != "fmnist-mlp"
+        exhaustive = not args.no_exhaustive and m not in FMNIST.values()
         per_seed = (2 ** n_layers(m) + 2) if exhaustive else 4
-        sweep = set(args.sweep) | {args.cost} if m != "fmnist-mlp" else ()
+        sweep = set(args.sweep) | {args.cost} if m not in FMNIST.values() else ()
         plan += len(seeds_of(m, args)) * (per_seed + len(sweep))
     runs = Runs(os.path.join(args.out, "sq_runs.json"), args.reuse, plan)
     fixed = SQConfig(method="rule")
@@ -188,14 +216,15 @@ def run(args):
         L = n_layers(m)
         results = {k: [] for k in METHODS}
         results["exhaustive"] = []
+        n_epochs = train_epochs(m, args)
         for seed in seeds_of(m, args):
-            one = {"all-binary": runs.train(m, "binary", fixed, seed, args.epochs),
-                   "all-ternary": runs.train(m, "ternary", fixed, seed, args.epochs),
-                   "SQ (regularizer)": runs.train(m, "adaptive", regularizer, seed, args.epochs),
-                   "SQ (rule)": runs.train(m, "adaptive", rule, seed, args.epochs)}
+            one = {"all-binary": runs.train(m, "binary", fixed, seed, n_epochs),
+                   "all-ternary": runs.train(m, "ternary", fixed, seed, n_epochs),
+                   "SQ (regularizer)": runs.train(m, "adaptive", regularizer, seed, n_epochs),
+                   "SQ (rule)": runs.train(m, "adaptive", rule, seed, n_epochs)}
             for k, r in one.items():
                 results[k].append(r)
-            if not args.no_exhaustive and m != "fmnist-mlp":
+            if not args.no_exhaustive and m not in FMNIST.values():
                 every = []
                 for kinds in itertools.product(("binary", "ternary"), repeat=L):
                     if len(set(kinds)) == 1:
@@ -215,7 +244,7 @@ def run(args):
                           "bits": [r["bits_per_weight"] for r in rows],
                           "depths": depths_text(rows), "seeds": [r["seed"] for r in rows],
                           "runs": rows})
-        if m == "fmnist-mlp":
+        if m in FMNIST.values():
             continue
         for cost in sorted(set(args.sweep) | {args.cost}):
             cfg = SQConfig(method="regularizer", cost=cost)
@@ -229,7 +258,26 @@ def run(args):
 
 
 def epochs(model, args):
-    return args.epochs or MODELS[model][4] or get_preset(MODELS[model][1]).epochs
+    return (train_epochs(model, args) or MODELS[model][4]
+            or get_preset(MODELS[model][1]).epochs)
+
+
+def fmnist_note(args):
+    """The notes' sentence on the Fashion-MNIST networks run."""
+    if not args.fmnist:
+        return ""
+    parts = []
+    for name in args.fmnist_models:
+        m = FMNIST[name]
+        seeds = ", ".join(map(str, seeds_of(m, args)))
+        if m == "fmnist-mlp":
+            parts.append(f"Fashion-MNIST MLP: 784 -> 256x2b -> 256x2b -> 10, "
+                         f"{epochs(m, args)} epochs, seeds {seeds}")
+        else:
+            parts.append(f"Fashion-MNIST CNN: digits-cnn's network and training settings "
+                         f"(c16,p2,c32,p2,d10 on 28x28x1, 2-bit activations) for "
+                         f"{epochs(m, args)} epochs, seeds {seeds}")
+    return "; " + "; ".join(parts)
 
 
 def markdown(table, sweep_rows, args, seconds):
@@ -246,9 +294,7 @@ def markdown(table, sweep_rows, args, seconds):
         f"depth per layer: the kinds each seed ended with (×seeds). MLP: digits-sq's network "
         f"(64x5b -> 128x2b -> 128x2b -> 10, {epochs('mlp', args)} epochs); CNN: digits-cnn's "
         f"(c16,p2,c32,p2,d10, 2-bit activations, {epochs('cnn', args)} epochs)"
-        + (f"; Fashion-MNIST MLP: 784 -> 256x2b -> 256x2b -> 10, "
-           f"{epochs('fmnist-mlp', args)} epochs, seeds "
-           f"{', '.join(map(str, seeds_of('fmnist-mlp', args)))}" if args.fmnist else "")
+        + fmnist_note(args)
         + f". SQ (regularizer): memory cost μ = {args.cost:g}; "
         f"SQ (rule): ρ = 0.3, bit budget {RULE_BUDGET}; exhaustive: all 2^L depth assignments "
         f"trained, the best validation accuracy kept. Every row uses the same level penalty "
@@ -270,7 +316,8 @@ def markdown(table, sweep_rows, args, seconds):
     return main, "\n".join(lines) + "\n"
 
 
-def main():
+def parse_args(argv=None):
+    """The options, checked (``parser.error`` names the option at fault)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"])
@@ -281,23 +328,48 @@ def main():
     parser.add_argument("--no-exhaustive", action="store_true",
                         help="skip the exhaustive search over depth assignments")
     parser.add_argument("--fmnist", action="store_true",
-                        help="add Fashion-MNIST rows (784-256-256-10 MLP, minutes per training)")
+                        help="add Fashion-MNIST rows for --fmnist-models (minutes per training)")
+    parser.add_argument("--fmnist-models", nargs="+", choices=list(FMNIST),
+                        default=None, help="the Fashion-MNIST networks of --fmnist: mlp "
+                        "(784-256-256-10), cnn (digits-cnn's c16,p2,c32,p2,d10 on 28x28x1) "
+                        "(default: both)")
     parser.add_argument("--fmnist-seeds", type=int, nargs="+", default=None,
                         help="seeds of the Fashion-MNIST rows (default: --seeds)")
+    parser.add_argument("--fmnist-cnn-seeds", type=int, nargs="+", default=None,
+                        help="seeds of the Fashion-MNIST CNN rows (default: --fmnist-seeds)")
+    parser.add_argument("--fmnist-cnn-epochs", type=int, default=FMNIST_CNN_EPOCHS,
+                        help=f"epochs of the Fashion-MNIST CNN (default {FMNIST_CNN_EPOCHS}; "
+                             f"--epochs overrides it)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override every network's epochs (quick checks only)")
     parser.add_argument("--reuse", action="store_true",
                         help="take finished trainings from OUT/sq_runs.json")
     parser.add_argument("--out", default="build/bench")
     add_docs_arguments(parser)
-    args = parser.parse_args()
-    check_docs_page(args, DOC_TABLES)
-    if any(s < 0 for s in args.seeds):
-        parser.error(f"--seeds: expected non-negative integers, got {args.seeds}")
+    args = parser.parse_args(argv)
+    for option in ("seeds", "fmnist_seeds", "fmnist_cnn_seeds"):
+        seeds = getattr(args, option)
+        if seeds is not None and any(s < 0 for s in seeds):
+            parser.error(f"--{option.replace('_', '-')}: expected non-negative integers, "
+                         f"got {seeds}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs: expected a positive integer, got {args.epochs}")
+    if args.fmnist_cnn_epochs < 1:
+        parser.error(f"--fmnist-cnn-epochs: expected a positive integer, got "
+                     f"{args.fmnist_cnn_epochs}")
+    if not args.fmnist and (args.fmnist_models or args.fmnist_seeds or args.fmnist_cnn_seeds):
+        parser.error("--fmnist-models, --fmnist-seeds, --fmnist-cnn-seeds: only with --fmnist")
+    if args.fmnist_models is None:
+        args.fmnist_models = list(FMNIST)
+    args.fmnist_models = list(dict.fromkeys(args.fmnist_models))
     if not (args.cost >= 0 and all(c >= 0 for c in args.sweep)):
         parser.error("--cost, --sweep: expected costs >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_docs_page(args, DOC_TABLES)
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     table, sweep_rows, train_seconds = run(args)

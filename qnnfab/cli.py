@@ -271,8 +271,41 @@ def train_preset(args):
     defaults, :data:`qnnfab.model.presets.CUSTOM`) with those replaced
     (:func:`qnnfab.model.presets.customize`)."""
     from qnnfab.model.presets import customize
-    return customize(args.preset, arch=args.arch, weights=args.weights, act_bits=args.act_bits,
-                     input_shape=args.input_shape)
+    preset = customize(args.preset, arch=args.arch, weights=args.weights,
+                       act_bits=args.act_bits, input_shape=args.input_shape)
+    return _with_sq_options(preset, getattr(args, "sq_method", None),
+                            getattr(args, "sq_cost", None))
+
+
+def _with_sq_options(preset, method, cost):
+    """``preset`` with ``train --sq-method`` / ``--sq-cost`` applied to its Smart Quantization
+    settings (:class:`qnnfab.model.sq.SQConfig`): who decides the depth of the adaptive layers,
+    the switching rule or the regularizer's depth gates, and the regularizer's memory cost μ.
+    ``--sq-cost`` alone means the regularizer. UserError when the network has no adaptive
+    layer or the options contradict each other."""
+    import dataclasses
+    import math
+    from qnnfab.model.sq import SQConfig
+    if method is None and cost is None:
+        return preset
+    given = " and ".join(o for o, v in (("--sq-method", method), ("--sq-cost", cost))
+                         if v is not None)
+    kinds = {preset.weights} if isinstance(preset.weights, str) else set(preset.weights)
+    if "adaptive" not in kinds:
+        raise UserError(f"{given}: Smart Quantization chooses the depth of adaptive layers "
+                        f"only, and {preset.name} has {', '.join(sorted(kinds))} weights; give "
+                        f"--weights adaptive (or --preset digits-sq)")
+    if cost is not None and not (math.isfinite(cost) and cost >= 0):
+        raise UserError(f"--sq-cost: expected a finite number >= 0, got {cost:g}")
+    if method is None:
+        method = "regularizer"
+    elif method == "rule" and cost is not None:
+        raise UserError("--sq-cost: the regularizer's memory cost; --sq-method rule has none "
+                        "(give --sq-method regularizer, or drop --sq-cost)")
+    sq = dataclasses.replace(preset.sq or SQConfig(), method=method,
+                             **({} if cost is None else {"cost": cost}))
+    label = f"sq={method}" + (f", sq_cost={sq.cost:g}" if method == "regularizer" else "")
+    return dataclasses.replace(preset, name=f"{preset.name}({label})", sq=sq)
 
 
 def _prepare_out_file(path):
@@ -955,6 +988,14 @@ def build_parser():
                    help="training seed (weights init, data order)")
     p.add_argument("--epochs", type=int, default=None, metavar="N",
                    help="training epochs (default: the preset's)")
+    p.add_argument("--sq-method", choices=("rule", "regularizer"), default=None,
+                   help="adaptive weights: who chooses each layer's depth (binary or ternary), "
+                        "Smart Quantization's switching rule with a bit budget or its "
+                        "regularizer's depth gates (default: the preset's, rule)")
+    p.add_argument("--sq-cost", type=float, default=None, metavar="MU",
+                   help="adaptive weights, regularizer: the memory cost μ, larger makes more "
+                        "layers binary (default 0.01; alone it implies --sq-method "
+                        "regularizer)")
     data_arg(p)
     quiet_arg(p)
 
