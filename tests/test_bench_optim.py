@@ -2,6 +2,7 @@
 target read off the curve, SGD's epochs over an optimizer's (exact or a lower bound), the goal's
 verdict, the per-optimizer lr windows, the docs table, and the command line's errors."""
 
+import json
 import os
 import sys
 
@@ -145,7 +146,7 @@ def test_window_grids():
     assert bo.window_grids(res, 0) == {"A": [-3], "B": [1]}
 
 
-def test_docs_markdown_has_every_section_and_the_ratio():
+def fake_result():
     lq = [row(-2, [0.4]), row(-3, [0.5])]
     sgd = [row(-2, [1.2]), row(-3, [2.0])]
     section = {"label": "Fashion-MNIST", "epochs": 4, "seeds": [0], "target": 0.85,
@@ -153,8 +154,12 @@ def test_docs_markdown_has_every_section_and_the_ratio():
                "grids": {o: [-2, -3] for o in bo.OPTIMIZERS}, "grid_text": "2^-2, 2^-3",
                "results": results(lq, sgd)}
     section["goal"] = bo.goal(section["results"], 4)
-    text = bo.docs_markdown({"args": {"preset": "digits-tnn", "out": "build/bench"},
-                             "seconds": 60.0, "functions": None, "training": [section]})
+    return {"args": {"preset": "digits-tnn", "out": "build/bench"}, "seconds": 60.0,
+            "functions": None, "training": [section]}
+
+
+def test_docs_markdown_has_every_section_and_the_ratio():
+    text = bo.docs_markdown(fake_result())
     header = next(line for line in text.splitlines() if line.startswith("| optimizer"))
     assert "Fashion-MNIST: epochs to 85 %" in header
     assert "Fashion-MNIST: SGD's epochs / its" in header
@@ -163,6 +168,25 @@ def test_docs_markdown_has_every_section_and_the_ratio():
     assert lq_line == f"| {bo.LOGQ} | 2^-2 (edge) | 0.40 | 3.00x | 87.50 |"
     assert "**Fashion-MNIST: goal (>= 2x fewer epochs than SGD) met**" in text
     assert "measured 10 times per epoch (every 0.1 epoch" in text
+
+
+def test_from_json_writes_the_same_tables_again(tmp_path, capsys):
+    """``--from-json``: a run's optim.json (JSON turns the exponent keys of ``same_lr`` into
+    strings) gives the same docs table as the run itself, with no training."""
+    result = fake_result()
+    saved = tmp_path / "optim.json"
+    saved.write_text(json.dumps(bo.strip(result)))
+    page = tmp_path / "results.md"
+    page.write_text("# R\n<!-- table:optim -->\nold\n<!-- /table:optim -->\n"
+                    "<!-- table:optim-state -->\nold\n<!-- /table:optim-state -->\n")
+    assert bo.main(["--from-json", str(saved), "--out", str(tmp_path / "out"),
+                    "--docs", str(page)]) == 0
+    text = page.read_text()
+    assert bo.docs_markdown(result) in text
+    assert "| on-chip learner (qnnfab) |" in text   # the optim-state table
+    assert (tmp_path / "out" / "optim.md").read_text() == bo.markdown(result)
+    assert "SGD's epochs over LogQuantSGD floor's: 2^-2: 3.00x, 2^-3: 4.00x" in text
+    capsys.readouterr()
 
 
 # -- command line ----------------------------------------------------------------------------------
