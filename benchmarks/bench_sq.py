@@ -378,6 +378,9 @@ def main(argv=None):
     print(main_md + "\n" + sweep_md, end="")
     ir.atomic_write_bytes(os.path.join(args.out, "sq.md"), (main_md + "\n" + sweep_md).encode())
     doc = {"seeds": args.seeds, "cost": args.cost, "epochs": args.epochs,
+           "fmnist": {name: {"seeds": seeds_of(FMNIST[name], args),
+                             "epochs": epochs(FMNIST[name], args)}
+                      for name in (args.fmnist_models if args.fmnist else ())},
            "seconds": round(seconds, 1), "rows": table, "sweep": sweep_rows}
     ir.atomic_write_bytes(os.path.join(args.out, "sq.json"),
                           (json.dumps(doc, indent=1, default=float) + "\n").encode())
