@@ -91,16 +91,20 @@ class _Ports(wiring.Component):
         return m
 
 
-def _packed_cells(dut, tmp_path):
+def _packed_cells(dut, tmp_path, family="ice40"):
+    """Logic cells nextpnr's packer makes of ``dut`` behind plain ports: ``ICESTORM_LC`` on
+    the UP5K, ``TRELLIS_COMB`` on the LFE5U-85F."""
     top = _Ports(dut)
     (tmp_path / "dot.il").write_text(rtlil.convert(top, name="top"))
     subprocess.run([tool_path("yosys"), "-q", "-p",
-                    "read_rtlil dot.il; synth_ice40 -top top -json dot.json"],
+                    f"read_rtlil dot.il; synth_{family} -top top -json dot.json"],
                    cwd=tmp_path, check=True, capture_output=True)
-    pack = subprocess.run([tool_path("nextpnr-ice40"), "--up5k", "--package", "sg48",
+    device, cell = ((["--up5k", "--package", "sg48"], "ICESTORM_LC") if family == "ice40"
+                    else (["--85k", "--package", "CABGA381"], "TRELLIS_COMB"))
+    pack = subprocess.run([tool_path(f"nextpnr-{family}"), *device,
                            "--json", "dot.json", "--pack-only"],
                           cwd=tmp_path, check=True, capture_output=True, text=True)
-    return int(re.search(r"ICESTORM_LC:\s+(\d+)/", pack.stderr).group(1))
+    return int(re.search(rf"{cell}:\s+(\d+)/", pack.stderr).group(1))
 
 
 @pytest.mark.slow
@@ -132,18 +136,6 @@ def test_bram_blocks_and_kernel_slots_come_from_the_one_model():
     assert estimate(net, folding) == est.estimate(net, folding)
 
 
-def _packed_ecp5_cells(dut, tmp_path):
-    top = _Ports(dut)
-    (tmp_path / "dot.il").write_text(rtlil.convert(top, name="top"))
-    subprocess.run([tool_path("yosys"), "-q", "-p",
-                    "read_rtlil dot.il; synth_ecp5 -top top -json dot.json"],
-                   cwd=tmp_path, check=True, capture_output=True)
-    pack = subprocess.run([tool_path("nextpnr-ecp5"), "--85k", "--package", "CABGA381",
-                           "--json", "dot.json", "--pack-only"],
-                          cwd=tmp_path, check=True, capture_output=True, text=True)
-    return int(re.search(r"TRELLIS_COMB:\s+(\d+)/", pack.stderr).group(1))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, in_bits", [("binary", 8), ("ternary", 2)])
 def test_ecp5_adder_tree_lanes_match_a_synthesis(kind, in_bits, tmp_path):
@@ -161,5 +153,5 @@ def test_ecp5_adder_tree_lanes_match_a_synthesis(kind, in_bits, tmp_path):
     model = 16 * lane_cells(layer) * scale
     assert model > 1.5 * 16 * lane_cells(layer)   # the iCE40 fit would be far under
     dut = dot_unit_class(layer)(pe=1, simd=16, in_bits=in_bits)
-    cells = _packed_ecp5_cells(dut, tmp_path)
+    cells = _packed_cells(dut, tmp_path, "ecp5")
     assert model <= cells <= 1.35 * model, (kind, in_bits, cells, model)
