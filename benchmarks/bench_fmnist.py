@@ -36,9 +36,9 @@ Rows:
 
 ``--reuse`` keeps the rows of an earlier run into the same ``--out`` (``OUT/fmnist.json``, same
 data set; rows and builds that failed, a missed timing included, are redone) and computes only
-what they lack: a kept qnnfab network
-is loaded from ``OUT/<network>-seed<seed>.qnn`` for a missing Verilator check or build, so the
-builds can follow the accuracy run without training again::
+what they lack: a kept network (qnnfab's or an imported one) is loaded from
+``OUT/<network>-seed<seed>.qnn`` for a missing Verilator check (or one at a folding other than
+the board's today) or build, so the builds can follow the accuracy run without training again::
 
     python benchmarks/bench_fmnist.py --out DIR                   # accuracy, Verilator
     python benchmarks/bench_fmnist.py --out DIR --reuse --build --boards ulx3s-85f \
@@ -240,12 +240,39 @@ def network_path(args, name, seed, ext=".qnn"):
     return os.path.join(args.out, f"{name.replace(' ', '-')}-seed{seed}{ext}")
 
 
+def hw_check_current(row, args, network):
+    """Whether ``row``'s kept Verilator check is what this run asks for: as many images, at the
+    folding the board gets today (a check at an older default folding is redone)."""
+    from qnnfab.boards.registry import board_folding
+    from qnnfab.flow import folding_text
+    hw = row.get("hw") or {}
+    return (hw.get("checked") == args.hw_vectors
+            and hw.get("folding") == folding_text(board_folding(network, BOARD)))
+
+
+def complete_brevitas(row, args, ds):
+    """A kept Brevitas row (``--reuse``) with the Verilator check it lacks (or one at an older
+    folding), its imported network loaded from ``OUT/<network>-seed<seed>.qnn``."""
+    name, seed = row["network"], row["seed"]
+    if args.hw_vectors and args.hw_imported:
+        net = ir.load(network_path(args, name, seed))
+        if not hw_check_current(row, args, net):
+            n = args.hw_vectors
+            with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
+                row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
+            log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+            return row
+    log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
+    return row
+
+
 def complete_qnnfab(row, args, ds):
     """A kept row of qnnfab's network (``--reuse``) with what this run asks for and the row
     lacks: the Verilator check, the builds (its network loaded from its ``.qnn``)."""
     name, seed = row["network"], row["seed"]
+    net = ir.load(network_path(args, name, seed))
     want_hw = args.hw_vectors and (args.hw_models is None or name in args.hw_models) \
-        and row.get("hw", {}).get("checked") != args.hw_vectors
+        and not hw_check_current(row, args, net)
     # A board without a build, or whose build failed (timing included), is built again.
     missing = [b for b in args.boards
                if row.get("builds", {}).get(b, {}).get("status") not in ("ok", "does not fit")]
@@ -254,7 +281,6 @@ def complete_qnnfab(row, args, ds):
     if not (want_hw or want_build):
         log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
         return row
-    net = ir.load(network_path(args, name, seed))
     if want_hw:
         n = args.hw_vectors
         with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
@@ -686,8 +712,7 @@ def main(argv=None):
             try:
                 old = [r for r in kept.get(name, []) if r.get("seed") == seed]
                 if name in BREVITAS_MODELS and old:
-                    log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
-                    rows.append(old[0])
+                    rows.append(complete_brevitas(old[0], args, ds))
                     onnx_paths[name, seed] = network_path(args, name, seed, ".onnx")
                 elif name == "hls4ml" and old:
                     log(f"[hls4ml, seed {seed}] kept from {args.out}/fmnist.json")
