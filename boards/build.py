@@ -56,30 +56,35 @@ def _folding_pairs(network, folding):
     return [(f.pe, f.simd) for f in check_folding(network, folding)]
 
 
-def estimate(network, folding=None, *, family=None, styles=None):
+def estimate(network, folding=None, *, family=None, styles=None, input_buffer=False):
     """Crude resource needs, ``{"weight_bits", "lc"}``: :func:`qnnfab.rtl.estimate.estimate`
     of ``folding`` (checked first: :class:`~qnnfab.rtl.folding.FoldingError` names a bad
     entry); without a folding, one lane per layer. ``family`` (a name): scale the lane costs
     by the family's measured ``lane_scale`` (:func:`~qnnfab.boards.registry.family_lane_scale`).
     ``styles``: one per layer (None: all folded); an unrolled layer counts its adder graph, not
-    lanes and block RAM."""
+    lanes and block RAM. ``input_buffer``: the input vector in block RAM
+    (:func:`qnnfab.rtl.estimate.estimate`)."""
     if styles is not None and "unrolled" not in styles:
         styles = None                       # all folded: the estimate as it always was
     lane_scale = (None if family is None else family_lane_scale(family) if styles
                   else get_family(family).lane_scale)
     return _estimate.estimate(network, _folding_pairs(network, folding), lane_scale=lane_scale,
-                              styles=styles)
+                              styles=styles, input_buffer=input_buffer)
 
 
-def check_fit(network, board, folding=None, *, styles=None, weights_in=None):
+def check_fit(network, board, folding=None, *, styles=None, weights_in=None,
+              input_buffer=False):
     """Refuse (:class:`FitError`) a network that cannot fit ``board``'s device: more weight bits
     than block RAM bits, or a crude logic estimate above the device's cells (``styles``: one
     per layer, see :func:`estimate`); ``weights_in``: one ``ebr``/``spram`` per layer (None:
     all in block RAM), the SPRAM layers counted against the board's SPRAMs
     (:func:`qnnfab.rtl.estimate.spram_blocks_for`), not its block RAM. Returns the estimate
-    (with ``spram_blocks`` and ``spram_weight_bits`` when some layer is in SPRAM)."""
+    (with ``spram_blocks`` and ``spram_weight_bits`` when some layer is in SPRAM).
+    ``input_buffer``: the input vector in block RAM (its bits count against the block RAM,
+    beside the weights')."""
     board = get_board(board)
-    est = estimate(network, folding, family=board.family, styles=styles)
+    est = estimate(network, folding, family=board.family, styles=styles,
+                   input_buffer=input_buffer)
     if weights_in is not None and "spram" in weights_in:
         pairs = _folding_pairs(network, folding)
         if pairs is None:
@@ -93,10 +98,12 @@ def check_fit(network, board, folding=None, *, styles=None, weights_in=None):
                            f"{board.spram_blocks}")
         est = {**est, "weight_bits": est["weight_bits"] - spram_bits,
                "spram_weight_bits": spram_bits, "spram_blocks": blocks}
-    if est["weight_bits"] > board.bram_bits:
+    if est["weight_bits"] + est["buffer_bits"] > board.bram_bits:
+        also = (f" and {est['buffer_bits']:,} bits of input buffer" if est["buffer_bits"]
+                else "")
         raise FitError(f"network does not fit {board.name} ({board.device}): "
-                       f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of block "
-                       f"RAM ({board.bram_blocks} blocks)")
+                       f"{est['weight_bits']:,} weight bits{also} > {board.bram_bits:,} bits of "
+                       f"block RAM ({board.bram_blocks} blocks)")
     if est["lc"] > board.lut:
         raise FitError(f"network does not fit {board.name} ({board.device}): an estimated "
                        f"{est['lc']:,} logic cells > {board.lut:,} available (folding "
@@ -223,6 +230,7 @@ class BuildPlan:
     styles: "list | None" = None
     style_source: "str | None" = None
     weights_in: "list | None" = None
+    input_buffer: bool = False
 
     @property
     def bitstream(self):
@@ -236,7 +244,7 @@ class BuildPlan:
 
 def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, baud=None,
                learn=False, folding_source=None, selftest=0, style="folded",
-               weights_in="ebr"):
+               weights_in="ebr", input_buffer="auto"):
     """Step 1 of :func:`build` (same arguments): check everything quick, clear stale outputs
     from ``out_dir`` and write the tools' inputs into ``out_dir/gateware``; a
     :class:`BuildPlan`."""
@@ -274,8 +282,17 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
         elif chosen is None:
             folding_source = (f"board {board.name} default (max_lanes={lanes}), SPRAM layers "
                               f"at their ports' width")
-    est = check_fit(network, board, folding, styles=styles,
-                    weights_in=stores)                                # before anything slow
+    from .registry import input_buffer_for
+    if learn and input_buffer == "ebr":
+        raise ValueError("--input-buffer ebr and --learn: a learning board keeps its input "
+                         "vector in flip-flops")
+    buffered = not learn and input_buffer_for(network, board, input_buffer, folding, styles)
+    if buffered and selftest:
+        raise ValueError("--selftest: the self-test's stored vectors feed a network whose input "
+                         "is in flip-flops; build with --input-buffer ff, or without "
+                         "--selftest")
+    est = check_fit(network, board, folding, styles=styles, weights_in=stores,
+                    input_buffer=buffered)                            # before anything slow
     env = toolchain_env(board.family)                 # fail early on a missing tool
 
     from .top import BoardTop
@@ -286,12 +303,13 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
     stored, selftest_entry = _selftest_vectors(network, folding, board, selftest) \
         if selftest else (None, None)
     core, learning = _learning_core(network, folding, seed) if learn else (None, None)
-    if stores is None:
-        top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
-                       selftest=stored, style=styles)
-    else:
-        top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
-                       selftest=stored, style=styles, weights_in=stores)
+    options = {}                # only what differs from the default top
+    if stores is not None:
+        options["weights_in"] = stores
+    if buffered:
+        options["input_buffer"] = True
+    top = BoardTop(network, folding, clk_freq=clock_mhz * 1e6, baud=baud, core=core,
+                   selftest=stored, style=styles, **options)
     if selftest_entry is not None:
         from .selftest import expected_cycles
         selftest_entry["expected_cycles"] = expected_cycles(
@@ -302,7 +320,7 @@ def plan_build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0,
                      seed=int(seed), learning=learning, estimate=est, top=top, out_dir=out_dir,
                      build_dir=build_dir, commands=[], env=env, rtl_sha256="",
                      selftest=selftest_entry, styles=styles, style_source=style_source,
-                     weights_in=stores)
+                     weights_in=stores, input_buffer=buffered)
     return prepare_build_dir(plan)
 
 
@@ -341,7 +359,7 @@ def _style_source(style, styles):
 
 def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=None,
           extra=None, baud=None, learn=False, folding_source=None, selftest=0, style="folded",
-          weights_in="ebr"):
+          weights_in="ebr", input_buffer="auto"):
     """Build the bitstream of ``network`` behind the UART top for ``board`` into ``out_dir``.
 
     Parameters
@@ -383,6 +401,12 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
         UP5K boards only). SPRAM starts empty: the host loads the weights over the UART
         (``qnnfab run`` does). The report records them (``weights_in``, ``resources.spram``,
         ``uart.load_bytes``).
+    input_buffer : str
+        Where the top keeps the input vector: ``"ff"`` (flip-flops), ``"ebr"`` (block RAM,
+        :class:`~qnnfab.rtl.input_buffer.InputBuffer`: an MLP whose first layer reads
+        slices) or ``"auto"`` (default: block RAM only when the flip-flops would take more
+        than half the device, :func:`~qnnfab.boards.registry.input_buffer_for`). The report
+        records a buffered input (``input_buffer``).
 
     Returns the report (also written to ``out_dir/report.json``, last: a failed build leaves
     none). Provenance: ``tools`` (versions), ``seed``, ``inputs`` (``ir_sha256`` of the IR
@@ -397,7 +421,7 @@ def build(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, prog
     plan = plan_build(network, board, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                       baud=baud, learn=learn,
                       folding_source=folding_source, selftest=selftest, style=style,
-                      weights_in=weights_in)
+                      weights_in=weights_in, input_buffer=input_buffer)
     notes = []
     seconds = run_steps(plan.commands, plan.build_dir, plan.env, plan.board.family,
                         progress=progress, notes=notes)

@@ -33,7 +33,7 @@ from .platforms import OrangeCrab25FPlatform
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
            "TargetUnreachable", "board_styles", "family_lane_scale", "WEIGHTS_IN",
-           "board_weights", "spram_folding", "NoSPRAM"]
+           "board_weights", "spram_folding", "NoSPRAM", "INPUT_BUFFERS", "input_buffer_for"]
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,8 @@ def board_folding(network, board, *, max_lanes=None):
     def estimate(network, folding):
         return _estimate.estimate(network, [(f.pe, f.simd)
                                             for f in check_folding(network, folding)],
-                                  lane_scale=lane_scale)
+                                  lane_scale=lane_scale,
+                                  input_buffer=input_buffer_for(network, board))
     if max_lanes is None:
         lanes = board.max_lanes
     else:
@@ -330,7 +331,8 @@ def _fits(network, folding, board):
     from qnnfab.rtl.folding import check_folding
     lane_scale = get_family(board.family).lane_scale
     pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
-    return (_estimate.estimate(network, pairs, lane_scale=lane_scale)["lc"]
+    return (_estimate.estimate(network, pairs, lane_scale=lane_scale,
+                               input_buffer=input_buffer_for(network, board))["lc"]
             <= LC_HEADROOM * board.lut
             and bram_blocks_for(network, folding, board) <= board.bram_blocks)
 
@@ -404,22 +406,58 @@ def target_folding(network, board, *, target_ips=None, target_cycles=None, clock
 
     def cost(folding):
         pairs = [(f.pe, f.simd) for f in folding]
-        return (_estimate.estimate(network, pairs, lane_scale=lane_scale)["lc"],
+        return (_estimate.estimate(network, pairs, lane_scale=lane_scale,
+                                   input_buffer=input_buffer_for(network, board))["lc"],
                 bram_blocks_for(network, folding, board))
     folding = min(fitting, key=cost)
     cycles = network_interval(network, folding)
     return folding, f"{what}: {cycles} cycles per inference, the cheapest folding that meets it"
 
 
-def bram_blocks_for(network, folding, board, *, weights_in=None):
+def bram_blocks_for(network, folding, board, *, weights_in=None, input_buffer=None):
     """Block RAMs a folding needs on ``board`` (a name or a :class:`Board`):
     :func:`qnnfab.rtl.estimate.bram_blocks_for` with the board's read-port width and block
     size. ``folding``: ``LayerFolding``s or ``(pe, simd)`` pairs; ``weights_in``: one entry
-    per layer, SPRAM layers not counted (None: all in block RAM)."""
+    per layer, SPRAM layers not counted (None: all in block RAM); ``input_buffer``: the input
+    vector in block RAM (None: as ``--input-buffer auto`` decides, :func:`input_buffer_for`)."""
     board = get_board(board)
+    if input_buffer is None:
+        input_buffer = input_buffer_for(network, board)
     return _estimate.bram_blocks_for(network, folding, board.bram_port_bits,
                                      board.bram_bits // board.bram_blocks,
-                                     weights_in=weights_in)
+                                     weights_in=weights_in, input_buffer=input_buffer)
+
+
+#: What ``--input-buffer`` takes: the input vector in flip-flops, in block RAM, or ``auto``.
+INPUT_BUFFERS = ("ff", "ebr", "auto")
+
+#: ``--input-buffer auto`` keeps the input vector in block RAM when its flip-flops alone would
+#: take more than this share of the device's cells (a 784-code 8-bit image on the UP5K: 6,272
+#: of 5,280), and in flip-flops otherwise, so every build that fitted before is unchanged.
+INPUT_BUFFER_AUTO_SHARE = 0.5
+
+
+def input_buffer_for(network, board, input_buffer="auto", folding=None, styles=None):
+    """Whether ``network``'s input vector is in block RAM on ``board``
+    (:class:`~qnnfab.rtl.input_buffer.InputBuffer`): ``input_buffer`` ``"ff"`` (no),
+    ``"ebr"`` (yes; ValueError when the network cannot, at ``folding`` with ``styles``:
+    :func:`~qnnfab.rtl.input_buffer.why_no_input_buffer`) or ``"auto"`` (when it can and the
+    vector's flip-flops would take more than :data:`INPUT_BUFFER_AUTO_SHARE` of the board's
+    cells)."""
+    from qnnfab.rtl.input_buffer import why_no_input_buffer
+    board = get_board(board)
+    if input_buffer not in INPUT_BUFFERS:
+        raise ValueError(f"input_buffer must be one of {', '.join(INPUT_BUFFERS)}, not "
+                         f"{input_buffer!r}")
+    if input_buffer == "ff":
+        return False
+    why = why_no_input_buffer(network, folding, styles)
+    if input_buffer == "ebr":
+        if why is not None:
+            raise ValueError(f"--input-buffer ebr: {why}")
+        return True
+    return (why is None and network.input_features * network.input_bits
+            > INPUT_BUFFER_AUTO_SHARE * board.lut)
 
 
 #: What ``--weights-in`` takes besides one entry per layer.
@@ -498,7 +536,8 @@ def _spram_board_folding(network, board, stores, max_lanes=None):
 
     def fits(folding):
         pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
-        est = _estimate.estimate(network, pairs, lane_scale=lane_scale)
+        est = _estimate.estimate(network, pairs, lane_scale=lane_scale,
+                                 input_buffer=input_buffer_for(network, board))
         return (est["lc"] <= LC_HEADROOM * board.lut
                 and bram_blocks_for(network, folding, board, weights_in=stores)
                 <= board.bram_blocks)

@@ -106,6 +106,10 @@ class BoardTop(wiring.Component):
         layer, :func:`qnnfab.rtl.network.resolve_weights_in`). With SPRAM layers the top takes
         the load frame (0x57, :mod:`qnnfab.boards.protocol`) and the SPRAM starts empty (zero
         in simulation, unknown on the chip): load the weights before the first inference.
+    input_buffer : bool
+        The default core keeps its input vector in block RAM (``Network(input_buffer=True)``):
+        each received code goes straight into the network's buffer instead of a register of
+        ``input_features`` codes (no self-test then: its stored vectors are whole vectors).
 
     Members
     -------
@@ -126,7 +130,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, network, folding=None, *, clk_freq, baud, core=None, selftest=None,
-                 style="folded", weights_in="ebr"):
+                 style="folded", weights_in="ebr", input_buffer=False):
         try:
             self.network = network
             self.frame = protocol.FrameFormat.from_network(network)
@@ -136,10 +140,12 @@ class BoardTop(wiring.Component):
             if core is None:
                 from qnnfab.rtl.network import Network
                 if isinstance(weights_in, str) and weights_in == "ebr":
-                    core = Network(network, folding=folding, style=style)
+                    core = Network(network, folding=folding, style=style,
+                                   input_buffer=input_buffer)
                 else:
                     core = Network(network, folding=folding, style=style,
-                                   weights_in=weights_in, weights_loaded=False)
+                                   weights_in=weights_in, weights_loaded=False,
+                                   input_buffer=input_buffer)
             # A learning core (LearningNetwork: ``i`` carries a label and a learn flag, and
             # its scores are the learner's, wider than the last layer's).
             self.learning = hasattr(core, "trace")
@@ -155,6 +161,12 @@ class BoardTop(wiring.Component):
                 selftest = SelfTest(codes, labels, input_bits=network.input_bits,
                                     n_outputs=self.frame.n_outputs,
                                     acc_width=self.frame.acc_width)
+            #: The core takes the codes one by one into its block RAM buffer.
+            self.input_buffer = bool(getattr(core, "input_buffer", False))
+            if self.input_buffer and selftest is not None:
+                raise ValueError("a self-test feeds whole stored vectors; a core with its "
+                                 "input in block RAM takes codes one by one (keep the input "
+                                 "in flip-flops for --selftest)")
         except Exception:
             mark_used(self)   # refused, not "created but never used"
             raise
@@ -217,9 +229,10 @@ class BoardTop(wiring.Component):
         error = Signal()
         m.d.comb += leds.eq(Cat(answered, error))
 
-        # -- request: sync byte, then input_features codes, shifted into `vec` ----------------
+        # -- request: sync byte, then input_features codes, shifted into `vec` (or, with the
+        # core's input buffer, passed to the core one by one) ------------------------------
         bits = fmt.input_bits
-        vec = Signal(bits * fmt.input_features)
+        vec = Signal(0 if self.input_buffer else bits * fmt.input_features)
         count = Signal(range(max(fmt.input_features, fmt.response_length,
                                  protocol.SELFTEST_LENGTH) + 1))
         timer = Signal(range(self.timeout_cycles + 1))
@@ -264,6 +277,12 @@ class BoardTop(wiring.Component):
             learn = Signal()
             m.d.comb += [core.i.payload.x.eq(vec), core.i.payload.label.eq(label),
                          core.i.payload.learn.eq(learn), core.trace.ready.eq(1)]
+        elif self.input_buffer:
+            # Codes go into the core's buffer as they arrive; outside RECEIVE (and on a bad
+            # code) the buffer drops a half-received vector.
+            m.d.comb += core.i.payload.eq(byte[:bits])
+            restart = Signal(init=1)
+            m.d.comb += core.restart.eq(restart)
         else:
             m.d.comb += core.i.payload.eq(vec)
 
@@ -358,13 +377,25 @@ class BoardTop(wiring.Component):
                     with m.Else():
                         m.d.sync += timer.eq(timer + 1)
             with m.State("RECEIVE"):
+                if self.input_buffer:
+                    m.d.comb += restart.eq(0)
                 with m.If(got):
                     m.d.sync += timer.eq(0)
                     with m.If(is_code):
-                        m.d.sync += [vec.eq(Cat(vec[bits:], byte[:bits])), count.eq(count + 1)]
-                        with m.If(count == fmt.input_features - 1):
-                            m.next = "RUN"
+                        if self.input_buffer:
+                            # A bank is free: the last vector was released before its answer.
+                            m.d.comb += core.i.valid.eq(1)
+                            m.d.sync += count.eq(count + 1)
+                            with m.If(count == fmt.input_features - 1):
+                                m.next = "WAIT"
+                        else:
+                            m.d.sync += [vec.eq(Cat(vec[bits:], byte[:bits])),
+                                         count.eq(count + 1)]
+                            with m.If(count == fmt.input_features - 1):
+                                m.next = "RUN"
                     with m.Else():
+                        if self.input_buffer:
+                            m.d.comb += restart.eq(1)
                         m.d.sync += [error.eq(1), count.eq(0)]
                         with m.If(~is_sync["request"]):
                             m.next = "IDLE"
@@ -423,12 +454,13 @@ class BoardTop(wiring.Component):
 
 
 def board_top_verilog(network, folding=None, *, board, name="qnnfab_top", style="folded",
-                      weights_in="ebr"):
+                      weights_in="ebr", input_buffer=False):
     """Verilog of :class:`BoardTop` for ``board`` (its clock and baud), with plain ``rx``,
     ``tx``, ``leds``, ``clk``, ``rst`` ports (no pin constraints; builds use
     :func:`qnnfab.boards.build.build`); ``style`` and ``weights_in`` as :class:`BoardTop`'s
-    (SPRAM layers are memory models here, which Yosys may map to EBR or logic)."""
+    (SPRAM layers are memory models here, which Yosys may map to EBR or logic), and
+    ``input_buffer``."""
     b = get_board(board)
     top = BoardTop(network, folding, clk_freq=b.clock_mhz * 1e6, baud=b.uart_baud,
-                   style=style, weights_in=weights_in)
+                   style=style, weights_in=weights_in, input_buffer=input_buffer)
     return verilog.convert(top, name=name, emit_src=False)

@@ -551,7 +551,8 @@ def cmd_build(args):
     report = build_board(network, args.board, args.out, folding=folding,
                          clock_mhz=args.clock_mhz, seed=seed, progress=not args.quiet,
                          learn=args.learn, baud=args.baud, folding_source=target,
-                         selftest=args.selftest, style=style, weights_in=weights_in)
+                         selftest=args.selftest, style=style, weights_in=weights_in,
+                         input_buffer=args.input_buffer)
     _print_report_summary(report, args.out)
     return 0
 
@@ -571,7 +572,7 @@ def cmd_flow(args):
                       folding=parse_folding(args.folding), clock_mhz=args.clock_mhz,
                       epochs=args.epochs, progress=not args.quiet,
                       target_ips=args.target_ips, target_cycles=args.target_cycles,
-                      style=style, weights_in=weights_in)
+                      style=style, weights_in=weights_in, input_buffer=args.input_buffer)
     _print_report_summary(report, args.out)
     return 0 if report["vectors"]["bit_exact"] == report["vectors"]["checked"] else 1
 
@@ -945,6 +946,14 @@ def build_parser():
                             f"only when block RAM does not suffice{board_note}) or one of "
                             "ebr/spram per layer, comma-separated")
 
+    def input_buffer_arg(p):
+        p.add_argument("--input-buffer", default="auto", choices=("ff", "ebr", "auto"),
+                       help="where the board top keeps the input vector: ff (flip-flops), ebr "
+                            "(block RAM, two banks, the codes going in one by one: an MLP "
+                            "whose first layer reads SIMD < inputs) or auto (block RAM only "
+                            "when the flip-flops would take more than half the device, e.g. "
+                            "a 28x28 8-bit image on the iCEBreaker; the default)")
+
     def clock_arg(p):
         p.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ",
                        help="design clock, made by the PLL (default: the board's design "
@@ -1128,6 +1137,7 @@ def build_parser():
     folding_arg(p)
     style_arg(p, "")
     weights_arg(p, "")
+    input_buffer_arg(p)
 
     p = add("flow", cmd_flow, "train, export, simulate (Amaranth + Verilator), build: the "
                               "whole flow")
@@ -1154,6 +1164,7 @@ def build_parser():
     folding_arg(p)
     style_arg(p, "")
     weights_arg(p, "")
+    input_buffer_arg(p)
 
     p = add("run", cmd_run, "run the network on a built board over its UART and check every "
                             "answer")

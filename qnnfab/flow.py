@@ -67,12 +67,13 @@ def _bar(total, desc, enabled):
 
 def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding=None, seed=0,
                          progress=True, codes=None, gate_level=None, style="folded",
-                         weights_in="ebr"):
+                         weights_in="ebr", input_buffer=False):
     """Simulate ``network`` on its test vectors and compare with the golden model.
 
     ``style``: the layers' styles (``"folded"``, ``"unrolled"`` or one per layer,
     :func:`qnnfab.rtl.network.resolve_styles`); ``weights_in``: where they keep their weights
-    (``"ebr"``, ``"spram"`` or one per layer; SPRAM models start loaded).
+    (``"ebr"``, ``"spram"`` or one per layer; SPRAM models start loaded); ``input_buffer``:
+    the input vector in block RAM (Amaranth's simulator only).
 
     ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
     synthesized netlist instead of the RTL (:func:`qnnfab.boards.gate_level.simulate_gate_level`;
@@ -90,7 +91,8 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     try:
         if gate_level is None:
             result = simulate(network, codes, simulator=simulator, folding=folding,
-                              progress=callback, style=style, weights_in=weights_in)
+                              progress=callback, style=style, weights_in=weights_in,
+                              input_buffer=input_buffer)
         else:
             from qnnfab.boards.gate_level import simulate_gate_level
             result = simulate_gate_level(network, codes, gate_level, simulator=simulator,
@@ -105,7 +107,7 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
 
 def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0, progress=True,
                 extra=None, learn=False, baud=None, folding_source=None, selftest=0,
-                style="folded", weights_in="ebr"):
+                style="folded", weights_in="ebr", input_buffer="auto"):
     """Build the bitstream for ``board`` into ``out_dir``; returns the report dict.
 
     ``folding`` None: the board's (:func:`qnnfab.boards.registry.board_folding`); ``clock_mhz``
@@ -113,7 +115,9 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
     ``folding_source``: what the report says the folding came from; ``style``: the layers'
     styles (``"folded"``, ``"unrolled"``, ``"auto"`` or one per layer,
     :func:`qnnfab.boards.build.build`); ``weights_in``: ``"ebr"``, ``"spram"``, ``"auto"`` or
-    one per layer (:func:`qnnfab.boards.registry.board_weights`). A build whose timing is
+    one per layer (:func:`qnnfab.boards.registry.board_weights`); ``input_buffer``: ``"ff"``,
+    ``"ebr"`` or ``"auto"`` (:func:`qnnfab.boards.registry.input_buffer_for`). A build whose
+    timing is
     not met has ``timing_met: false`` and a ``timing_warning`` line in the report (the CLI
     prints it)."""
     from qnnfab.boards.build import build
@@ -126,7 +130,7 @@ def build_board(network, board, out_dir, *, folding=None, clock_mhz=None, seed=0
     return build(network, board_obj, out_dir, folding=folding, clock_mhz=clock_mhz, seed=seed,
                  progress=on_step, extra=extra or {}, learn=learn, baud=baud,
                  folding_source=folding_source, selftest=selftest, style=style,
-                 weights_in=weights_in)
+                 weights_in=weights_in, input_buffer=input_buffer)
 
 
 def styles_text(styles):
@@ -300,12 +304,13 @@ def write_sq_plot(network, path):
 
 
 def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None, styles=None,
-                  weights_in=None):
+                  weights_in=None, input_buffer=False):
     """The flow's checks between training and the long steps: the network fits ``board`` at
     ``folding`` and ``styles`` (:func:`qnnfab.boards.build.check_fit`, FitError otherwise), and
     ``log`` is told what the simulations will cost (vectors and simulator)."""
     from qnnfab.boards.build import check_fit
-    check_fit(network, board, folding, styles=styles, weights_in=weights_in)
+    check_fit(network, board, folding, styles=styles, weights_in=weights_in,
+              input_buffer=input_buffer)
     if log is not None:
         log(f"    fits {board} at this folding; the check simulates {n_vectors} vectors in "
             f"Amaranth's simulator" + (f" and {n_verilator} in Verilator" if n_verilator else "")
@@ -316,7 +321,7 @@ def flow_precheck(network, board, folding, n_vectors, *, n_verilator=0, log=None
 def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="build/flow", seed=0,
              vectors=None, verilator_vectors=64, folding=None, clock_mhz=None, epochs=None,
              progress=True, pnr_seed=None, target_ips=None, target_cycles=None, style="folded",
-             weights_in="ebr"):
+             weights_in="ebr", input_buffer="auto"):
     """Train ``preset``, check the hardware bit-exact in Amaranth's simulator and Verilator, build
     the bitstream for ``board``; returns the report (also in ``out_dir/report.json``).
 
@@ -329,7 +334,11 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     :func:`qnnfab.boards.registry.board_styles`), the same for both simulations and the build;
     ``weights_in``: where the layers keep their weights (``"ebr"``, ``"spram"``, ``"auto"`` or
     one per layer, :func:`qnnfab.boards.registry.board_weights`; the SPRAM layers' folding
-    follows their ports unless ``folding`` is given).
+    follows their ports unless ``folding`` is given); ``input_buffer``: where the top keeps
+    the input vector (``"ff"``, ``"ebr"``, ``"auto"``,
+    :func:`qnnfab.boards.registry.input_buffer_for`; with it in block RAM the Amaranth check
+    feeds the codes one by one, as the board does, and Verilator checks the same network with
+    whole vectors).
 
     Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
     after training and before simulating: the fit (:func:`flow_precheck`)."""
@@ -398,14 +407,19 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
             _log(f"    {note}; folding {folding_text(folding)}")
             if not source.startswith("given"):
                 source = f"{source}; SPRAM layers at their ports' width (--weights-in)"
+    from qnnfab.boards.registry import input_buffer_for
+    buffered = input_buffer_for(network, board, input_buffer, folding, styles)
+    if buffered:
+        _log("    input vector in block RAM (--input-buffer "
+             f"{input_buffer}): the codes go in one by one")
     vecs = test_vectors(network, vectors)
     flow_precheck(network, board, folding, len(vecs.codes),
                   n_verilator=min(verilator_vectors, len(vecs.codes)), log=_log, styles=styles,
-                  weights_in=stores)
+                  weights_in=stores, input_buffer=buffered)
     with step(f"[2/4] Amaranth simulation, {len(vecs.codes)} vectors ({vecs.source})"):
         amaranth = simulate_and_compare(network, simulator="amaranth", codes=vecs.codes,
                                         folding=folding, progress=progress, style=styles,
-                                        weights_in=stores)
+                                        weights_in=stores, input_buffer=buffered)
         _log(f"    {amaranth.summary()}")
     hw_classes = amaranth.result.classes
     hardware_accuracy = (float(np.mean(hw_classes == vecs.labels))
@@ -445,6 +459,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
                              folding_source=None if source.startswith("given")
                              or (source.startswith("board") and "SPRAM" not in source)
                              else source, style=style,
-                             weights_in=stores if "spram" in stores else "ebr")
+                             weights_in=stores if "spram" in stores else "ebr",
+                             input_buffer="ebr" if buffered else "ff")
     _log(f"flow finished in {time.monotonic() - started:.0f} s")
     return report

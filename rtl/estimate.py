@@ -21,6 +21,7 @@ from qnnfab import ir, numerics
 
 from .binary_weight_dot import BinaryWeightDot
 from .cse import adder_cost, cached_graph
+from .input_buffer import input_buffer_bits, why_no_input_buffer
 from .kinds import dot_unit_class
 from .kinds import lane_cells as _unit_lane_cells
 from .ternary_dot import TernaryDot
@@ -37,6 +38,10 @@ BLOCK_RAM_MIN_BITS = 2048
 
 #: A crude logic-cell count for the UART, framing FSM and glue of the board top.
 TOP_OVERHEAD_LC = 150
+
+#: Cells of an :class:`~qnnfab.rtl.input_buffer.InputBuffer` beside its word shift register:
+#: lane and word counters, bank flags, address adders.
+INPUT_BUFFER_LC = 40
 
 #: The folding search counts a lane of an adder-tree unit (:data:`ADDER_TREE_UNITS`: binary and
 #: ternary weights) at this many cells per input bit, in dense and conv layers alike: the
@@ -150,9 +155,20 @@ def _pairs(network, folding):
             for f in folding]
 
 
+def input_buffered(network, folding=None, styles=None, input_buffer=False):
+    """Whether the input vector is in block RAM: ``input_buffer`` asked and the network can
+    (:func:`~qnnfab.rtl.input_buffer.why_no_input_buffer` at ``folding``, ``styles``)."""
+    return bool(input_buffer) and why_no_input_buffer(
+        network, None if folding is None else _pairs(network, folding), styles) is None
+
+
 def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_stage=2,
-             cse=True):
-    """Crude resource needs: ``{"weight_bits", "lc"}``; without a folding, one lane per layer.
+             cse=True, input_buffer=False):
+    """Crude resource needs: ``{"weight_bits", "buffer_bits", "lc"}``; without a folding, one
+    lane per layer. ``input_buffer``: the input vector in block RAM
+    (:class:`~qnnfab.rtl.input_buffer.InputBuffer`, where the network can: see
+    :func:`input_buffered`) instead of the top's register and the first layer's slice
+    multiplexer; its bits are ``buffer_bits`` (0 otherwise).
     ``styles``: one per layer (``"folded"``, ``"unrolled"``; None: all folded): an unrolled
     layer is counted by :func:`unrolled_cells` (times ``lane_scale["unrolled"]`` when given,
     see :data:`FAMILY_UNROLLED_SCALE`) instead of its lanes, its weights are not in
@@ -166,8 +182,9 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
 
     ``lc`` counts, in logic cells:
 
-    * the top: its UART/FSM (:data:`TOP_OVERHEAD_LC`), input vector register and response
-      byte multiplexer;
+    * the top: its UART/FSM (:data:`TOP_OVERHEAD_LC`), input vector register (with
+      ``input_buffer``: the buffer's word shift register and :data:`INPUT_BUFFER_LC`) and
+      response byte multiplexer;
     * per layer, its lanes, :func:`lane_cells` each: one cell per input bit for binary and
       ternary weights (a lower bound: their trees cost about three), for codebook weights
       :func:`qnnfab.rtl.codebook_dot.codebook_lane_cells` (Yosys/nextpnr counts of one unit:
@@ -195,7 +212,12 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
     if len(styles) != len(network.layers):
         raise ValueError(f"styles: expected {len(network.layers)} entries (one per layer), "
                          f"got {len(styles)}")
-    lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
+    buffered = (input_buffered(network, pairs, styles, input_buffer)
+                if input_buffer else False)
+    if buffered:
+        lc = TOP_OVERHEAD_LC + pairs[0][1] * network.input_bits + INPUT_BUFFER_LC
+    else:
+        lc = TOP_OVERHEAD_LC + network.input_features * network.input_bits
     last = network.layers[-1]
     lc += 8 * (2 + last.out_features * math.ceil(last.acc_width / 8))  # response register
     if styles[-1] != "unrolled":
@@ -238,14 +260,16 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
             scale = scale(layer)
         lc += pe * simd * lane_cells(layer) * scale + pe * layer.acc_width * (1 + n_thr)
         sf = layer.in_features // simd
-        if sf > 1:
+        if sf > 1 and not (buffered and k == 0):    # a buffer's read port is the multiplexer
             lc += simd * layer.in_bits * sf
         out_width = layer.acc_width if layer.is_output else layer.out_bits
         lc += layer.out_features * out_width * (2 if layer.out_features > pe else 1)
     if network.input_shape is not None:
         h, w, c = network.input_shape
         lc += h * w * c * network.input_bits + c * network.input_bits  # pixel serializer
-    return {"weight_bits": int(weight_bits), "lc": int(lc)}
+    buffer_bits = input_buffer_bits(network.input_features, network.input_bits) \
+        if buffered else 0
+    return {"weight_bits": int(weight_bits), "buffer_bits": buffer_bits, "lc": int(lc)}
 
 
 #: Entries of the FIFO before a conv unit fed by another pixel stage
@@ -277,7 +301,8 @@ def spatial_cells(layer, pe, simd):
     return int(cells)
 
 
-def bram_blocks_for(network, folding, port_bits, block_bits, *, weights_in=None):
+def bram_blocks_for(network, folding, port_bits, block_bits, *, weights_in=None,
+                    input_buffer=False):
     """Block RAMs a folding needs at least when each layer reads its ``pe * simd`` weights per
     cycle from block RAM of ``port_bits``-wide read ports and ``block_bits`` bits a block:
     ``ceil(weight bits per cycle / port_bits)`` per layer, at least
@@ -286,8 +311,15 @@ def bram_blocks_for(network, folding, port_bits, block_bits, *, weights_in=None)
     (:attr:`~qnnfab.ir.KernelCodebook.slot_bits`) of whole kernels. ``folding``:
     ``LayerFolding``s or ``(pe, simd)`` pairs. ``weights_in``: one entry per layer
     (``"ebr"``/``"spram"``, :func:`qnnfab.rtl.network.resolve_weights_in`); SPRAM layers are
-    not counted (:func:`spram_blocks_for` counts them)."""
+    not counted (:func:`spram_blocks_for` counts them). ``input_buffer``: the input vector in
+    block RAM where the network can (:func:`input_buffered`): two banks, one ``simd``-code
+    slice a word."""
     total = 0
+    if input_buffered(network, folding, None, input_buffer):
+        simd = _pairs(network, folding)[0][1]
+        width = -(-simd * network.input_bits // port_bits)
+        total += max(width, -(-input_buffer_bits(network.input_features, network.input_bits)
+                              // block_bits))
     stores = ["ebr"] * len(network.layers) if weights_in is None else list(weights_in)
     for layer, (pe, simd), store in zip(network.layers, _pairs(network, folding), stores):
         if isinstance(layer, ir.PoolLayer) or store == "spram":

@@ -32,6 +32,7 @@ from . import timing
 from ._checks import quiet_on_error
 from .estimate import BLOCK_RAM_MIN_BITS
 from .folding import LayerFolding, check_folding
+from .input_buffer import InputBuffer
 from .kernel_memory import KernelCodebookMemory
 from .kinds import dot_unit_class
 from .spram import SPRAM_DEPTH, SPRAMWeightStore, load_signature, spram_blocks, spram_words
@@ -92,11 +93,19 @@ class MatrixVectorUnit(wiring.Component):
         With ``weight_store="spram"``: the simulation model starts with the weights (the
         state after a load; default) or with zeros (``False``, a board right after
         configuration).
+    input_buffer : bool
+        Take the input one code per transfer into an
+        :class:`~qnnfab.rtl.input_buffer.InputBuffer` (the vector in block RAM, two banks)
+        instead of a whole vector held by the source (dense layers with ``simd <
+        in_features``).
 
     Members
     -------
     i : In(stream.Signature(ArrayLayout(unsigned(in_bits), in_features)))
-        One whole input vector per transfer.
+        One whole input vector per transfer; with ``input_buffer``
+        ``In(stream.Signature(unsigned(in_bits)))``, one code per transfer, element 0 first.
+    restart : In(1), only with ``input_buffer``
+        Drop the codes of an incomplete vector (:class:`~qnnfab.rtl.input_buffer.InputBuffer`).
     o : Out(stream.Signature(ArrayLayout(unsigned(out_bits), out_features)))
         Output codes; for the output layer (no thresholds) ``ArrayLayout(signed(acc_width),
         out_features)``, the raw accumulators.
@@ -112,12 +121,15 @@ class MatrixVectorUnit(wiring.Component):
     ``simd == in_features``; ``i.ready`` rises when the last slice has been read. Vectors go
     in every :attr:`interval` cycles from an eager source (one more when the source is another
     unit, whose output register refills the cycle after a transfer). :attr:`latency` cycles
-    pass from the first cycle ``i.valid`` is high (unit idle) to ``o.valid``.
+    pass from the first cycle ``i.valid`` is high (unit idle) to ``o.valid``. With
+    ``input_buffer`` the codes go in one per cycle: ``in_features`` more cycles of latency,
+    interval ``max(steps, in_features)`` (the buffer's second bank fills while the unit
+    reads the first).
     """
 
     @quiet_on_error
     def __init__(self, layer, folding, *, pipelined=True, weight_store="ebr",
-                 weights_loaded=True):
+                 weights_loaded=True, input_buffer=False):
         self.conv = None
         if isinstance(layer, ir.ConvLayer):
             # One window per vector: the matrix applied to each window.
@@ -151,6 +163,17 @@ class MatrixVectorUnit(wiring.Component):
                                                       layer.in_features))),
             "o": Out(stream.Signature(data.ArrayLayout(out_shape, layer.out_features))),
         }
+        self.input_buffer = bool(input_buffer)
+        if self.input_buffer:
+            if self.conv is not None:
+                raise ValueError("input_buffer: only a dense layer reads its input from a "
+                                 "buffer (a conv layer's comes from its window generator)")
+            if self.sf == 1:
+                raise ValueError(f"input_buffer: SIMD {self.simd} reads all "
+                                 f"{layer.in_features} inputs at once; a buffered input needs "
+                                 f"a SIMD below in_features")
+            members["i"] = In(stream.Signature(unsigned(layer.in_bits)))
+            members["restart"] = In(1)
         if weight_store not in ("ebr", "spram"):
             raise ValueError(f"weight_store must be 'ebr' or 'spram', not {weight_store!r}")
         self.weight_store = weight_store
@@ -190,8 +213,13 @@ class MatrixVectorUnit(wiring.Component):
 
     @property
     def _timing(self):
-        return timing.mvu(self.layer.in_features, self.layer.out_features, self.pe, self.simd,
-                          self.dot_latency)
+        t = timing.mvu(self.layer.in_features, self.layer.out_features, self.pe, self.simd,
+                       self.dot_latency)
+        if self.input_buffer:
+            b = timing.input_buffer(self.layer.in_features)
+            t = timing.Timing(latency=b.latency + t.latency, interval=max(b.interval,
+                                                                          t.interval))
+        return t
 
     @property
     def interval(self):
@@ -236,7 +264,16 @@ class MatrixVectorUnit(wiring.Component):
         sf = Signal(range(max(2, sf_n)))
         # ``cnt == n - 1`` kept in a flip-flop: it gates ``i.ready`` (a path into the producer).
         last_cnt = Signal(init=int(n == 1))
-        payload = self.i.payload.as_value()
+        if self.input_buffer:
+            # The input vector lives in the buffer's block RAM; slice ``sf`` is read at the
+            # issue, like the payload's slice below.
+            m.submodules.input = buf = InputBuffer(in_bits, layer.in_features, simd)
+            wiring.connect(m, wiring.flipped(self.i), buf.i)
+            m.d.comb += buf.restart.eq(self.restart)
+            in_valid, in_ready = buf.o.valid, buf.o.ready
+        else:
+            payload = self.i.payload.as_value()
+            in_valid, in_ready = self.i.valid, self.i.ready
 
         # -- issue: addresses only. Slices are read from the held ``i.payload`` one cycle later,
         # and ``i.ready`` is raised then, with the last slice: no copy of the input is kept.
@@ -249,12 +286,12 @@ class MatrixVectorUnit(wiring.Component):
             a_hold = Signal()
             with m.If(en):
                 m.d.sync += a_hold.eq(issue & last_cnt)
-            m.d.comb += [issue.eq(en & self.i.valid & ~a_hold),
-                         self.i.ready.eq(en & a_hold)]
+            m.d.comb += [issue.eq(en & in_valid & ~a_hold),
+                         in_ready.eq(en & a_hold)]
         else:
             # The slice is selected at the issue into a register: the payload is free after
             # the last issue.
-            m.d.comb += [issue.eq(en & self.i.valid), self.i.ready.eq(issue & last_cnt)]
+            m.d.comb += [issue.eq(en & in_valid), in_ready.eq(issue & last_cnt)]
         with m.If(issue):
             m.d.sync += cnt.eq(Mux(last_cnt, 0, cnt + 1))
             if n > 1:
@@ -295,7 +332,10 @@ class MatrixVectorUnit(wiring.Component):
         # -- stage A: dot unit on the weight word and the input slice ---------------------------
         m.submodules.dot = dot = dot_unit_for(layer, pe, simd, pipelined=self.pipelined)
         assert dot.latency == self.dot_latency and dot.scale == self.scale
-        if sf_n == 1:
+        if self.input_buffer:
+            m.d.comb += [buf.rd_addr.eq(sf), buf.rd_en.eq(en)]
+            xs = buf.rd_data
+        elif sf_n == 1:
             xs = payload
         else:
             xs = Signal(simd * in_bits)

@@ -26,6 +26,7 @@ from . import estimate as _estimate
 from . import timing
 from .cse import UnrollError, layer_matrix, tree_depth
 from .folding import LayerFolding, auto_folding, check_folding, layer_cycles
+from .input_buffer import why_no_input_buffer
 from .maxpool import MaxPool
 from .mvu import MatrixVectorUnit, dot_unit_class, weight_code_bits, weight_words
 from .pixels import PixelsToVector, VectorToPixels
@@ -33,7 +34,7 @@ from .spram import SPRAM_DEPTH, load_signature, spram_blocks, spram_words
 from .unrolled_dense import DEFAULT_LEVELS_PER_STAGE, UnrolledChain
 
 __all__ = ["Network", "STYLES", "resolve_styles", "UnrollError", "WEIGHT_STORES",
-           "resolve_weights_in"]
+           "resolve_weights_in", "check_input_buffer"]
 
 #: The per-layer styles; ``style=`` also takes ``"auto"`` (see :func:`resolve_styles`).
 STYLES = ("folded", "unrolled")
@@ -181,11 +182,19 @@ class Network(wiring.Component):
         SPRAM layers' simulation models start with their weights (default: the state after a
         load, so network simulations need no load) or with zeros (``False``: a board right
         after configuration; on an iCE40 SPRAM always starts unknown).
+    input_buffer : bool
+        The input vector in block RAM (:class:`~qnnfab.rtl.input_buffer.InputBuffer`, two
+        banks) instead of flip-flops: ``i`` takes one code per transfer. Needs a folded dense
+        first layer with SIMD below its inputs (:func:`check_input_buffer`).
 
     Members
     -------
     i : In(stream.Signature(ArrayLayout(unsigned(input_bits), input_features)))
-        One input vector per transfer; element ``j`` at bits ``[j*bits, (j+1)*bits)``.
+        One input vector per transfer; element ``j`` at bits ``[j*bits, (j+1)*bits)``. With
+        ``input_buffer``: ``In(stream.Signature(unsigned(input_bits)))``, the vector's codes
+        one per transfer, element 0 first (``input_features`` transfers per inference).
+    restart : In(1), only with ``input_buffer``
+        Drop the codes of an incomplete vector: the next code is element 0 again.
     o : Out(stream.Signature(StructLayout({"cls": unsigned(max(1, ceil_log2(n_out))),
         "scores": ArrayLayout(signed(last.acc_width), n_out)})))
         The class (first index of the largest score) and the scores.
@@ -202,13 +211,15 @@ class Network(wiring.Component):
     :attr:`latency` the cycles from the first cycle an input is offered (network idle) to
     ``o.valid``, without back-pressure. ``i.ready`` rises
     when the first layer has read the last slice of the input, not when it starts: hold
-    ``i.payload`` until then, as the stream rules require.
+    ``i.payload`` until then, as the stream rules require (with ``input_buffer`` the codes go
+    in one per cycle while a bank is free, ``input_features`` cycles of the latency and at
+    least as many of the interval).
     """
 
     @quiet_on_error
     def __init__(self, network, folding=None, *, pipelined=True, style="folded",
                  levels_per_stage=DEFAULT_LEVELS_PER_STAGE, cse=True, budget_lc=None,
-                 lane_scale=None, weights_in="ebr", weights_loaded=True):
+                 lane_scale=None, weights_in="ebr", weights_loaded=True, input_buffer=False):
         if not isinstance(network, ir.Network):
             raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
         network.validate()
@@ -229,6 +240,9 @@ class Network(wiring.Component):
         self._levels = [tree_depth(layer_matrix(layer)) if s == "unrolled" else None
                         for layer, s in zip(network.layers, self._styles)]
         self.is_cnn = network.input_shape is not None
+        self.input_buffer = bool(input_buffer)
+        if self.input_buffer:
+            check_input_buffer(network, self._folding, self._styles)
         self._timings = self._stage_timings()
         self._weights_in = resolve_weights_in(network, weights_in, self._styles)
         self.weights_loaded = bool(weights_loaded)
@@ -238,6 +252,9 @@ class Network(wiring.Component):
                                                       network.input_features))),
             "o": Out(stream.Signature(argmax_layout(last.out_features, last.acc_width))),
         }
+        if self.input_buffer:
+            members["i"] = In(stream.Signature(unsigned(network.input_bits)))
+            members["restart"] = In(1)
         self._spram_layout = self._make_spram_layout()
         if self._spram_layout:
             members["load"] = In(load_signature(self.spram_words))
@@ -370,6 +387,10 @@ class Network(wiring.Component):
                     h, w, _ = prev.out_shape
                     out.append(("flatten", timing.pixels_to_vector(h, w), True))
                 t = timing.mvu(layer.in_features, layer.out_features, f.pe, f.simd, dot)
+                if k == 0 and self.input_buffer:
+                    b = timing.input_buffer(layer.in_features)
+                    t = timing.Timing(latency=b.latency + t.latency,
+                                      interval=max(b.interval, t.interval))
                 out.append((f"layer{k}", t, True))
             prev = layer
         if not self._argmax_unrolled:
@@ -477,12 +498,10 @@ class Network(wiring.Component):
                 if isinstance(prev, ir.SPATIAL_KINDS):
                     h, w, c = prev.out_shape
                     stages.append(("flatten", PixelsToVector(h, w, c, prev.out_bits)))
-                if self._weights_in[k] == "spram":
-                    unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined,
-                                            weight_store="spram",
-                                            weights_loaded=self.weights_loaded)
-                else:
-                    unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined)
+                unit = MatrixVectorUnit(layer, f, pipelined=self.pipelined,
+                                        weight_store=self._weights_in[k],
+                                        weights_loaded=self.weights_loaded,
+                                        input_buffer=self.input_buffer and k == 0)
             stages.append((f"layer{k}", unit))
             prev = layer
         if argmax and not self._argmax_unrolled:
@@ -498,6 +517,8 @@ class Network(wiring.Component):
             m.submodules[name] = unit
         units = [unit for _, unit in stages]
         connect(m, flipped(self.i), units[0].i)
+        if self.input_buffer:
+            m.d.comb += units[0].restart.eq(self.restart)
         for k, (a, b) in enumerate(zip(units, units[1:])):
             if handover_fifo(a, b):
                 # The window generator pauses at each row's end; without room for a few
@@ -534,6 +555,15 @@ class SPRAMRegion:
     blocks: int
     depth: int
     width: int
+
+
+def check_input_buffer(network, folding, styles):
+    """Raise ValueError unless ``network``'s first layer can read its input from an
+    :class:`~qnnfab.rtl.input_buffer.InputBuffer`
+    (:func:`~qnnfab.rtl.input_buffer.why_no_input_buffer`)."""
+    why = why_no_input_buffer(network, folding, styles)
+    if why is not None:
+        raise ValueError(f"input buffer: {why}")
 
 
 def handover_fifo(a, b):

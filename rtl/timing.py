@@ -82,6 +82,15 @@ def mvu(in_features, out_features, pe, simd, dot_latency):
                   interval=steps + int(simd == in_features))
 
 
+def input_buffer(n):
+    """The input vector in block RAM (:class:`~qnnfab.rtl.input_buffer.InputBuffer`): one code
+    per cycle, so latency and interval ``n`` from an eager source; the layer it feeds reads
+    the next vector at once (no refill bubble: the second bank is offered the cycle after the
+    first is released)."""
+    n = _positive("n", n)
+    return Timing(latency=n, interval=n)
+
+
 def multi_threshold():
     """The threshold unit: 1 cycle from the group address (a ROM read), 0 from the sums; one
     group per cycle."""

@@ -28,7 +28,7 @@ class AmaranthRun:
 
 
 def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gaps=None,
-                 style="folded", weights_in="ebr"):
+                 style="folded", weights_in="ebr", input_buffer=False):
     """Simulate ``network`` on ``codes`` (n, input_features) and return an :class:`AmaranthRun`.
 
     Parameters
@@ -39,6 +39,9 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     style : the layers' styles, passed to :class:`~qnnfab.rtl.network.Network`
     weights_in : where the layers keep their weights (``"ebr"``, ``"spram"`` or one per layer),
         passed to :class:`~qnnfab.rtl.network.Network`; SPRAM layers start loaded
+    input_buffer : the input vector in block RAM (:class:`~qnnfab.rtl.network.Network`'s
+        ``input_buffer``): the codes go in one per transfer; ``in_cycles`` are then the
+        cycles each vector's first code was offered
     progress : callable(done, total), optional, called after each output
     ready : callable(cycle) -> bool, optional
         Back-pressure: ``o.ready`` in each cycle (default always ready).
@@ -52,17 +55,26 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     check_progress(progress)
     codes = golden.check_inputs(network, codes)
     n = len(codes)
-    dut = Network(network, folding, style=style, weights_in=weights_in)
+    dut = Network(network, folding, style=style, weights_in=weights_in,
+                  input_buffer=input_buffer)
     in_layout, out_layout = network_layouts(network)
-    packed = pack_inputs(in_layout, codes)
-    source = StreamSource(dut.i, packed, raw=True,
-                          idle=None if gaps is None else gaps_per_item(gaps))
+    per_input = 1
+    if input_buffer:
+        per_input = network.input_features
+        packed = [int(c) for c in codes.reshape(-1)]
+    else:
+        packed = pack_inputs(in_layout, codes)
+    idle = None
+    if gaps is not None:
+        # Gaps before a vector's first code only (per_input == 1: before each vector).
+        idle = gaps_per_item(lambda j: gaps(j // per_input) if j % per_input == 0 else 0)
+    source = StreamSource(dut.i, packed, raw=True, idle=idle)
     sink = StreamSink(dut.o, n, raw=True, on_transfer=None if progress is None else
                       (lambda done: progress(done, n)),
                       ready=None if ready is None else (lambda cycle: bool(ready(cycle))))
     run_streams(dut, [source], [sink])
     classes, scores = unpack_outputs(out_layout, sink.payloads)
-    in_cycles, out_cycles = source.offered, sink.cycles
+    in_cycles, out_cycles = source.offered[::per_input], sink.cycles
     cycles = (out_cycles[-1] + 1) if out_cycles else 0
     return AmaranthRun(classes=classes, scores=scores, cycles=cycles, in_cycles=in_cycles,
                        out_cycles=out_cycles)

@@ -384,7 +384,7 @@ def run_stream_verilog(verilog, inputs, *, simulator="verilator", toplevel=TOPLE
 
 def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=None,
              progress=None, ready_probability=1.0, valid_probability=1.0, seed=0, log=None,
-             harness=None, style="folded", weights_in="ebr"):
+             harness=None, style="folded", weights_in="ebr", input_buffer=False):
     """Run the network's hardware on ``codes`` (n, input_features) in ``simulator``.
 
     Parameters
@@ -401,6 +401,9 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         Where the layers keep their weights, ``"ebr"`` (default), ``"spram"`` or one per layer
         (:func:`qnnfab.rtl.network.resolve_weights_in`); the SPRAM models start loaded (the
         weights as their initial contents), the load port idle.
+    input_buffer : bool
+        The input vector in block RAM (``Network(input_buffer=True)``, codes one per
+        transfer): Amaranth's simulator only.
     build_dir : path, optional
         Root folder for cached simulator builds (default :func:`default_cache_dir`); a build
         goes in ``<build_dir>/<kind>-<hash>`` and is reused while the hash matches.
@@ -423,6 +426,9 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     check_progress(progress)
     harness = _check_harness(simulator, harness)
     codes = golden.check_inputs(network, codes)
+    if input_buffer and simulator != "amaranth":
+        raise ValueError("input_buffer: only Amaranth's simulator feeds the codes one by one; "
+                         "the Verilog harnesses take whole vectors")
     if simulator == "amaranth":
         if (ready_probability, valid_probability) != (1.0, 1.0):
             raise ValueError("ready_probability/valid_probability are only supported by the "
@@ -430,7 +436,7 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         from .amaranth_sim import run_amaranth
         start, cpu = time.perf_counter(), time.process_time()
         res = run_amaranth(network, codes, folding, progress=progress, style=style,
-                           weights_in=weights_in)
+                           weights_in=weights_in, input_buffer=input_buffer)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         return SimResult(classes=np.asarray(res.classes, dtype=np.int64),
                          scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,

@@ -45,6 +45,11 @@ async def stream_get(ctx, stream):
     return payload
 
 
+def _raw_value(payload):
+    """A payload's value (a plain-shaped payload, a Signal, is its own)."""
+    return payload.as_value() if hasattr(payload, "as_value") else payload
+
+
 def chance(p, rng):
     """A callable (any arguments) that is True with probability ``p``, drawing
     ``rng.random()`` only when ``0 < p < 1`` (``p >= 1``: always True, ``p <= 0``: always
@@ -109,7 +114,7 @@ class StreamSource:
         return len(self.accepted) == len(self.payloads)
 
     def _payload_value(self):
-        return self.stream.payload.as_value() if self.raw else self.stream.payload
+        return _raw_value(self.stream.payload) if self.raw else self.stream.payload
 
     def _before(self, ctx, cycle, target):
         k = len(self.accepted)
@@ -173,7 +178,7 @@ class StreamSink:
         return len(self.payloads) >= self.count
 
     def _payload_value(self):
-        return self.stream.payload.as_value() if self.raw else self.stream.payload
+        return _raw_value(self.stream.payload) if self.raw else self.stream.payload
 
     def _before(self, ctx, cycle):
         r = self._waited >= self.hold and (self.ready is None or bool(self.ready(cycle)))

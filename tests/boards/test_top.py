@@ -19,8 +19,8 @@ BAUD = 1_000_000
 CLK = DIVISOR * BAUD
 
 
-def _top(net, folding=None):
-    return BoardTop(net, folding, clk_freq=CLK, baud=BAUD)
+def _top(net, folding=None, **kwargs):
+    return BoardTop(net, folding, clk_freq=CLK, baud=BAUD, **kwargs)
 
 
 class Session:
@@ -71,18 +71,21 @@ def _simulate(top, bench):
 
 
 NETS = {
-    # name: (features, input_bits, hidden_bits, folding (None: auto_folding))
-    "binary-in": ([6, 8, 3], 1, 1, None),
-    "binary-in-folded": ([6, 8, 3], 1, 1, [(2, 3), (1, 2)]),
-    "2bit-in": ([5, 7, 4], 2, 1, [(7, 5), (2, 7)]),
-    "8bit-in-2-byte-scores": ([4, 3], 8, 1, [(1, 2)]),
-    "2bit-hidden": ([5, 6, 3], 3, 2, [(3, 1), (3, 6)]),
+    # name: (features, input_bits, hidden_bits, folding (None: auto_folding), input buffer)
+    "binary-in": ([6, 8, 3], 1, 1, None, False),
+    "binary-in-folded": ([6, 8, 3], 1, 1, [(2, 3), (1, 2)], False),
+    "2bit-in": ([5, 7, 4], 2, 1, [(7, 5), (2, 7)], False),
+    "8bit-in-2-byte-scores": ([4, 3], 8, 1, [(1, 2)], False),
+    "2bit-hidden": ([5, 6, 3], 3, 2, [(3, 1), (3, 6)], False),
+    # The input vector in block RAM: codes go to the network one by one.
+    "8bit-in-buffered": ([12, 8, 3], 8, 1, [(2, 4), (3, 8)], True),
+    "buffered-simd-1": ([6, 8, 3], 3, 2, [(8, 1), (1, 2)], True),
 }
 
 
 @pytest.mark.parametrize("name", list(NETS))
 def test_uart_inference_matches_golden(name):
-    features, input_bits, hidden_bits, folding = NETS[name]
+    features, input_bits, hidden_bits, folding, input_buffer = NETS[name]
     seed = 100 + list(NETS).index(name)
     rng = np.random.default_rng(seed)
     net = random_net.random_network(rng, features=features, input_bits=input_bits,
@@ -90,7 +93,8 @@ def test_uart_inference_matches_golden(name):
     codes = random_net.random_inputs(rng, net, 4)
     codes[0] = 0
     codes[1] = (1 << input_bits) - 1
-    top = _top(net, folding)
+    top = _top(net, folding, input_buffer=input_buffer)
+    assert top.input_buffer == input_buffer
     s = Session(top)
     if name == "8bit-in-2-byte-scores":
         assert top.frame.score_bytes == 2
@@ -106,13 +110,16 @@ def test_uart_inference_matches_golden(name):
         _check(net, vec, response, k, seed)
 
 
-def test_garbage_does_not_wedge():
+@pytest.mark.parametrize("input_buffer", [False, True], ids=["vector-register", "input-buffer"])
+def test_garbage_does_not_wedge(input_buffer):
+    # With the input buffer a dropped frame leaves codes in a bank: the next frame must start
+    # at element 0 again.
     seed = 7
     rng = np.random.default_rng(seed)
     net = random_net.random_network(rng, features=[5, 6, 3], input_bits=2)
     fmt = protocol.FrameFormat.from_network(net)
     codes = random_net.random_inputs(rng, net, 6)
-    top = _top(net)
+    top = _top(net, [(3, 1), (3, 6)] if input_buffer else None, input_buffer=input_buffer)
     s = Session(top)
     results = {}
 
