@@ -2,7 +2,7 @@
 shapes trained in Brevitas and imported from QONNX, and hls4ml as a peer.
 
     python benchmarks/bench_fmnist.py [--seeds 0 1 2] [--models ...] [--hw-vectors 1000]
-                                      [--build] [--boards ulx3s-85f ulx3s-25f]
+                                      [--build] [--boards ulx3s-85f ulx3s-25f icebreaker]
                                       [--build-models ...] [--clock BOARD=MHZ ...]
                                       [--reuse] [--brevitas-seeds 0]
                                       [--out build/bench-fmnist]
@@ -23,7 +23,8 @@ Rows:
   bitstream for each board of ``--boards`` (ULX3S-85F ~15-25 min per network): LUT, EBR, fmax,
   cycles and inferences per second from ``report.json`` (a network the fit check refuses is
   reported as such; ``--build-models``: only these networks). On a board with SPRAM
-  (``--boards icebreaker``) the layers block RAM cannot hold go there (``--weights-in auto``).
+  (``--boards icebreaker``) the layers block RAM cannot hold go there (``--weights-in auto``),
+  and there an MLP's 784-code input vector is kept in block RAM (``--input-buffer auto``).
 * **Brevitas → QONNX → qnnfab**: the binary and ternary MLP shapes as Brevitas models
   (8-bit input quantizer of scale 1/255, so the input codes are the pixels), trained here with
   Adam, exported with ``brevitas.export.export_qonnx`` (``dynamo=False``), imported with
@@ -673,7 +674,7 @@ def main(argv=None):
                         help="no Verilator run for the imported (Brevitas) networks")
     parser.add_argument("--build", action="store_true",
                         help="real bitstreams (seed 0) for --boards: ~15-25 min each")
-    parser.add_argument("--boards", nargs="+", default=[BOARD, "ulx3s-25f"])
+    parser.add_argument("--boards", nargs="+", default=[BOARD, "ulx3s-25f", "icebreaker"])
     parser.add_argument("--build-models", nargs="+", default=None, choices=list(QNNFAB_MODELS),
                         help="with --build: build only these of qnnfab's networks (default: all)")
     parser.add_argument("--clock", nargs="+", default=[], metavar="BOARD=MHZ",

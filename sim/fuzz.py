@@ -11,7 +11,10 @@ alternating 0/max and max/0), and the layers' styles (:func:`styles`: about half
 networks unroll some or all of their dense layers, weights as constants in the logic,
 :mod:`qnnfab.rtl.unrolled_dense`, mixed with folded ones; conv and pool layers stay folded)
 and their weight stores (:func:`weight_stores`: about a quarter of the networks keep some
-folded dense layers' weights in the UP5K's SPRAM, :mod:`qnnfab.rtl.spram`, as simulated).
+folded dense layers' weights in the UP5K's SPRAM, :mod:`qnnfab.rtl.spram`, as simulated)
+and where the input vector is (:func:`input_buffers`: about half the networks that can take
+their input code by code into block RAM, :mod:`qnnfab.rtl.input_buffer`, do so in Amaranth's
+simulator; the Verilog harnesses feed whole vectors).
 The network's structure, kinds, widths, folding and styles are drawn by
 Hypothesis (so a failure shrinks to a small network); weights, thresholds and random codes come
 from a NumPy generator seeded by a drawn integer.
@@ -47,6 +50,7 @@ from qnnfab.rtl.cse import layer_matrix, row_terms
 from qnnfab.rtl.folding import divisors, simd_choices
 
 __all__ = ["Example", "Tally", "examples", "networks", "foldings", "styles", "weight_stores",
+           "input_buffers",
            "input_codes", "check", "features_of", "run", "main", "MAX_UNROLLED_TERMS"]
 
 #: Input patterns besides uniform random codes.
@@ -72,6 +76,7 @@ class Example:
     patterns: tuple = ()
     style: list = None
     weights_in: list = None
+    input_buffer: bool = False
 
     @property
     def styles(self):
@@ -90,6 +95,8 @@ class Example:
         style = f"; style {self.style}" if "unrolled" in self.styles else ""
         if "spram" in self.stores:
             style += f"; weights_in {self.weights_in}"
+        if self.input_buffer:
+            style += "; input_buffer"
         return (f"Example({self.network.input_features}x{self.network.input_bits}b -> {layers}; "
                 f"folding {self.folding}{style}; inputs {list(self.patterns)}; "
                 f"codes {self.codes.tolist()})")
@@ -240,6 +247,19 @@ def weight_stores(draw, network, style):
 
 
 @st.composite
+def input_buffers(draw, network, folding, style):
+    """Whether the input vector goes into an :class:`~qnnfab.rtl.input_buffer.InputBuffer`
+    (codes one per transfer, block RAM): about half the networks that can (an MLP whose folded
+    first layer reads fewer inputs per cycle than it has). Shrinks towards not."""
+    from qnnfab.rtl.folding import auto_folding
+    from qnnfab.rtl.input_buffer import why_no_input_buffer
+    if why_no_input_buffer(network, auto_folding(network) if folding is None else folding,
+                           style) is not None:
+        return False
+    return draw(st.booleans())
+
+
+@st.composite
 def input_codes(draw, network, rng, *, max_vectors=6):
     """1..``max_vectors`` input vectors, each random or an extreme pattern. Returns
     ``(codes, patterns)``."""
@@ -268,9 +288,10 @@ def examples(draw, *, max_features=12, spatial=None, max_vectors=6):
     codes, patterns = draw(input_codes(network, rng, max_vectors=max_vectors))
     style = draw(styles(network))
     stores = draw(weight_stores(network, style))
+    buffered = draw(input_buffers(network, folding, style))
     return Example(network=network, folding=folding, codes=codes, patterns=patterns,
                    style=style if "unrolled" in style else None,
-                   weights_in=stores if "spram" in stores else None)
+                   weights_in=stores if "spram" in stores else None, input_buffer=buffered)
 
 
 def features_of(example):
@@ -290,6 +311,8 @@ def features_of(example):
             tags.add("unrolled:last")
     if "spram" in example.stores:
         tags.add("weights:spram")
+    if example.input_buffer:
+        tags.add("input:buffer")
     for layer, fold, s in zip(example.network.layers, folding, style):
         if isinstance(layer, ir.PoolLayer):
             tags.add(f"maxpool{layer.size}")
@@ -365,9 +388,12 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     golden.forward(example.network, example.codes)  # the golden model accepts the example
     found = []
     for simulator in simulators:
+        # The Verilog harnesses feed whole vectors: the input buffer is Amaranth's only.
+        extra = {"input_buffer": True} if example.input_buffer and simulator == "amaranth" \
+            else {}
         result = simulate(example.network, example.codes, simulator=simulator,
                           folding=example.folding, build_dir=build_dir,
-                          style=example.styles, weights_in=example.stores)
+                          style=example.styles, weights_in=example.stores, **extra)
         mismatches = compare(example.network, example.codes, result).mismatches
         found += [(simulator, m) for m in mismatches]
         if tally is not None:

@@ -33,7 +33,7 @@ def test_the_weight_store_axis_is_drawn():
         counts["spram beside unrolled"] += "unrolled" in example.styles
         counts["spram in a cnn"] += example.network.input_shape is not None
     collect()
-    assert counts["ebr"] > 150 and counts["some spram"] > 30, counts
+    assert counts["ebr"] > 150 and counts["some spram"] > 15, counts
     assert counts["spram beside unrolled"] > 0 and counts["spram in a cnn"] > 0, counts
 
 
