@@ -73,7 +73,8 @@ def simulate_and_compare(network, *, simulator="amaranth", vectors=None, folding
     ``style``: the layers' styles (``"folded"``, ``"unrolled"`` or one per layer,
     :func:`qnnfab.rtl.network.resolve_styles`); ``weights_in``: where they keep their weights
     (``"ebr"``, ``"spram"`` or one per layer; SPRAM models start loaded); ``input_buffer``:
-    the input vector in block RAM (Amaranth's simulator only).
+    the input vector in block RAM (Amaranth's simulator and Verilator's bulk harness,
+    :func:`qnnfab.sim.runner.simulate`).
 
     ``gate_level``: None, or an FPGA family (``"ice40"``, ``"ecp5"``) to simulate the
     synthesized netlist instead of the RTL (:func:`qnnfab.boards.gate_level.simulate_gate_level`;
@@ -336,9 +337,8 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
     one per layer, :func:`qnnfab.boards.registry.board_weights`; the SPRAM layers' folding
     follows their ports unless ``folding`` is given); ``input_buffer``: where the top keeps
     the input vector (``"ff"``, ``"ebr"``, ``"auto"``,
-    :func:`qnnfab.boards.registry.input_buffer_for`; with it in block RAM the Amaranth check
-    feeds the codes one by one, as the board does, and Verilator checks the same network with
-    whole vectors).
+    :func:`qnnfab.boards.registry.input_buffer_for`; with it in block RAM both simulations
+    run the buffered hardware, Amaranth's fed code by code as the board does).
 
     Before training: the board, its tools, Verilator (if used) and ``out_dir`` are checked;
     after training and before simulating: the fit (:func:`flow_precheck`)."""
@@ -432,7 +432,7 @@ def run_flow(*, board="icebreaker", preset="digits-bnn", data=None, out_dir="bui
             verilator = simulate_and_compare(network, simulator="verilator",
                                              codes=vecs.codes[:n_ver], folding=folding,
                                              progress=progress, style=styles,
-                                             weights_in=stores)
+                                             weights_in=stores, input_buffer=buffered)
             _log(f"    {verilator.summary()}")
         comparisons.append(verilator)
     else:

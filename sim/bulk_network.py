@@ -59,6 +59,10 @@ class NetworkBatch(wiring.Component):
         One weight placement (``"ebr"``, ``"spram"`` or one per layer,
         :func:`qnnfab.rtl.network.resolve_weights_in`) per network; default all ``"ebr"``.
         SPRAM layers start loaded (their load ports are left idle).
+    input_buffers : list of bool, optional
+        Per network: its input vector in block RAM (:class:`~qnnfab.sim.vector_fed.
+        VectorFedNetwork`: the vector serialized into the network's code stream); default
+        none.
 
     Members
     -------
@@ -67,22 +71,28 @@ class NetworkBatch(wiring.Component):
         signature); the networks share only ``clk`` and ``rst``.
     """
 
-    def __init__(self, networks, foldings=None, styles=None, weights_in=None):
+    def __init__(self, networks, foldings=None, styles=None, weights_in=None,
+                 input_buffers=None):
         from qnnfab.rtl.network import Network
+
+        from .vector_fed import VectorFedNetwork
         networks = list(networks)
         if not networks:
             raise ValueError("networks: expected at least one network")
         foldings = [None] * len(networks) if foldings is None else list(foldings)
         styles = ["folded"] * len(networks) if styles is None else list(styles)
         weights_in = ["ebr"] * len(networks) if weights_in is None else list(weights_in)
+        input_buffers = [False] * len(networks) if input_buffers is None \
+            else list(input_buffers)
         for what, given in (("foldings", foldings), ("styles", styles),
-                            ("weights_in", weights_in)):
+                            ("weights_in", weights_in), ("input_buffers", input_buffers)):
             if len(given) != len(networks):
                 raise ValueError(f"{what}: expected {len(networks)} (one per network), got "
                                  f"{len(given)}")
-        self.units = [Network(net, fold, style=style, weights_in=where)
-                      for net, fold, style, where in zip(networks, foldings, styles,
-                                                         weights_in)]
+        self.units = [(VectorFedNetwork if buffered else Network)(net, fold, style=style,
+                                                                 weights_in=where)
+                      for net, fold, style, where, buffered in zip(networks, foldings, styles,
+                                                                   weights_in, input_buffers)]
         members = {}
         for k, unit in enumerate(self.units):
             members[f"n{k}_i"] = unit.signature.members["i"]
@@ -147,11 +157,12 @@ def choose_optimize(network, folding, n):
 
 def run_network(network, codes, *, folding=None, build_dir=None, ready_probability=1.0,
                 valid_probability=1.0, seed=0, progress=None, log=None, toplevel=None,
-                optimize=None, style="folded", weights_in="ebr"):
+                optimize=None, style="folded", weights_in="ebr", input_buffer=False):
     """Simulate ``network`` (at ``folding``, its layers in ``style``: ``"folded"``,
     ``"unrolled"`` or one per layer, weights as ``weights_in`` places them, SPRAM layers
-    loaded) on ``codes`` (n, input_features); returns a
-    :class:`NetworkRun`. The build is cached in ``build_dir`` (default cache root) by the
+    loaded; ``input_buffer``: the input vector in block RAM, each vector serialized into its
+    code stream, :class:`~qnnfab.sim.vector_fed.VectorFedNetwork`) on ``codes`` (n,
+    input_features); returns a :class:`NetworkRun`. The build is cached in ``build_dir`` (default cache root) by the
     Verilog's hash and ``optimize`` (None: :func:`choose_optimize`). Other arguments as
     :func:`qnnfab.sim.verilator_bulk.run_bulk`;
     :class:`~qnnfab.sim.verilator_bulk.BulkStallError` if the hardware stops answering."""
@@ -160,7 +171,13 @@ def run_network(network, codes, *, folding=None, build_dir=None, ready_probabili
     if optimize is None:
         optimize = choose_optimize(network, folding, len(codes))
     toplevel = TOPLEVEL if toplevel is None else toplevel
-    text = to_verilog(network, folding, name=toplevel, style=style, weights_in=weights_in)
+    if input_buffer:
+        from .vector_fed import VectorFedNetwork
+        text = amaranth_verilog.convert(
+            VectorFedNetwork(network, folding, style=style, weights_in=weights_in),
+            name=toplevel, emit_src=False)
+    else:
+        text = to_verilog(network, folding, name=toplevel, style=style, weights_in=weights_in)
     model = build_bulk(text, [network_lane(network)], toplevel=toplevel, build_dir=build_dir,
                        log=log, optimize=optimize)
     run = run_bulk(model, [pack_words(codes, network.input_bits)],
@@ -186,14 +203,14 @@ class BatchModel:
 
 
 def build_networks(networks, foldings=None, *, build_dir=None, log=None, optimize="build",
-                   cache=False, jobs=None, styles=None, weights_in=None):
+                   cache=False, jobs=None, styles=None, weights_in=None, input_buffers=None):
     """Build a :class:`NetworkBatch` of ``networks`` (``foldings``, ``styles``,
     ``weights_in``: one per network, or None) for bulk runs; returns a :class:`BatchModel`
     (run it with :func:`run_built`).
     ``cache=True`` keeps and reuses the build like :func:`run_network`'s; ``optimize``:
     ``"build"`` (quick compile) or ``"speed"``."""
     networks = list(networks)
-    batch = NetworkBatch(networks, foldings, styles, weights_in)
+    batch = NetworkBatch(networks, foldings, styles, weights_in, input_buffers)
     text = amaranth_verilog.convert(batch, name=BATCH_TOPLEVEL, emit_src=False)
     lanes = [network_lane(net, input=f"n{k}_i", output=f"n{k}_o")
              for k, net in enumerate(networks)]
@@ -235,16 +252,19 @@ def run_networks(items, *, build_dir=None, ready_probability=1.0, valid_probabil
     ``items``: ``(network, folding, codes)`` triples, or ``(network, folding, codes, style)``
     (the layers' styles, :func:`qnnfab.rtl.network.resolve_styles`; default ``"folded"``), or
     with a fifth entry, the weight stores (:func:`qnnfab.rtl.network.resolve_weights_in`;
-    default ``"ebr"``; SPRAM models start loaded).
+    default ``"ebr"``; SPRAM models start loaded) and a sixth, whether the input vector is in
+    block RAM (:class:`~qnnfab.sim.vector_fed.VectorFedNetwork`; default False).
     Returns one :class:`NetworkRun` per item, in order. ``cache=False`` (the default: a batch
     is rarely run twice) builds in a fresh folder of ``build_dir`` and deletes it afterwards."""
     items = [(item[0], item[1], golden.check_inputs(item[0], item[2]),
-              item[3] if len(item) > 3 else "folded", item[4] if len(item) > 4 else "ebr")
+              item[3] if len(item) > 3 else "folded", item[4] if len(item) > 4 else "ebr",
+              bool(item[5]) if len(item) > 5 else False)
              for item in items]
     batch = build_networks([item[0] for item in items], [item[1] for item in items],
                            build_dir=build_dir, log=log, optimize=optimize, cache=cache,
                            jobs=jobs, styles=[item[3] for item in items],
-                           weights_in=[item[4] for item in items])
+                           weights_in=[item[4] for item in items],
+                           input_buffers=[item[5] for item in items])
     try:
         return run_built(batch, [item[2] for item in items],
                          ready_probability=ready_probability,

@@ -13,8 +13,8 @@ networks unroll some or all of their dense layers, weights as constants in the l
 and their weight stores (:func:`weight_stores`: about a quarter of the networks keep some
 folded dense layers' weights in the UP5K's SPRAM, :mod:`qnnfab.rtl.spram`, as simulated)
 and where the input vector is (:func:`input_buffers`: about half the networks that can take
-their input code by code into block RAM, :mod:`qnnfab.rtl.input_buffer`, do so in Amaranth's
-simulator; the Verilog harnesses feed whole vectors).
+their input code by code into block RAM, :mod:`qnnfab.rtl.input_buffer`: in Amaranth fed code
+by code, in bulk Verilator each vector serialized in front, :mod:`qnnfab.sim.vector_fed`).
 The network's structure, kinds, widths, folding and styles are drawn by
 Hypothesis (so a failure shrinks to a small network); weights, thresholds and random codes come
 from a NumPy generator seeded by a drawn integer.
@@ -388,8 +388,8 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     golden.forward(example.network, example.codes)  # the golden model accepts the example
     found = []
     for simulator in simulators:
-        # The Verilog harnesses feed whole vectors: the input buffer is Amaranth's only.
-        extra = {"input_buffer": True} if example.input_buffer and simulator == "amaranth" \
+        # The cocotb harness (Icarus) feeds whole vectors: no input buffer there.
+        extra = {"input_buffer": True} if example.input_buffer and simulator != "icarus" \
             else {}
         result = simulate(example.network, example.codes, simulator=simulator,
                           folding=example.folding, build_dir=build_dir,
@@ -425,8 +425,8 @@ def check_batch(examples_, *, build_dir=None, tally=None, seed=0, stalls=False):
     ready, valid = BATCH_STALLS if stalls else (1.0, 1.0)
     found = []
     try:
-        runs = run_networks([(e.network, e.folding, e.codes, e.styles, e.stores)
-                             for e in examples_],
+        runs = run_networks([(e.network, e.folding, e.codes, e.styles, e.stores,
+                              e.input_buffer) for e in examples_],
                             build_dir=build_dir, ready_probability=ready,
                             valid_probability=valid, seed=seed, jobs=1)
     except ToolNotFoundError:

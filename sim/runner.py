@@ -403,7 +403,9 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         weights as their initial contents), the load port idle.
     input_buffer : bool
         The input vector in block RAM (``Network(input_buffer=True)``, codes one per
-        transfer): Amaranth's simulator only.
+        transfer): in Amaranth's simulator fed code by code, in the bulk Verilator harness each
+        vector serialized in the hardware (:class:`~qnnfab.sim.vector_fed.VectorFedNetwork`);
+        not with the cocotb harness.
     build_dir : path, optional
         Root folder for cached simulator builds (default :func:`default_cache_dir`); a build
         goes in ``<build_dir>/<kind>-<hash>`` and is reused while the hash matches.
@@ -426,9 +428,6 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
     check_progress(progress)
     harness = _check_harness(simulator, harness)
     codes = golden.check_inputs(network, codes)
-    if input_buffer and simulator != "amaranth":
-        raise ValueError("input_buffer: only Amaranth's simulator feeds the codes one by one; "
-                         "the Verilog harnesses take whole vectors")
     if simulator == "amaranth":
         if (ready_probability, valid_probability) != (1.0, 1.0):
             raise ValueError("ready_probability/valid_probability are only supported by the "
@@ -442,6 +441,9 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
                          scores=np.asarray(res.scores, dtype=np.int64), simulator=simulator,
                          cycles=int(res.cycles), seconds=seconds, cpu_seconds=cpu)
 
+    if input_buffer and harness != "bulk":
+        raise ValueError("input_buffer: Amaranth's simulator or Verilator's bulk harness; the "
+                         "cocotb harness feeds whole vectors to the network")
     # Fail on a missing tool before the (slow) Verilog generation.
     tool_version(simulator)
     if harness == "bulk":
@@ -449,7 +451,8 @@ def simulate(network, codes, *, simulator="amaranth", folding=None, build_dir=No
         run = run_network(network, codes, folding=folding, build_dir=build_dir,
                           ready_probability=ready_probability,
                           valid_probability=valid_probability, seed=seed, progress=progress,
-                          log=log, toplevel=TOPLEVEL, style=style, weights_in=weights_in)
+                          log=log, toplevel=TOPLEVEL, style=style, weights_in=weights_in,
+                          input_buffer=input_buffer)
         return SimResult(classes=run.classes, scores=run.scores, simulator=simulator,
                          cycles=run.cycles, seconds=run.seconds,
                          compile_seconds=run.compile_seconds, build_dir=run.build_dir,

@@ -52,3 +52,41 @@ def test_an_input_buffer_example_says_so():
 @given(fuzz.examples().filter(lambda e: e.input_buffer))
 def test_input_buffer_golden_equals_amaranth(example):
     fuzz.assert_equivalent(example, ("amaranth",))
+
+
+def test_input_buffer_golden_equals_verilator_with_stalls(tmp_path):
+    # One bulk build: buffered networks (the vector serialized in front) beside a plain one,
+    # with SPRAM and an unrolled last layer, under random back-pressure and input gaps.
+    rng = np.random.default_rng(31)
+    dense = random_net.random_network(rng, features=[12, 8, 6, 4], input_bits=5,
+                                      hidden_bits=2, weight_kind="ternary")
+    examples = [
+        fuzz.Example(network=dense, folding=[(2, 3), (1, 8), (4, 3)],
+                     codes=random_net.random_inputs(rng, dense, 10), input_buffer=True),
+        fuzz.Example(network=dense, folding=[(8, 1), (2, 4), (1, 6)],
+                     codes=random_net.random_inputs(rng, dense, 10),
+                     style=["folded", "folded", "unrolled"], weights_in=["spram", "ebr", "ebr"],
+                     input_buffer=True),
+        fuzz.Example(network=dense, folding=[(2, 3), (1, 8), (4, 3)],
+                     codes=random_net.random_inputs(rng, dense, 10)),
+    ]
+    tally = fuzz.Tally()
+    found = fuzz.check_batch(examples, build_dir=tmp_path, tally=tally, seed=3, stalls=True)
+    assert found == [] and not tally.failures
+    assert tally.networks["verilator"] == 3 and tally.vectors["verilator"] == 30
+    assert "input:buffer" in tally.features
+
+
+def test_simulate_with_the_input_buffer(tmp_path):
+    from qnnfab.sim.runner import compare, simulate
+    rng = np.random.default_rng(4)
+    net = random_net.random_network(rng, features=[16, 8, 3], input_bits=8)
+    codes = random_net.random_inputs(rng, net, 5)
+    for simulator in ("amaranth", "verilator"):
+        result = simulate(net, codes, simulator=simulator, folding=[(2, 4), (3, 8)],
+                          build_dir=tmp_path, input_buffer=True)
+        assert compare(net, codes, result).bit_exact == 5, simulator
+    import pytest
+    with pytest.raises(ValueError, match=r"input_buffer: Amaranth's simulator or Verilator's "
+                                         r"bulk harness"):
+        simulate(net, codes, simulator="verilator", harness="cocotb", input_buffer=True)
