@@ -300,6 +300,15 @@ class BoardTop(wiring.Component):
             answer_bytes = Array(answer[8 * k:8 * (k + 1)]
                                  for k in range(protocol.SELFTEST_LENGTH))
 
+        def silence():
+            # After ``with m.If(got)`` in a state that waits for the next byte of a frame:
+            # the timeout drops the frame (error LED); until then the silence is counted.
+            with m.Elif(timer == self.timeout_cycles):
+                m.d.sync += error.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.d.sync += timer.eq(timer + 1)
+
         with m.FSM(name="frame"):
             with m.State("IDLE"):
                 with m.If(got & is_sync["request"]):
@@ -332,11 +341,7 @@ class BoardTop(wiring.Component):
                                          load_en.eq(1), word.eq(word + 1)]
                             with m.If(word == self.load_words - 1):
                                 m.next = "LOAD_ACK"
-                    with m.Elif(timer == self.timeout_cycles):
-                        m.d.sync += error.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += timer.eq(timer + 1)
+                    silence()
                 with m.State("LOAD_ACK"):
                     m.d.comb += [tx.i.payload.eq(protocol.LOAD_ACK), tx.i.valid.eq(1)]
                     with m.If(tx.i.ready):
@@ -371,11 +376,7 @@ class BoardTop(wiring.Component):
                         with m.Else():
                             m.d.sync += error.eq(1)
                             m.next = "IDLE"
-                    with m.Elif(timer == self.timeout_cycles):
-                        m.d.sync += error.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += timer.eq(timer + 1)
+                    silence()
             with m.State("RECEIVE"):
                 if self.input_buffer:
                     m.d.comb += restart.eq(0)
@@ -399,11 +400,7 @@ class BoardTop(wiring.Component):
                         m.d.sync += [error.eq(1), count.eq(0)]
                         with m.If(~is_sync["request"]):
                             m.next = "IDLE"
-                with m.Elif(timer == self.timeout_cycles):
-                    m.d.sync += error.eq(1)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += timer.eq(timer + 1)
+                silence()
             with m.State("RUN"):
                 m.d.comb += core.i.valid.eq(1)
                 with m.If(core.i.ready):
