@@ -585,7 +585,9 @@ def main():
         kept = {k: v for k, v in old.items() if k not in sections}
         if kept:
             log(f"--merge: keeping {', '.join(kept)} from {json_path}")
-        sections = {**kept, **sections}
+        # The previous order, this run's networks in their places (new ones last).
+        sections = {**{k: sections.get(k, v) for k, v in old.items()},
+                    **{k: v for k, v in sections.items() if k not in old}}
     table = markdown(sections, seconds)
     print(table, end="")
     ir.atomic_write_bytes(os.path.join(args.out, "gradquant.md"), table.encode())
