@@ -216,9 +216,7 @@ class MatrixVectorUnit(wiring.Component):
         t = timing.mvu(self.layer.in_features, self.layer.out_features, self.pe, self.simd,
                        self.dot_latency)
         if self.input_buffer:
-            b = timing.input_buffer(self.layer.in_features)
-            t = timing.Timing(latency=b.latency + t.latency, interval=max(b.interval,
-                                                                          t.interval))
+            t = timing.fed_by_input_buffer(t, self.layer.in_features)
         return t
 
     @property

@@ -388,9 +388,7 @@ class Network(wiring.Component):
                     out.append(("flatten", timing.pixels_to_vector(h, w), True))
                 t = timing.mvu(layer.in_features, layer.out_features, f.pe, f.simd, dot)
                 if k == 0 and self.input_buffer:
-                    b = timing.input_buffer(layer.in_features)
-                    t = timing.Timing(latency=b.latency + t.latency,
-                                      interval=max(b.interval, t.interval))
+                    t = timing.fed_by_input_buffer(t, layer.in_features)
                 out.append((f"layer{k}", t, True))
             prev = layer
         if not self._argmax_unrolled:

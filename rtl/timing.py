@@ -91,6 +91,14 @@ def input_buffer(n):
     return Timing(latency=n, interval=n)
 
 
+def fed_by_input_buffer(layer_timing, n):
+    """A layer's :class:`Timing` with an :func:`input_buffer` of ``n`` codes in front: the
+    codes' ``n`` cycles before it, and an interval of at least ``n``."""
+    b = input_buffer(n)
+    return Timing(latency=b.latency + layer_timing.latency,
+                  interval=max(b.interval, layer_timing.interval))
+
+
 def multi_threshold():
     """The threshold unit: 1 cycle from the group address (a ROM read), 0 from the sums; one
     group per cycle."""
