@@ -784,6 +784,9 @@ def _print_report_summary(report, out_dir):
         ks = [str(k) for k, w in enumerate(report["weights_in"]) if w == "spram"]
         print(f"weights in SPRAM: layer{'s' if len(ks) > 1 else ''} {', '.join(ks)}"
               + (f"; `qnnfab run --build DIR` loads them first ({load:,} bytes)" if load else ""))
+    if report.get("input_buffer") == "ebr":
+        print("input vector in block RAM (--input-buffer): the codes go to the network as they "
+              "arrive")
     fmax = report.get("fmax_mhz")
     if report.get("folding"):
         print(f"folding {folding_text((f['pe'], f['simd']) for f in report['folding'])} "
