@@ -66,7 +66,8 @@ class InputBuffer(wiring.Component):
         both banks hold a vector not yet released.
     restart : In(1)
         Drop the codes of a vector not yet complete (a sender that gave up mid-vector): the
-        next code is element 0 again. Complete vectors are kept.
+        next code is element 0 again (a code transferred in the same cycle is dropped too).
+        Complete vectors are kept.
     o : Out(stream.Signature(unsigned(1)))
         ``o.valid``: a complete vector is in the read bank (``o.payload``, for
         inspection). A transfer releases it: the reader has read its last slice, and the
