@@ -67,9 +67,10 @@ MAX_UNROLLED_TERMS = 600
 class Example:
     """One fuzz case: a network, its folding (one ``(pe, simd)`` or None per layer), input
     codes, shape (n, input_features), the layers' styles (``"folded"``/``"unrolled"``
-    per layer, :func:`qnnfab.rtl.network.resolve_styles`; None: all folded) and weight stores
+    per layer, :func:`qnnfab.rtl.network.resolve_styles`; None: all folded), weight stores
     (``"ebr"``/``"spram"`` per layer, :func:`qnnfab.rtl.network.resolve_weights_in`; None:
-    all ``"ebr"``)."""
+    all ``"ebr"``) and whether the input vector is in block RAM (``input_buffer``,
+    :func:`input_buffers`)."""
     network: ir.Network
     folding: list
     codes: np.ndarray
