@@ -251,42 +251,42 @@ def hw_check_current(row, args, network):
             and hw.get("folding") == folding_text(board_folding(network, BOARD)))
 
 
-def complete_brevitas(row, args, ds):
-    """A kept Brevitas row (``--reuse``) with the Verilator check it lacks (or one at an older
-    folding), its imported network loaded from ``OUT/<network>-seed<seed>.qnn``."""
-    name, seed = row["network"], row["seed"]
-    if args.hw_vectors and args.hw_imported:
-        net = ir.load(network_path(args, name, seed))
-        if not hw_check_current(row, args, net):
-            n = args.hw_vectors
-            with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
-                row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
-            log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
-            return row
-    log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
-    return row
+def wants_hw(args, name):
+    """Whether this run checks network ``name`` in Verilator: ``--hw-vectors``, and
+    ``--hw-models`` for qnnfab's networks, ``--no-hw-imported`` for the imported ones."""
+    if not args.hw_vectors:
+        return False
+    if name in BREVITAS_MODELS:
+        return args.hw_imported
+    return args.hw_models is None or name in args.hw_models
 
 
-def complete_qnnfab(row, args, ds):
-    """A kept row of qnnfab's network (``--reuse``) with what this run asks for and the row
-    lacks: the Verilator check, the builds (its network loaded from its ``.qnn``)."""
+def add_hw_check(row, network, args, ds):
+    """``row["hw"]``: ``network`` in Verilator on the first ``--hw-vectors`` test images."""
+    name, seed, n = row["network"], row["seed"], args.hw_vectors
+    with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
+        row["hw"] = verilator_check(network, ds.x_test[:n], ds.y_test[:n])
+    log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+
+
+def complete_kept(row, args, ds):
+    """A kept row (``--reuse``) with what this run asks for and the row lacks: the Verilator
+    check (or one at an older folding) and, for qnnfab's networks, the builds; the network
+    is loaded from ``OUT/<network>-seed<seed>.qnn`` only when something is to be done."""
     name, seed = row["network"], row["seed"]
-    net = ir.load(network_path(args, name, seed))
-    want_hw = args.hw_vectors and (args.hw_models is None or name in args.hw_models) \
-        and not hw_check_current(row, args, net)
     # A board without a build, or whose build failed (timing included), is built again.
     missing = [b for b in args.boards
                if row.get("builds", {}).get(b, {}).get("status") not in ("ok", "does not fit")]
-    want_build = args.build and seed == args.seeds[0] and missing \
+    want_build = name in QNNFAB_MODELS and args.build and seed == args.seeds[0] and missing \
         and (args.build_models is None or name in args.build_models)
+    net = ir.load(network_path(args, name, seed)) if wants_hw(args, name) or want_build \
+        else None
+    want_hw = wants_hw(args, name) and not hw_check_current(row, args, net)
     if not (want_hw or want_build):
         log(f"[{name}, seed {seed}] kept from {args.out}/fmnist.json")
         return row
     if want_hw:
-        n = args.hw_vectors
-        with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
-            row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
-        log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+        add_hw_check(row, net, args, ds)
     if want_build:
         row["builds"] = {**row.get("builds", {}), **build_rows(
             net, missing, os.path.join(args.out, "builds", name.replace(" ", "-")), args.clock,
@@ -313,11 +313,8 @@ def run_qnnfab(name, seed, args, ds):
            "epochs": epochs}
     log(f"    float {result.float_accuracy:.4f}, integer {result.integer_accuracy:.4f}, "
         f"{net.weight_bits} weight bits, {net.summary()}")
-    if args.hw_vectors and (args.hw_models is None or name in args.hw_models):
-        n = args.hw_vectors
-        with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
-            row["hw"] = verilator_check(net, ds.x_test[:n], ds.y_test[:n])
-        log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+    if wants_hw(args, name):
+        add_hw_check(row, net, args, ds)
     if args.build and seed == args.seeds[0] and (args.build_models is None
                                                  or name in args.build_models):
         row["builds"] = build_rows(net, args.boards,
@@ -465,11 +462,8 @@ def run_brevitas(name, seed, args, ds, onnx_paths):
            "epochs": epochs, "qonnx_classes": check.qonnx_classes}
     log(f"    Brevitas float {float_acc:.4f}, qonnx {row['qonnx']:.4f}, qnnfab integer "
         f"{int_acc:.4f}, {net.summary()}")
-    if args.hw_vectors and args.hw_imported:
-        n = args.hw_vectors
-        with step(f"[{name}, seed {seed}] Verilator on {n} test images"):
-            row["hw"] = verilator_check(net, codes[:n], ds.y_test[:n])
-        log(f"    {row['hw']['bit_exact']}/{row['hw']['checked']} bit-exact")
+    if wants_hw(args, name):
+        add_hw_check(row, net, args, ds)
     return row
 
 
@@ -713,13 +707,13 @@ def main(argv=None):
             try:
                 old = [r for r in kept.get(name, []) if r.get("seed") == seed]
                 if name in BREVITAS_MODELS and old:
-                    rows.append(complete_brevitas(old[0], args, ds))
+                    rows.append(complete_kept(old[0], args, ds))
                     onnx_paths[name, seed] = network_path(args, name, seed, ".onnx")
                 elif name == "hls4ml" and old:
                     log(f"[hls4ml, seed {seed}] kept from {args.out}/fmnist.json")
                     rows.extend(old)
                 elif name in QNNFAB_MODELS and old:
-                    rows.append(complete_qnnfab(old[0], args, ds))
+                    rows.append(complete_kept(old[0], args, ds))
                 elif name in QNNFAB_MODELS:
                     rows.append(run_qnnfab(name, seed, args, ds))
                 elif name in BREVITAS_MODELS:
