@@ -271,16 +271,9 @@ def board_folding(network, board, *, max_lanes=None):
     ``qnnfab sim --board``, ``qnnfab verilog --board``, ``qnnfab build`` and ``qnnfab flow``
     all call this, so the simulated hardware is the built one.
     """
-    from qnnfab.rtl.folding import auto_folding, check_folding
+    from qnnfab.rtl.folding import auto_folding
 
     board = get_board(board)
-    lane_scale = get_family(board.family).lane_scale
-
-    def estimate(network, folding):
-        return _estimate.estimate(network, [(f.pe, f.simd)
-                                            for f in check_folding(network, folding)],
-                                  lane_scale=lane_scale,
-                                  input_buffer=input_buffer_for(network, board))
     if max_lanes is None:
         lanes = board.max_lanes
     else:
@@ -290,7 +283,7 @@ def board_folding(network, board, *, max_lanes=None):
         if lanes < 1:
             raise ValueError(f"max_lanes must be >= 1, not {lanes}")
     folding = auto_folding(network, max_lanes=lanes)
-    while lanes > 1 and (estimate(network, folding)["lc"] > LC_HEADROOM * board.lut
+    while lanes > 1 and (_board_estimate(network, folding, board)["lc"] > LC_HEADROOM * board.lut
                          or bram_blocks_for(network, folding, board) > board.bram_blocks):
         lanes //= 2
         folding = auto_folding(network, max_lanes=lanes)
@@ -327,13 +320,18 @@ class TargetUnreachable(ValueError):
     reachable figure."""
 
 
-def _fits(network, folding, board):
+def _board_estimate(network, folding, board):
+    """:func:`qnnfab.rtl.estimate.estimate` of ``folding`` (checked) on ``board``: its
+    family's lane costs, the input vector where ``--input-buffer auto`` puts it
+    (:func:`input_buffer_for`)."""
     from qnnfab.rtl.folding import check_folding
-    lane_scale = get_family(board.family).lane_scale
     pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
-    return (_estimate.estimate(network, pairs, lane_scale=lane_scale,
-                               input_buffer=input_buffer_for(network, board))["lc"]
-            <= LC_HEADROOM * board.lut
+    return _estimate.estimate(network, pairs, lane_scale=get_family(board.family).lane_scale,
+                              input_buffer=input_buffer_for(network, board))
+
+
+def _fits(network, folding, board):
+    return (_board_estimate(network, folding, board)["lc"] <= LC_HEADROOM * board.lut
             and bram_blocks_for(network, folding, board) <= board.bram_blocks)
 
 
@@ -382,7 +380,6 @@ def target_folding(network, board, *, target_ips=None, target_cycles=None, clock
     # same for ever tighter aims, and the board's own; the cheapest by the fit estimate of
     # those that meet the limit and fit wins. (The per-layer search and the whole-design
     # estimate weigh the input multiplexers differently, so a faster folding can be cheaper.)
-    lane_scale = get_family(board.family).lane_scale
     candidates, aim, fastest = [], limit, None
     while aim >= 1:
         folding = auto_folding(network, target_cycles=aim)
@@ -405,9 +402,7 @@ def target_folding(network, board, *, target_ips=None, target_cycles=None, clock
                                 f"it does not fit the device; {best_reachable()}")
 
     def cost(folding):
-        pairs = [(f.pe, f.simd) for f in folding]
-        return (_estimate.estimate(network, pairs, lane_scale=lane_scale,
-                                   input_buffer=input_buffer_for(network, board))["lc"],
+        return (_board_estimate(network, folding, board)["lc"],
                 bram_blocks_for(network, folding, board))
     folding = min(fitting, key=cost)
     cycles = network_interval(network, folding)
@@ -521,9 +516,8 @@ def _spram_board_folding(network, board, stores, max_lanes=None):
     """:func:`board_folding` with the SPRAM layers of ``stores`` folded to their SPRAMs'
     width (:func:`spram_folding`) and left out of the block RAM count."""
     from qnnfab import ir
-    from qnnfab.rtl.folding import auto_folding, check_folding
+    from qnnfab.rtl.folding import auto_folding
     alloc = _spram_allotment(network, board, stores)
-    lane_scale = get_family(board.family).lane_scale
     lanes = board.max_lanes if max_lanes is None else operator.index(max_lanes)
 
     def make(lanes):
@@ -535,10 +529,7 @@ def _spram_board_folding(network, board, stores, max_lanes=None):
         return folding
 
     def fits(folding):
-        pairs = [(f.pe, f.simd) for f in check_folding(network, folding)]
-        est = _estimate.estimate(network, pairs, lane_scale=lane_scale,
-                                 input_buffer=input_buffer_for(network, board))
-        return (est["lc"] <= LC_HEADROOM * board.lut
+        return (_board_estimate(network, folding, board)["lc"] <= LC_HEADROOM * board.lut
                 and bram_blocks_for(network, folding, board, weights_in=stores)
                 <= board.bram_blocks)
     folding = make(lanes)
