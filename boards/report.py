@@ -116,7 +116,8 @@ def make_report(plan, seconds, notes, *, started, extra=None):
     stores = getattr(plan, "weights_in", None)
     if stores and "spram" in stores:   # so do block RAM builds
         options["weights_in"] = list(stores)
-    if getattr(plan, "input_buffer", False):   # and those with the input in flip-flops
+    buffered = getattr(plan, "input_buffer", False)
+    if buffered:                       # and those with the input in flip-flops
         options["input_buffer"] = "ebr"
     ir_sha = hashlib.sha256(ir.to_bytes(plan.network)).hexdigest()
     clock_mhz = plan.clock_mhz
@@ -169,7 +170,7 @@ def make_report(plan, seconds, notes, *, started, extra=None):
         words = plan.top.load_words
         report["uart"]["load_bytes"] = 1 + 2 * words
         report["uart"]["load_seconds"] = (1 + 2 * words) * 10 / plan.baud
-    report["input_buffer"] = "ebr" if getattr(plan, "input_buffer", False) else "ff"
+    report["input_buffer"] = "ebr" if buffered else "ff"
     report["bounds"] = bounds(plan.network, board, report)
     if extra:
         report.update(extra)

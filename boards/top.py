@@ -232,7 +232,7 @@ class BoardTop(wiring.Component):
         # -- request: sync byte, then input_features codes, shifted into `vec` (or, with the
         # core's input buffer, passed to the core one by one) ------------------------------
         bits = fmt.input_bits
-        vec = Signal(0 if self.input_buffer else bits * fmt.input_features)
+        vec = None if self.input_buffer else Signal(bits * fmt.input_features)
         count = Signal(range(max(fmt.input_features, fmt.response_length,
                                  protocol.SELFTEST_LENGTH) + 1))
         timer = Signal(range(self.timeout_cycles + 1))

@@ -212,8 +212,7 @@ def estimate(network, folding=None, *, lane_scale=None, styles=None, levels_per_
     if len(styles) != len(network.layers):
         raise ValueError(f"styles: expected {len(network.layers)} entries (one per layer), "
                          f"got {len(styles)}")
-    buffered = (input_buffered(network, pairs, styles, input_buffer)
-                if input_buffer else False)
+    buffered = input_buffered(network, pairs, styles, input_buffer)
     if buffered:
         lc = TOP_OVERHEAD_LC + pairs[0][1] * network.input_bits + INPUT_BUFFER_LC
     else:
