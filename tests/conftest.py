@@ -102,3 +102,16 @@ def replace_public(monkeypatch):
                     and getattr(other, name, None) is original:
                 monkeypatch.setattr(other, name, fake)
     return replace
+
+
+@pytest.fixture
+def small_qnn(tmp_path):
+    """A small random network (12x5b -> 8 -> 4, binary) saved as ``tmp_path/small.qnn``: the
+    path, for CLI tests (a test module may define its own ``small_qnn`` for another shape)."""
+    import numpy as np
+
+    from qnnfab import ir, random_net
+    net = random_net.random_network(np.random.default_rng(3), features=[12, 8, 4], input_bits=5)
+    path = tmp_path / "small.qnn"
+    ir.save(net, path)
+    return path

@@ -20,15 +20,6 @@ def run_cli(*args, cwd=None):
                           text=True, cwd=cwd, timeout=600)
 
 
-@pytest.fixture
-def small_qnn(tmp_path):
-    rng = np.random.default_rng(3)
-    net = random_net.random_network(rng, features=[12, 8, 4], input_bits=5)
-    path = tmp_path / "small.qnn"
-    ir.save(net, path)
-    return path
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -1,18 +1,9 @@
 """``--input-buffer ff|ebr|auto`` on ``build``: passed to the build, shown in the summary when
 the input is in block RAM, and a bad value is refused by the parser."""
 
-import numpy as np
 import pytest
 
-from qnnfab import cli, ir, random_net
-
-
-@pytest.fixture
-def small_qnn(tmp_path):
-    net = random_net.random_network(np.random.default_rng(3), features=[12, 8, 4], input_bits=5)
-    path = tmp_path / "small.qnn"
-    ir.save(net, path)
-    return path
+from qnnfab import cli
 
 
 def _report(board, folding, input_buffer):

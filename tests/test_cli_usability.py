@@ -21,14 +21,6 @@ def run_cli(*args):
                           text=True, timeout=600)
 
 
-@pytest.fixture
-def small_qnn(tmp_path):
-    net = random_net.random_network(np.random.default_rng(3), features=[12, 8, 4], input_bits=5)
-    path = tmp_path / "small.qnn"
-    ir.save(net, path)
-    return path
-
-
 def _subparsers(parser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
