@@ -38,10 +38,21 @@ from .verilator_bulk import Lane, build_bulk, pack_words, run_bulk, words_field
 
 __all__ = ["NetworkBatch", "NetworkRun", "BatchModel", "BATCH_TOPLEVEL", "SPEED_CYCLES",
            "network_lane", "unpack_network", "choose_optimize", "run_network", "build_networks",
-           "run_built", "run_networks"]
+           "run_built", "run_networks", "network_unit"]
 
 #: Module name of a :class:`NetworkBatch` in its Verilog.
 BATCH_TOPLEVEL = "qnnfab_batch"
+
+
+def network_unit(network, folding=None, *, style="folded", weights_in="ebr", input_buffer=False):
+    """The component a harness drives for ``network``: :class:`~qnnfab.rtl.network.Network`,
+    or with ``input_buffer`` a :class:`~qnnfab.sim.vector_fed.VectorFedNetwork` (the same
+    whole-vector interface, each vector serialized into the buffered network's codes)."""
+    from qnnfab.rtl.network import Network
+
+    from .vector_fed import VectorFedNetwork
+    return (VectorFedNetwork if input_buffer else Network)(network, folding, style=style,
+                                                           weights_in=weights_in)
 
 
 class NetworkBatch(wiring.Component):
@@ -73,9 +84,6 @@ class NetworkBatch(wiring.Component):
 
     def __init__(self, networks, foldings=None, styles=None, weights_in=None,
                  input_buffers=None):
-        from qnnfab.rtl.network import Network
-
-        from .vector_fed import VectorFedNetwork
         networks = list(networks)
         if not networks:
             raise ValueError("networks: expected at least one network")
@@ -89,8 +97,8 @@ class NetworkBatch(wiring.Component):
             if len(given) != len(networks):
                 raise ValueError(f"{what}: expected {len(networks)} (one per network), got "
                                  f"{len(given)}")
-        self.units = [(VectorFedNetwork if buffered else Network)(net, fold, style=style,
-                                                                 weights_in=where)
+        self.units = [network_unit(net, fold, style=style, weights_in=where,
+                                   input_buffer=buffered)
                       for net, fold, style, where, buffered in zip(networks, foldings, styles,
                                                                    weights_in, input_buffers)]
         members = {}
@@ -172,9 +180,9 @@ def run_network(network, codes, *, folding=None, build_dir=None, ready_probabili
         optimize = choose_optimize(network, folding, len(codes))
     toplevel = TOPLEVEL if toplevel is None else toplevel
     if input_buffer:
-        from .vector_fed import VectorFedNetwork
         text = amaranth_verilog.convert(
-            VectorFedNetwork(network, folding, style=style, weights_in=weights_in),
+            network_unit(network, folding, style=style, weights_in=weights_in,
+                         input_buffer=True),
             name=toplevel, emit_src=False)
     else:
         text = to_verilog(network, folding, name=toplevel, style=style, weights_in=weights_in)
