@@ -9,8 +9,11 @@ from qnnfab import random_net
 from qnnfab.rtl.folding import auto_folding
 from qnnfab.sim import fuzz
 
+# The filter keeps the networks drawn with an input buffer (about one in ten), which trips
+# Hypothesis's filter health check on some runs.
 _FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                       HealthCheck.data_too_large])
+                                                       HealthCheck.data_too_large,
+                                                       HealthCheck.filter_too_much])
 
 
 def test_the_input_buffer_axis_is_drawn():
