@@ -61,7 +61,7 @@ def run_amaranth(network, codes, folding=None, *, progress=None, ready=None, gap
     per_input = 1
     if input_buffer:
         per_input = network.input_features
-        packed = [int(c) for c in codes.reshape(-1)]
+        packed = codes.reshape(-1).tolist()
     else:
         packed = pack_inputs(in_layout, codes)
     idle = None

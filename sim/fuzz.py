@@ -390,11 +390,10 @@ def check(example, simulators=("amaranth",), *, build_dir=None, tally=None):
     found = []
     for simulator in simulators:
         # The cocotb harness (Icarus) feeds whole vectors: no input buffer there.
-        extra = {"input_buffer": True} if example.input_buffer and simulator != "icarus" \
-            else {}
         result = simulate(example.network, example.codes, simulator=simulator,
                           folding=example.folding, build_dir=build_dir,
-                          style=example.styles, weights_in=example.stores, **extra)
+                          style=example.styles, weights_in=example.stores,
+                          input_buffer=example.input_buffer and simulator != "icarus")
         mismatches = compare(example.network, example.codes, result).mismatches
         found += [(simulator, m) for m in mismatches]
         if tally is not None:
