@@ -295,7 +295,7 @@ def test_accuracies(model, state, ds, preset, seed):
     model.eval()
     _, pred = predict(model, ds.x_test)
     net = export(model, meta={"preset": preset.name, "seed": seed}, classes=list(ds.classes))
-    int_pred = golden.forward(net, ds.x_test).classes
+    int_pred = golden.classify(net, ds.x_test)
     return float(np.mean(pred == ds.y_test)), float(np.mean(int_pred == ds.y_test))
 
 

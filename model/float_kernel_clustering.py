@@ -307,7 +307,7 @@ def _finish(source, model, attached, stats, quantized):
         meta["clustering"] = stats
     network = export(model, meta=meta, classes=list(ds.classes))
     _, pred = predict(model, ds.x_test)
-    gold = golden.forward(network, ds.x_test).classes
+    gold = golden.classify(network, ds.x_test)
     acc = float(np.mean(gold == ds.y_test))
     network.meta["accuracy"] = {"float": source.float_accuracy, "integer": acc,
                                 "split": "test", "n": int(len(ds.y_test))}

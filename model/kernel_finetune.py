@@ -188,7 +188,7 @@ class _Holder(nn.Module):
 
 
 def _accuracy(network, x, y):
-    return float(np.mean(golden.forward(network, x).classes == y))
+    return float(np.mean(golden.classify(network, x) == y))
 
 
 def finetune_clustered(checkpoint, clustered, *, epochs, data=None, progress=None, lr=None,
@@ -305,7 +305,7 @@ def finetune_attached(model, attached, ds, preset, clustered, *, epochs, lr, tab
             float_pred = model(torch.as_tensor(ds.x_test, dtype=torch.float32)).argmax(1).numpy()
     finally:
         torch.set_num_threads(threads)
-    int_pred = golden.forward(network, ds.x_test).classes
+    int_pred = golden.classify(network, ds.x_test)
     info = {"epochs": epochs, "best_epoch": best_epoch, "lr": lr, "table_lr": table_lrs,
             "tables": [int(t.rep.shape[0]) for t in tables],
             "val_before": _accuracy(clustered, ds.x_val, ds.y_val),

@@ -235,7 +235,7 @@ def quantize(network, method="ga", bits=3, *, seed=0, level_bits=DEFAULT_LEVEL_B
         meta["quantized"]["ga"] = {"population": int(population),
                                    "generations": int(generations)}
     qnet = export(model, meta=meta, classes=list(network.classes))
-    int_pred = golden.forward(qnet, ds.x_test).classes
+    int_pred = golden.classify(qnet, ds.x_test)
     test_acc = float(np.mean(int_pred == ds.y_test))
     agreement = float(np.mean(int_pred == float_pred))
     qnet.meta["accuracy"] = {"float": float(np.mean(float_pred == ds.y_test)),

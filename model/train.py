@@ -244,7 +244,7 @@ def train(preset="digits-bnn", *, seed=0, progress=True, epochs=None, data=None,
                                     "n": int(len(ds.y_test))}
     else:
         network = export(model, meta=meta, classes=list(ds.classes))
-        int_pred = golden.forward(network, ds.x_test).classes
+        int_pred = golden.classify(network, ds.x_test)
         float_acc = float(np.mean(float_pred == ds.y_test))
         int_acc = float(np.mean(int_pred == ds.y_test))
         agreement = float(np.mean(float_pred == int_pred))

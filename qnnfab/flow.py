@@ -166,7 +166,7 @@ def test_accuracy(network):
     vecs = test_vectors(network)
     if vecs.labels is None:
         return None
-    return float(np.mean(golden.forward(network, vecs.codes).classes == vecs.labels))
+    return float(np.mean(golden.classify(network, vecs.codes) == vecs.labels))
 
 
 def cluster_kernels(path, kernels, *, sign=True, per_layer=True, finetune=None, seed=0,

@@ -132,3 +132,28 @@ def test_float_network_is_refused():
                                          r"and this network's weights are float .* quantize "
                                          r"it first"):
         golden.forward(net, np.zeros((1, 4), dtype=np.int64))
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 20, 1 << 40])
+def test_int_matmul_is_exact_on_both_sides_of_the_float64_bound(scale):
+    """Small products go through float64 BLAS, large ones through int64: both exact."""
+    rng = np.random.default_rng(scale)
+    a = rng.integers(-scale, scale + 1, size=(7, 33), dtype=np.int64)
+    b = rng.integers(-255, 256, size=(33, 5), dtype=np.int64)
+    a[0, 0] = scale     # the bound is reached whatever the draw
+    want = np.array([[sum(int(x) * int(y) for x, y in zip(row, col)) for col in b.T]
+                     for row in a], dtype=object)
+    got = golden.int_matmul(a, b)
+    assert got.dtype == np.int64
+    assert (got.astype(object) == want).all()
+
+
+def test_classify_in_batches_equals_forward():
+    net = random_net.random_network(np.random.default_rng(3), features=[12, 9, 4],
+                                    input_bits=3, hidden_bits=2, weight_kind="ternary")
+    x = np.random.default_rng(4).integers(0, 8, size=(37, 12))
+    want = golden.forward(net, x).classes
+    for batch in (1, 5, 36, 37, 100):
+        assert (golden.classify(net, x, batch=batch) == want).all()
+    with pytest.raises(ValueError, match="batch"):
+        golden.classify(net, x, batch=0)

@@ -13,9 +13,9 @@ import numpy as np
 
 from qnnfab import ir
 
-__all__ = ["activation_values", "weight_values", "dense_acc", "conv_acc", "max_pool", "threshold",
+__all__ = ["activation_values", "weight_values", "int_matmul", "dense_acc", "conv_acc", "max_pool", "threshold",
            "layer_forward",
-           "forward", "Trace", "check_inputs"]
+           "forward", "classify", "Trace", "check_inputs"]
 
 
 def activation_values(codes, bits):
@@ -29,17 +29,49 @@ def weight_values(layer):
     return np.asarray(layer.weight_levels, dtype=np.int64)[layer.weights.astype(np.int64)]
 
 
+#: float64 holds every integer of magnitude up to 2**53 exactly.
+_FLOAT64_EXACT = 1 << 53
+#: Rows of a conv layer's window matrix built at a time (bounds the memory of a large batch).
+_CONV_ROWS = 1 << 18
+
+
+def int_matmul(a, b):
+    """``a @ b`` of two int64 matrices, exactly.
+
+    numpy's integer matrix product has no BLAS behind it, so when every partial sum is bounded
+    by ``Σ|a||b| <= inner · max|a| · max|b| < 2**53`` the product is taken in float64, where
+    each of those integers, in any order of summation and with or without fused multiply-add,
+    is represented exactly; otherwise in int64."""
+    if _float64_exact(a, b):
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a @ b
+
+
+def _magnitude(x):
+    return max(int(x.max()), -int(x.min())) if x.size else 0
+
+
+def _float64_exact(a, b, inner=None):
+    """Whether every partial sum of ``a @ b`` (``inner`` terms each) is below 2**53."""
+    inner = a.shape[-1] if inner is None else inner
+    return _magnitude(a) * _magnitude(b) * inner < _FLOAT64_EXACT
+
+
 def dense_acc(layer, codes):
     """Accumulators ``Σ a_i·w_i`` of a dense layer, shape (batch, out), int64."""
     a = activation_values(codes, layer.in_bits)
-    return a @ weight_values(layer).T
+    return int_matmul(a, weight_values(layer).T)
 
 
 def threshold(layer, acc):
     """Multi-threshold activation ``Σ_t [sign·acc >= T_t]``: unsigned codes, shape (batch, out)."""
-    s = layer.threshold_sign.astype(np.int64)[None, :, None]
-    t = layer.thresholds.astype(np.int64)[None, :, :]
-    return (s * acc[:, :, None] >= t).sum(axis=2).astype(np.int64)
+    sign = layer.threshold_sign.astype(np.int64)
+    signed = acc if (sign == 1).all() else sign[None, :] * acc
+    t = layer.thresholds.astype(np.int64)
+    count = np.zeros(signed.shape, dtype=np.uint8 if t.shape[1] < 256 else np.int64)
+    for j in range(t.shape[1]):
+        count += signed >= t[None, :, j]
+    return count.astype(np.int64)
 
 
 def conv_acc(layer, codes):
@@ -51,13 +83,16 @@ def conv_acc(layer, codes):
     x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))  # code 0
     a = activation_values(x, layer.in_bits)
     ho, wo = layer.out_height, layer.out_width
-    # windows[b, y, x, c, ky, kx] = a[b, y+ky, x+kx, c]
-    windows = np.empty((a.shape[0], ho, wo, c, k, k), dtype=np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            windows[..., ky, kx] = a[:, ky:ky + ho, kx:kx + wo, :]
     wv = np.asarray(layer.weight_levels, dtype=np.int64)[np.asarray(layer.weights, np.int64)]
-    acc = windows.reshape(-1, c * k * k) @ wv.reshape(layer.out_channels, -1).T
+    wv = wv.reshape(layer.out_channels, -1).T
+    if _float64_exact(a, wv, inner=c * k * k):   # see int_matmul
+        a, wv = a.astype(np.float64), wv.astype(np.float64)
+    # windows[b, y, x, c, ky, kx] = a[b, y+ky, x+kx, c]
+    windows = np.lib.stride_tricks.sliding_window_view(a, (k, k), axis=(1, 2))
+    step = max(1, _CONV_ROWS // (ho * wo))
+    acc = [(windows[b:b + step].reshape(-1, c * k * k) @ wv).astype(np.int64)
+           for b in range(0, a.shape[0], step)]
+    acc = np.concatenate(acc) if acc else np.zeros((0, layer.out_channels), np.int64)
     return acc.reshape(a.shape[0], ho * wo * layer.out_channels)
 
 
@@ -128,3 +163,22 @@ def forward(network, codes):
             x = out
     scores = accs[-1]
     return Trace(acts=acts, accs=accs, scores=scores, classes=np.argmax(scores, axis=1))
+
+
+#: Inputs :func:`classify` runs through :func:`forward` at a time.
+CLASSIFY_BATCH = 128
+
+
+def classify(network, codes, *, batch=CLASSIFY_BATCH):
+    """``forward(network, codes).classes``, computed ``batch`` inputs at a time: the memory of
+    one batch's trace (a 28x28 CNN's first layer holds 100,000 accumulators per image), and
+    temporaries that stay in cache, instead of the whole data set's."""
+    if not isinstance(network, ir.Network):
+        raise TypeError(f"network must be a qnnfab.ir.Network, not {network!r}")
+    if batch < 1:
+        raise ValueError(f"batch: expected a positive number of inputs, got {batch}")
+    x = check_inputs(network, codes)
+    if len(x) <= batch:
+        return forward(network, x).classes
+    return np.concatenate([forward(network, x[i:i + batch]).classes
+                           for i in range(0, len(x), batch)])
