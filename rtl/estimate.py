@@ -97,12 +97,18 @@ def folding_cost(layer, folding):
 UNROLLED_SCALE = 0.965
 
 #: Factor on the unrolled style's cells per FPGA family (a family's ``lane_scale`` entry
-#: ``"unrolled"``; the model above is the ECP5's). iCE40: no LUT5-7 muxes, flip-flops that do
-#: not pair with a LUT take a cell of their own, and the adders do not share carry chains
-#: (:class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`). Measured on the UP5K with the board
-#: top: digits-tnn with an 8-wide hidden layer (64x5b-8-10) unrolled, 3,799 ``ICESTORM_LC``
-#: where the model says 2,928 (1.30); with a 16-wide one 6,104 (shared chains; model 4,748).
-FAMILY_UNROLLED_SCALE = {"ice40": 1.3}
+#: ``"unrolled"``; the model above counts adders as segments of shared carry chains, which the
+#: unrolled layers no longer build by default: see
+#: :class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`'s ``shared_chains``).
+#:
+#: * ECP5, one carry chain per adder: digits-tnn all unrolled behind the board top on the
+#:   ULX3S-85F packed to 62,697 ``TRELLIS_COMB`` where the model (with :data:`UNROLLED_SCALE`)
+#:   says 52,256 (1.20); digits-tnn(d32,d10) on the ULX3S-25F 8,864 where it says 7,681 (1.15).
+#: * iCE40: no LUT5-7 muxes, flip-flops that do not pair with a LUT take a cell of their own,
+#:   and no shared chains either. Measured on the UP5K with the board top: digits-tnn with an
+#:   8-wide hidden layer (64x5b-8-10) unrolled, 3,799 ``ICESTORM_LC`` where the model says
+#:   2,928 (1.30); with a 16-wide one 6,104 (shared chains; model 4,748).
+FAMILY_UNROLLED_SCALE = {"ice40": 1.3, "ecp5": 1.2}
 
 
 def comparator_cells(width):

@@ -99,13 +99,15 @@ class UnrolledChain(wiring.Component):
         tree per neuron (to measure what sharing saves).
     names : list of str, optional
         How errors name the layers (default ``layers[k]``).
-    shared_chains : bool or None
+    shared_chains : bool
         Compute the adders of a level as segments of shared carry chains
-        (:mod:`qnnfab.rtl.adder_tree`). None: on an ECP5 platform (measured: a quarter fewer
-        LUT4s) and in simulation (``platform`` None), not on others: the iCE40 has no
-        per-chain cost to save (its separators cost more cells: 64x5b-8-10 packed to 3,422
-        cells with shared chains, 3,195 without) and, on the UP5K, chains of unrelated adders
-        did not route.
+        (:mod:`qnnfab.rtl.adder_tree`). Off by default, on every family: it saves LUT4s on the
+        ECP5 (a sixth to a fifth: digits-tnn(d32,d10) on the ULX3S-25F packed to 7,621 with
+        shared chains, 8,864 without), but chains of unrelated adders pull their operands
+        from all over the chip and do not route well: that build took router2 59 iterations
+        and reached 57.5 MHz with shared chains, 19 iterations and 106.1 MHz without; the
+        64-wide and the full digits-tnn did not route with them at all. On the iCE40 they
+        cost cells (64x5b-8-10 packed to 3,422 cells with shared chains, 3,195 without).
 
     Members
     -------
@@ -127,7 +129,7 @@ class UnrolledChain(wiring.Component):
 
     @quiet_on_error
     def __init__(self, layers, *, argmax=False, levels_per_stage=DEFAULT_LEVELS_PER_STAGE,
-                 cse=True, names=None, shared_chains=None):
+                 cse=True, names=None, shared_chains=False):
         layers = list(layers)
         if not layers:
             raise ValueError("UnrolledChain: needs at least one layer")
@@ -152,7 +154,7 @@ class UnrolledChain(wiring.Component):
         self.layers = layers
         self.names = names
         self.cse = bool(cse)
-        self.shared_chains = None if shared_chains is None else bool(shared_chains)
+        self.shared_chains = bool(shared_chains)
         self.levels = [tree_depth(layer_matrix(layer)) for layer in layers]
         first, last = layers[0], layers[-1]
         if self.argmax:
@@ -244,8 +246,6 @@ class UnrolledChain(wiring.Component):
         k = self.levels_per_stage
         depth = self.fifo_depth
         chains = self.shared_chains
-        if chains is None:
-            chains = platform is None or getattr(platform, "family", None) == "ecp5"
         last = self.layers[-1]
         out_width = self.o.payload.shape().size
         # The separator bits of the shared carry chains (adder_tree): one flip-flop per chain,
@@ -319,7 +319,7 @@ class UnrolledDense(UnrolledChain):
     timing); an output layer emits its accumulators (``argmax=True``: and their argmax)."""
 
     def __init__(self, layer, *, argmax=False, levels_per_stage=DEFAULT_LEVELS_PER_STAGE,
-                 cse=True, name="layer", shared_chains=None):
+                 cse=True, name="layer", shared_chains=False):
         super().__init__([layer], argmax=argmax, levels_per_stage=levels_per_stage, cse=cse,
                          names=[name], shared_chains=shared_chains)
 

@@ -210,13 +210,13 @@ def test_shared_carry_chains_in_a_reset_less_domain():
     from amaranth.hdl import ClockDomain, Fragment
 
     layer = _layer(21, "ternary", 5, 2, n_in=16, n_out=6)
-    dut = UnrolledDense(layer)
+    dut = UnrolledDense(layer, shared_chains=True)
     frag = Fragment.get(dut, None)
     assert any(name.startswith("l0_chain") for name in _signal_names(frag))
 
     m = Module()
     m.domains.sync = ClockDomain(reset_less=True)
-    m.submodules.dut = dut2 = UnrolledDense(layer)
+    m.submodules.dut = dut2 = UnrolledDense(layer, shared_chains=True)
     rng = np.random.default_rng(21)
     codes = rng.integers(0, 32, size=(8, 16))
     _, want = golden.layer_forward(layer, codes)
@@ -249,10 +249,25 @@ def _signal_names(frag):
             if isinstance(st.lhs, Signal)}
 
 
-def test_without_shared_chains():
-    """One carry chain per adder (what non-ECP5 platforms get) computes the same."""
-    layer = _layer(23, "binary", 3, 2, n_in=14, n_out=5)
-    codes = np.random.default_rng(23).integers(0, 8, size=(10, 14))
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+def test_with_shared_chains(kind):
+    """The adders of a level as segments of shared carry chains (opt-in) compute the same,
+    with back-pressure and input gaps."""
+    layer = _layer(23, kind, 3, 2, n_in=14, n_out=5)
+    codes = np.random.default_rng(23).integers(0, 8, size=(40, 14))
     _, want = golden.layer_forward(layer, codes)
-    words, *_ = _run(UnrolledDense(layer, shared_chains=False), _pack(codes, 3), seed=23)
+    dut = UnrolledDense(layer, shared_chains=True)
+    words, *_ = _run(dut, _pack(codes, 3), seed=23, gap_p=0.3, ready_p=0.6)
     assert (_unpack(words, 5, 2) == want).all()
+
+
+def test_shared_chains_are_opt_in():
+    """By default no adder shares a carry chain (they route far better alone); asked for,
+    the wide adders of a level are computed in chain words."""
+    from amaranth.hdl import Fragment
+
+    layer = _layer(21, "ternary", 5, 2, n_in=16, n_out=6)
+    plain = _signal_names(Fragment.get(UnrolledDense(layer), None))
+    chained = _signal_names(Fragment.get(UnrolledDense(layer, shared_chains=True), None))
+    assert not any(name.startswith("l0_chain") for name in plain)
+    assert any(name.startswith("l0_chain") for name in chained)
