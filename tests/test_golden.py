@@ -134,9 +134,10 @@ def test_float_network_is_refused():
         golden.forward(net, np.zeros((1, 4), dtype=np.int64))
 
 
-@pytest.mark.parametrize("scale", [1, 1 << 20, 1 << 40])
-def test_int_matmul_is_exact_on_both_sides_of_the_float64_bound(scale):
-    """Small products go through float64 BLAS, large ones through int64: both exact."""
+@pytest.mark.parametrize("scale", [1, (1 << 24) // (255 * 33), 1 << 15, 1 << 40])
+def test_int_matmul_is_exact_on_every_side_of_the_float_bounds(scale):
+    """Small products go through float32 BLAS, larger ones through float64, the largest
+    through int64 (the scales straddle 2**24 and 2**53): all exact."""
     rng = np.random.default_rng(scale)
     a = rng.integers(-scale, scale + 1, size=(7, 33), dtype=np.int64)
     b = rng.integers(-255, 256, size=(33, 5), dtype=np.int64)

@@ -29,7 +29,8 @@ def weight_values(layer):
     return np.asarray(layer.weight_levels, dtype=np.int64)[layer.weights.astype(np.int64)]
 
 
-#: float64 holds every integer of magnitude up to 2**53 exactly.
+#: float32 and float64 hold every integer of magnitude up to 2**24 and 2**53 exactly.
+_FLOAT32_EXACT = 1 << 24
 _FLOAT64_EXACT = 1 << 53
 #: Rows of a conv layer's window matrix built at a time (bounds the memory of a large batch).
 _CONV_ROWS = 1 << 18
@@ -39,11 +40,12 @@ def int_matmul(a, b):
     """``a @ b`` of two int64 matrices, exactly.
 
     numpy's integer matrix product has no BLAS behind it, so when every partial sum is bounded
-    by ``Σ|a||b| <= inner · max|a| · max|b| < 2**53`` the product is taken in float64, where
-    each of those integers, in any order of summation and with or without fused multiply-add,
-    is represented exactly; otherwise in int64."""
-    if _float64_exact(a, b):
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    by ``Σ|a||b| <= inner · max|a| · max|b| < 2**24`` (``2**53``) the product is taken in
+    float32 (float64), where each of those integers, in any order of summation and with or
+    without fused multiply-add, is represented exactly; otherwise in int64."""
+    dtype = _exact_float(a, b)
+    if dtype is not None:
+        return (a.astype(dtype) @ b.astype(dtype)).astype(np.int64)
     return a @ b
 
 
@@ -51,10 +53,15 @@ def _magnitude(x):
     return max(int(x.max()), -int(x.min())) if x.size else 0
 
 
-def _float64_exact(a, b, inner=None):
-    """Whether every partial sum of ``a @ b`` (``inner`` terms each) is below 2**53."""
+def _exact_float(a, b, inner=None):
+    """The narrowest float type in which every partial sum of ``a @ b`` (``inner`` terms
+    each) is an exactly represented integer: float32 below 2**24, float64 below 2**53; None
+    when neither holds."""
     inner = a.shape[-1] if inner is None else inner
-    return _magnitude(a) * _magnitude(b) * inner < _FLOAT64_EXACT
+    bound = _magnitude(a) * _magnitude(b) * inner
+    if bound < _FLOAT32_EXACT:
+        return np.float32
+    return np.float64 if bound < _FLOAT64_EXACT else None
 
 
 def dense_acc(layer, codes):
@@ -85,8 +92,9 @@ def conv_acc(layer, codes):
     ho, wo = layer.out_height, layer.out_width
     wv = np.asarray(layer.weight_levels, dtype=np.int64)[np.asarray(layer.weights, np.int64)]
     wv = wv.reshape(layer.out_channels, -1).T
-    if _float64_exact(a, wv, inner=c * k * k):   # see int_matmul
-        a, wv = a.astype(np.float64), wv.astype(np.float64)
+    dtype = _exact_float(a, wv, inner=c * k * k)     # see int_matmul
+    if dtype is not None:
+        a, wv = a.astype(dtype), wv.astype(dtype)
     # windows[b, y, x, c, ky, kx] = a[b, y+ky, x+kx, c]
     windows = np.lib.stride_tricks.sliding_window_view(a, (k, k), axis=(1, 2))
     step = max(1, _CONV_ROWS // (ho * wo))
