@@ -60,21 +60,16 @@ ICE_WIDTHS = (64, 48, 32, 24, 16, 12, 8, 4)
 #: shared carry chains between adders, since dropped on the iCE40); the 8-wide one routes.
 SMALL_HEADROOM = 0.85
 
-#: Share of a device's cells the unrolled estimate may use (as the board registry's
-#: ``LC_HEADROOM`` for folded designs).
-HEADROOM = 0.95
-
-
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
 def styles_for(network, board, style, folding):
     """Per-layer styles of ``style`` on ``board`` (``auto``: what the estimate fits)."""
-    from qnnfab.boards.registry import get_board
+    from qnnfab.boards.registry import get_board, lc_budget
     from qnnfab.rtl.network import resolve_styles
     b = get_board(board)
-    return resolve_styles(network, style, folding=folding, budget_lc=int(HEADROOM * b.lut),
+    return resolve_styles(network, style, folding=folding, budget_lc=lc_budget(b),
                           lane_scale=lane_scale_of(b))
 
 
@@ -94,16 +89,18 @@ class DoesNotFit(ValueError):
 
 def check_styled_fit(network, board, style):
     """The styles of ``style`` on ``board`` and their estimate; :class:`DoesNotFit` above
-    :data:`HEADROOM` of the device's cells or its block RAM."""
-    from qnnfab.boards.registry import board_folding, get_board
+    the board's logic budget (:func:`qnnfab.boards.registry.lc_budget`: less with unrolled
+    layers on the ECP5) or its block RAM."""
+    from qnnfab.boards.registry import board_folding, get_board, lc_budget
     from qnnfab.rtl import estimate as E
     board = get_board(board)
     folding = board_folding(network, board)
     styles = styles_for(network, board, style, folding)
     est = E.estimate(network, [(f.pe, f.simd) for f in folding], styles=styles,
                      lane_scale=lane_scale_of(board))
-    if est["lc"] > HEADROOM * board.lut:
-        raise DoesNotFit(f"an estimated {est['lc']:,} LUTs > {HEADROOM:.0%} of "
+    budget = lc_budget(board, styles)
+    if est["lc"] > budget:
+        raise DoesNotFit(f"an estimated {est['lc']:,} LUTs > {budget / board.lut:.0%} of "
                          f"{board.lut:,} ({', '.join(styles)})")
     if est["weight_bits"] > board.bram_bits:
         raise DoesNotFit(f"{est['weight_bits']:,} weight bits > {board.bram_bits:,} bits of "
@@ -208,7 +205,7 @@ def small_network(board, max_hidden=64):
     """The largest ``d<N>,d10`` digits-tnn variant (N of :data:`ICE_WIDTHS`, at most
     ``max_hidden``) whose all-unrolled estimate fits ``board`` (:data:`SMALL_HEADROOM`):
     ``(name, network)``, for the boards the digits networks do not unroll on."""
-    from qnnfab.boards.registry import get_board
+    from qnnfab.boards.registry import get_board, lc_budget
     from qnnfab.model.presets import customize
     from qnnfab.model.train import train
     from qnnfab.rtl import estimate as E
@@ -219,17 +216,17 @@ def small_network(board, max_hidden=64):
         est = E.estimate(net, None, styles=["unrolled"] * len(net.layers),
                          lane_scale=lane_scale_of(board))
         log(f"{board.name}: d{n},d10 unrolled estimate {est['lc']} of {board.lut}")
-        if est["lc"] <= SMALL_HEADROOM * board.lut:
+        if est["lc"] <= min(SMALL_HEADROOM * board.lut, lc_budget(board)):
             return f"digits-tnn(d{n},d10)", net
     raise DoesNotFit(f"no d<N>,d10 network fits the {board.name} unrolled")
 
 
 #: Boards that also get the largest ``d<N>,d10`` network that unrolls there
-#: (:func:`small_network`), and the most hidden neurons tried. The ULX3S-25F's 64-wide one
-#: (estimate 15,248 LUTs) placed in 15,217 TRELLIS_COMB (62 %), 73.8 MHz before routing, and
-#: did not route: router2 still had 17,038 overused wires after 5 iterations (30 minutes on a
-#: loaded machine, the overuse no longer falling); 32 wide halves the logic.
-SMALL_BOARDS = {"icebreaker": 64, "ulx3s-25f": 32}
+#: (:func:`small_network`), and the most hidden neurons tried. On the ULX3S-25F the 64-wide one
+#: (estimate 18,298 LUTs, 75 %) is over the ECP5's budget for unrolled layers
+#: (:data:`qnnfab.boards.registry.UNROLLED_LC_SHARE`): packed to 17,717 it found no legal
+#: placement; the 48-wide one (54 %) places and routes.
+SMALL_BOARDS = {"icebreaker": 64, "ulx3s-25f": 64}
 
 
 def row_of(net_name, board, style, report=None, status="ok", detail=""):

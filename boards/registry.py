@@ -33,7 +33,8 @@ from .platforms import OrangeCrab25FPlatform
 
 __all__ = ["Board", "BOARDS", "get_board", "board_folding", "bram_blocks_for", "target_folding",
            "TargetUnreachable", "board_styles", "family_lane_scale", "WEIGHTS_IN",
-           "board_weights", "spram_folding", "NoSPRAM", "INPUT_BUFFERS", "input_buffer_for"]
+           "board_weights", "spram_folding", "NoSPRAM", "INPUT_BUFFERS", "input_buffer_for",
+           "lc_budget", "UNROLLED_LC_SHARE"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,26 @@ def get_board(name):
 #: had not placed it after 12 minutes).
 LC_HEADROOM = 0.95
 
+#: Share of the device's logic cells a design with unrolled layers may take, per family (the
+#: rest: :data:`LC_HEADROOM`). Unrolled layers are thousands of short carry chains, which
+#: nextpnr-ecp5's placer has to legalize one by one; measured with the board top on the ECP5,
+#: one carry chain per adder: digits-tnn(d32,d10) placed and routed at 36 % of the ULX3S-25F
+#: (106.1 MHz) and digits-tnn(d48,d10) at 54 % (91.2 MHz), while digits-tnn(d64,d10) at 72 % of the 25F
+#: and digits-tnn at 75 % of the ULX3S-85F found no legal placement ("Unable to find legal
+#: placement for cell ... CCU2C"; 40+ minutes on the 85F).
+UNROLLED_LC_SHARE = {"ecp5": 0.6}
+
+
+def lc_budget(board, styles=None):
+    """The logic cells the fit estimate may use on ``board``: :data:`LC_HEADROOM` of them, or
+    :data:`UNROLLED_LC_SHARE` of its family's when ``styles`` unrolls a layer (``styles`` None:
+    the budget a design with unrolled layers gets)."""
+    board = get_board(board)
+    share = LC_HEADROOM
+    if styles is None or "unrolled" in styles:
+        share = min(share, UNROLLED_LC_SHARE.get(board.family, share))
+    return int(share * board.lut)
+
 
 def board_folding(network, board, *, max_lanes=None):
     """The folding qnnfab uses for ``network`` on ``board`` (a name or a :class:`Board`):
@@ -302,16 +323,15 @@ def family_lane_scale(family):
 def board_styles(network, board, style="folded", folding=None):
     """One style per layer (``"folded"`` or ``"unrolled"``) of ``network`` on ``board``:
     :func:`qnnfab.rtl.network.resolve_styles` of ``style`` (``"folded"``, ``"unrolled"``,
-    ``"auto"`` or one per layer), ``auto`` with the board's logic budget
-    (:data:`LC_HEADROOM` of its cells, the family's unrolled factor) and ``folding`` for the
+    ``"auto"`` or one per layer), ``auto`` with the board's logic budget for unrolled layers
+    (:func:`lc_budget`, the family's unrolled factor) and ``folding`` for the
     folded layers (default :func:`board_folding`). ``qnnfab verilog``, ``sim``, ``build`` and
     ``flow`` (``--style``) all call this, so the simulated hardware is the built one."""
     from qnnfab.rtl.network import resolve_styles
     board = get_board(board)
     if style == "auto" and folding is None:
         folding = board_folding(network, board)
-    return resolve_styles(network, style, folding=folding,
-                          budget_lc=int(LC_HEADROOM * board.lut),
+    return resolve_styles(network, style, folding=folding, budget_lc=lc_budget(board),
                           lane_scale=family_lane_scale(board.family))
 
 

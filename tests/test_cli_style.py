@@ -194,9 +194,15 @@ def test_auto_unrolls_only_what_fits_the_board():
     from qnnfab.boards.registry import board_styles
     net = random_net.random_network(np.random.default_rng(0), features=[64, 256, 256, 10],
                                     input_bits=5)
-    # digits-bnn's shape: nothing unrolls on the iCEBreaker, something does on the 85F
+    # digits-bnn's shape: nothing unrolls on the iCEBreaker, nor within the 85F's budget for
+    # unrolled layers (its first layer alone is estimated at 72 % of the device)
     assert board_styles(net, "icebreaker", "auto") == ["folded"] * 3
-    assert "unrolled" in board_styles(net, "ulx3s-85f", "auto")
+    assert board_styles(net, "ulx3s-85f", "auto") == ["folded"] * 3
+    # digits-tnn's shape: the first (slowest) layer unrolls on the 85F, not on the 25F
+    net = random_net.random_network(np.random.default_rng(0), features=[64, 128, 128, 10],
+                                    input_bits=5, hidden_bits=2, weight_kind="ternary")
+    assert board_styles(net, "ulx3s-85f", "auto") == ["unrolled", "folded", "folded"]
+    assert board_styles(net, "ulx3s-25f", "auto") == ["folded"] * 3
 
 
 def _fake_tools():
