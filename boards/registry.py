@@ -262,9 +262,9 @@ LC_HEADROOM = 0.95
 #: rest: :data:`LC_HEADROOM`). Unrolled layers are thousands of short carry chains, which
 #: nextpnr-ecp5's placer has to legalize one by one; measured with the board top on the ECP5,
 #: one carry chain per adder: digits-tnn(d32,d10) placed and routed at 36 % of the ULX3S-25F
-#: (106.1 MHz) and digits-tnn(d48,d10) at 54 % (91.2 MHz), while digits-tnn(d64,d10) at 72 % of the 25F
-#: and digits-tnn at 75 % of the ULX3S-85F found no legal placement ("Unable to find legal
-#: placement for cell ... CCU2C"; 40+ minutes on the 85F).
+#: (106.1 MHz) and digits-tnn(d48,d10) at 54 % (91.2 MHz), while digits-tnn(d64,d10) at 72 %
+#: of the 25F and digits-tnn at 75 % of the ULX3S-85F found no legal placement ("Unable to
+#: find legal placement for cell ... CCU2C"; 40+ minutes on the 85F).
 UNROLLED_LC_SHARE = {"ecp5": 0.6}
 
 

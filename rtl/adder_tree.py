@@ -13,7 +13,8 @@ Registers carry no reset and no enable: the pipeline always advances (the valid 
 back-pressure live beside it, in the caller).
 
 Shared carry chains (``chains=True``; off by default in the unrolled layers, which route
-far better without them: see :class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`). On the ECP5, nextpnr spends about four more LUT4s on every carry chain
+far better without them: see :class:`~qnnfab.rtl.unrolled_dense.UnrolledChain`). On the
+ECP5, nextpnr spends about four more LUT4s on every carry chain
 than its bits take (its feed-in and feed-out cells; measured: 16 separate 5+5-bit adders,
 96 carry LUT4s, pack to 162; one 96-bit adder to 104), which for thousands of small adders is
 a third of the design. So the adders of one level, one stage and one kind (sums or

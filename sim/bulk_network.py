@@ -170,9 +170,9 @@ def run_network(network, codes, *, folding=None, build_dir=None, ready_probabili
     ``"unrolled"`` or one per layer, weights as ``weights_in`` places them, SPRAM layers
     loaded; ``input_buffer``: the input vector in block RAM, each vector serialized into its
     code stream, :class:`~qnnfab.sim.vector_fed.VectorFedNetwork`) on ``codes`` (n,
-    input_features); returns a :class:`NetworkRun`. The build is cached in ``build_dir`` (default cache root) by the
-    Verilog's hash and ``optimize`` (None: :func:`choose_optimize`). Other arguments as
-    :func:`qnnfab.sim.verilator_bulk.run_bulk`;
+    input_features); returns a :class:`NetworkRun`. The build is cached in ``build_dir``
+    (default cache root) by the Verilog's hash and ``optimize`` (None:
+    :func:`choose_optimize`). Other arguments as :func:`qnnfab.sim.verilator_bulk.run_bulk`;
     :class:`~qnnfab.sim.verilator_bulk.BulkStallError` if the hardware stops answering."""
     from qnnfab.rtl.verilog import to_verilog
     codes = golden.check_inputs(network, codes)

@@ -13,8 +13,8 @@ import numpy as np
 
 from qnnfab import ir
 
-__all__ = ["activation_values", "weight_values", "int_matmul", "dense_acc", "conv_acc", "max_pool", "threshold",
-           "layer_forward",
+__all__ = ["activation_values", "weight_values", "int_matmul", "dense_acc", "conv_acc",
+           "max_pool", "threshold", "layer_forward",
            "forward", "classify", "Trace", "check_inputs"]
 
 

@@ -78,7 +78,8 @@ def test_pixel_stages_are_the_model():
     arg = Argmax(n=10, width=8)
     assert (arg.latency, arg.interval) == (21, 22)
     tree = Argmax(n=10, width=8, tree=True)
-    assert (tree.latency, tree.interval) == (4, 5) == tuple(vars(timing.argmax(10, tree=True)).values())
+    want = tuple(vars(timing.argmax(10, tree=True)).values())
+    assert (tree.latency, tree.interval) == (4, 5) == want
     assert timing.argmax_needs_tree(10, 22) and not timing.argmax_needs_tree(10, 23)
     thr = MultiThreshold(thresholds=np.zeros((4, 1), dtype=np.int64), signs=np.ones(4),
                          pe=2, in_shape=8)

@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from qnnfab.spec import learn_rule as lr
 from qnnfab.rtl.update_unit import (UpdateUnit, decode_momentum, encode_momentum,
-                                    momentum_code_layout, q_exp_width, q_layout)
+                                    q_exp_width, q_layout)
 
 
 def reference(rule, w, m, q, v):
