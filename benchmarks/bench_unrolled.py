@@ -66,21 +66,11 @@ def log(msg):
 
 def styles_for(network, board, style, folding):
     """Per-layer styles of ``style`` on ``board`` (``auto``: what the estimate fits)."""
-    from qnnfab.boards.registry import get_board, lc_budget
+    from qnnfab.boards.registry import family_lane_scale, get_board, lc_budget
     from qnnfab.rtl.network import resolve_styles
     b = get_board(board)
     return resolve_styles(network, style, folding=folding, budget_lc=lc_budget(b),
-                          lane_scale=lane_scale_of(b))
-
-
-def lane_scale_of(board):
-    """The board's family ``lane_scale`` with the unrolled style's factor
-    (:data:`qnnfab.rtl.estimate.FAMILY_UNROLLED_SCALE`; the families do not carry it yet)."""
-    from qnnfab.boards.families import get_family
-    from qnnfab.rtl.estimate import FAMILY_UNROLLED_SCALE
-    scale = dict(get_family(board.family).lane_scale)
-    scale.setdefault("unrolled", FAMILY_UNROLLED_SCALE.get(board.family, 1))
-    return scale
+                          lane_scale=family_lane_scale(b.family))
 
 
 class DoesNotFit(ValueError):
@@ -91,13 +81,13 @@ def check_styled_fit(network, board, style):
     """The styles of ``style`` on ``board`` and their estimate; :class:`DoesNotFit` above
     the board's logic budget (:func:`qnnfab.boards.registry.lc_budget`: less with unrolled
     layers on the ECP5) or its block RAM."""
-    from qnnfab.boards.registry import board_folding, get_board, lc_budget
+    from qnnfab.boards.registry import board_folding, family_lane_scale, get_board, lc_budget
     from qnnfab.rtl import estimate as E
     board = get_board(board)
     folding = board_folding(network, board)
     styles = styles_for(network, board, style, folding)
     est = E.estimate(network, [(f.pe, f.simd) for f in folding], styles=styles,
-                     lane_scale=lane_scale_of(board))
+                     lane_scale=family_lane_scale(board.family))
     budget = lc_budget(board, styles)
     if est["lc"] > budget:
         raise DoesNotFit(f"an estimated {est['lc']:,} LUTs > {budget / board.lut:.0%} of "
@@ -205,7 +195,7 @@ def small_network(board, max_hidden=64):
     """The largest ``d<N>,d10`` digits-tnn variant (N of :data:`ICE_WIDTHS`, at most
     ``max_hidden``) whose all-unrolled estimate fits ``board`` (:data:`SMALL_HEADROOM`):
     ``(name, network)``, for the boards the digits networks do not unroll on."""
-    from qnnfab.boards.registry import get_board, lc_budget
+    from qnnfab.boards.registry import family_lane_scale, get_board, lc_budget
     from qnnfab.model.presets import customize
     from qnnfab.model.train import train
     from qnnfab.rtl import estimate as E
@@ -214,7 +204,7 @@ def small_network(board, max_hidden=64):
         preset = customize("digits-tnn", arch=f"d{n},d10")
         net = train(preset, seed=0, progress=False).network
         est = E.estimate(net, None, styles=["unrolled"] * len(net.layers),
-                         lane_scale=lane_scale_of(board))
+                         lane_scale=family_lane_scale(board.family))
         log(f"{board.name}: d{n},d10 unrolled estimate {est['lc']} of {board.lut}")
         if est["lc"] <= min(SMALL_HEADROOM * board.lut, lc_budget(board)):
             return f"digits-tnn(d{n},d10)", net

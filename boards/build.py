@@ -36,7 +36,7 @@ from qnnfab.rtl import estimate as _estimate
 from qnnfab.rtl.folding import check_folding
 
 from .families import get_family
-from .registry import LC_HEADROOM, board_folding, board_styles, family_lane_scale, \
+from .registry import UNROLLED_LC_SHARE, board_folding, board_styles, family_lane_scale, \
     get_board, lc_budget
 from .report import make_report, timing_warning
 from .toolchain import STEPS, ToolError, run_steps, tool_path, toolchain_env
@@ -105,9 +105,9 @@ def check_fit(network, board, folding=None, *, styles=None, weights_in=None,
         raise FitError(f"network does not fit {board.name} ({board.device}): "
                        f"{est['weight_bits']:,} weight bits{also} > {board.bram_bits:,} bits of "
                        f"block RAM ({board.bram_blocks} blocks)")
-    if styles and "unrolled" in styles and est["lc"] > lc_budget(board, styles) \
-            and lc_budget(board, styles) < LC_HEADROOM * board.lut:
-        share = lc_budget(board, styles) / board.lut
+    share = UNROLLED_LC_SHARE.get(board.family)
+    if share is not None and styles and "unrolled" in styles \
+            and est["lc"] > lc_budget(board, styles):
         raise FitError(f"network does not fit {board.name} ({board.device}) with unrolled "
                        f"layers: an estimated {est['lc']:,} logic cells > {share:.0%} of "
                        f"{board.lut:,}, the most that placed with unrolled layers on the "
