@@ -409,7 +409,8 @@ def da4ml_row(net_name, network, board, out_dir, *, reuse, pack_only=False, buil
         row["generator"] = "da4ml"
         return row
     if not build:
-        return {**row_of(net_name, board, "da4ml", status="not built", detail=""),
+        return {**row_of(net_name, board, "da4ml", status="not built",
+                         detail="no finished build; `--da4ml` without `--no-build` builds it"),
                 "generator": "da4ml"}
     try:
         import da4ml  # noqa: F401
@@ -428,6 +429,23 @@ def da4ml_row(net_name, network, board, out_dir, *, reuse, pack_only=False, buil
     row = row_of(net_name, board, "da4ml", report)
     row["generator"] = "da4ml"
     return row
+
+
+def mark_da4ml_misfits(rows):
+    """A da4ml row without a build whose network packed, on another board, to more LUTs than
+    this board has: "does not fit", with the numbers (no tool run needed to know)."""
+    from qnnfab.boards.registry import get_board
+    packed = {r["network"]: r for r in rows
+              if r["generator"] == "da4ml" and r.get("lut") is not None}
+    for r in rows:
+        other = packed.get(r["network"])
+        if r["generator"] != "da4ml" or r.get("lut") is not None or other is None:
+            continue
+        total = get_board(r["board"]).lut
+        if other["lut"] > total:
+            r["status"] = "does not fit"
+            r["detail"] = (f"its {other['board']} build packs {other['lut']:,} LUTs "
+                           f"> the {total:,} of {r['board']}")
 
 
 def main(argv=None):
@@ -514,7 +532,7 @@ def main(argv=None):
                 if style != "folded":
                     check_styled_fit(net, board, style)
                 rows.append(row_of(name, board, style, status="not built",
-                                   detail=f"`--only {key}`"))
+                                   detail=f"no finished build; `--reuse --only {key}` builds it"))
             except DoesNotFit as exc:
                 rows.append(row_of(name, board, style, status="does not fit",
                                    detail=str(exc)))
@@ -546,6 +564,8 @@ def main(argv=None):
                                           os.path.join(args.out, n, board, "da4ml"),
                                           reuse=args.reuse, pack_only=args.da4ml_pack_only,
                                           build=not args.no_build))
+    if args.da4ml:
+        mark_da4ml_misfits(rows)
     from qnnfab.flow import test_accuracy
     accuracy = {}
     for r in rows:
