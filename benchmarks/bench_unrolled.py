@@ -36,7 +36,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from doc_tables import add_docs_arguments, check_docs_page, docs_page  # noqa: E402
+from doc_tables import (RESULTS, add_docs_arguments, check_docs_page, docs_page,  # noqa: E402
+                        write_tables)
 
 from qnnfab import ir  # noqa: E402
 
@@ -44,6 +45,9 @@ __all__ = ["build_styled", "main"]
 
 #: The tables of docs/results.md this benchmark writes (not with --only: a partial table).
 DOC_TABLES = ("unrolled",)
+#: The README's short table (the measured rows only), written with the default docs page.
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README_TABLE = "unrolled-measured"
 
 BOARDS = ("ulx3s-85f", "ulx3s-25f", "icebreaker")
 NETS = ("digits-tnn", "digits-bnn")
@@ -265,6 +269,29 @@ def table(rows):
     return "\n".join(lines)
 
 
+def readme_table(rows):
+    """The README's short form: the finished builds (style ``da4ml``: da4ml's), then the
+    refusals in a line."""
+    lines = ["| network | board | style | LUT | EBR | fmax MHz | inferences/s |",
+             "|" + "---|" * 7]
+    for r in rows:
+        if "lut" in r:
+            inf = r["inf_per_s"]
+            lines.append(f"| {r['network']} | {r['board']} | {r['style']} "
+                         f"| {_fmt_int(r['lut'])} | {_fmt_int(r['bram'])} "
+                         f"| {'-' if r['fmax'] is None else format(r['fmax'], '.1f')} "
+                         f"| {'-' if inf is None else format(inf / 1e6, '.2f') + ' M'} |")
+    misfits = {}
+    for r in rows:
+        if "lut" not in r and r["status"] == "does not fit":
+            key = f"{r['network'].split(' (')[0]} {r['style']}"
+            misfits.setdefault(key, []).append(r["board"])
+    if misfits:
+        lines.append("\nDoes not fit: " + "; ".join(f"{k} ({', '.join(b)})"
+                                                    for k, b in misfits.items()) + ".")
+    return "\n".join(lines)
+
+
 def cse_table(networks):
     """What the CSE pass saves, per layer: adders and modelled LUT4s against one private tree
     per neuron."""
@@ -477,6 +504,8 @@ def main(argv=None):
     if args.only:
         args.docs = None
     check_docs_page(args, DOC_TABLES)
+    if args.docs == RESULTS:
+        check_docs_page(argparse.Namespace(docs=README), (README_TABLE,))
 
     from qnnfab.flow import preset_network
 
@@ -587,6 +616,10 @@ def main(argv=None):
     with open(os.path.join(args.out, "unrolled.json"), "w") as f:
         json.dump(rows, f, indent=1, default=str)
     docs_page(args, {"unrolled": text}, log=log)
+    if args.docs == RESULTS:
+        changed = write_tables(README, {README_TABLE: readme_table(rows)})
+        log(f"docs: {README}: " + ("rewrote" if changed else "unchanged") +
+            f" table {README_TABLE}")
     return 0
 
 

@@ -64,8 +64,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 DOCS = os.path.join(REPO, "docs")
 MAKEFILE = os.path.join(REPO, "Makefile")
-#: The README is a guide, not the manual: methods and results live in docs/.
-README_LIMIT = 16 * 1024
+#: The README is a guide, not the manual: methods and results live in docs/ (17 KiB since the
+#: side-by-side table of the unrolled style, which its issue asked for in the README).
+README_LIMIT = 17 * 1024
 
 #: Board loaders and the FPGA families they program.
 PROGRAMMERS = {"iceprog": {"ice40"}, "openFPGALoader": {"ice40", "ecp5"}, "fujprog": {"ecp5"}}
