@@ -54,7 +54,8 @@ from doc_tables import (add_docs_arguments, check_docs_page, docs_page,  # noqa:
                         shift_headings)
 
 from qnnfab import ir  # noqa: E402
-from qnnfab.model.gradquant import GRAD_QUANTIZERS, MAX_BITS, MIN_BITS, STOCHASTIC  # noqa: E402
+from qnnfab.model.gradquant import (GRAD_QUANTIZERS, MAX_BITS, MIN_BITS,  # noqa: E402
+                                    STOCHASTIC, NonFiniteGradient)
 from qnnfab.model.presets import customize, get_preset  # noqa: E402
 from qnnfab.model.train import OPTIMIZERS, SCHEDULES, train  # noqa: E402
 
@@ -138,26 +139,41 @@ class Runner:
         preset, data = network(name)
         grad_quant = None if method == BASELINE else (method, bits, TARGETS[target])
         t = time.monotonic()
-        res = train(preset, seed=seed, progress=False, epochs=epochs, data=data,
-                    grad_quant=grad_quant,
-                    optimizer={"name": optimizer, "lr": lr, "schedule": schedule})
+        try:
+            res = train(preset, seed=seed, progress=False, epochs=epochs, data=data,
+                        grad_quant=grad_quant,
+                        optimizer={"name": optimizer, "lr": lr, "schedule": schedule})
+        except NonFiniteGradient:
+            # A result, not a failure of the benchmark: the training blew up (a gradient to
+            # quantize turned NaN or inf). Kept, so --resume does not train it again.
+            return self._keep(key, r, time.monotonic() - t, diverged=True)
         best = res.history[res.best_epoch - 1]
         r.update(integer=res.integer_accuracy, float=res.float_accuracy,
                  agreement=res.agreement, best_epoch=res.best_epoch,
                  val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
                  seconds=round(time.monotonic() - t, 2),
                  meta={k: res.network.meta.get(k) for k in ("optimizer", "grad_quant")})
+        return self._keep(key, r, r["seconds"])
+
+    def _keep(self, key, r, seconds, diverged=False):
+        """Append the finished run ``r`` to the runs file and the cache; log it."""
+        if diverged:
+            r.update(integer=None, float=None, agreement=None, best_epoch=None,
+                     val_accuracy=None, val_loss=None, seconds=round(seconds, 2),
+                     diverged=True)
         self.cache[key] = r
         with open(self.path, "a") as f:
             f.write(json.dumps(r) + "\n")
         self.trained += 1
-        what = "float gradients" if grad_quant is None else \
-            f"{method} {bits}-bit, {TARGET_LABELS[target]}"
+        what = "float gradients" if r["method"] == BASELINE else \
+            f"{r['method']} {r['bits']}-bit, {TARGET_LABELS[r['target']]}"
         elapsed = time.monotonic() - self.started
         left = elapsed / self.trained * max(0, self.total - self.done)
-        log(f"[{self.done}/{self.total}] {name} {optimizer} lr {lr:g} seed {seed} {what}: "
-            f"val {best['val_accuracy']:.2%} test {res.integer_accuracy:.2%}, "
-            f"{r['seconds']:.1f} s (about {left / 60:.0f} min left)")
+        result = ("diverged (a gradient turned NaN or inf)" if diverged else
+                  f"val {r['val_accuracy']:.2%} test {r['integer']:.2%}")
+        log(f"[{self.done}/{self.total}] {r['network']} {r['optimizer']} lr {r['lr']:g} seed "
+            f"{r['seed']} {what}: {result}, {r['seconds']:.1f} s "
+            f"(about {left / 60:.0f} min left)")
         return r
 
 
@@ -182,8 +198,19 @@ def choose_lr(runner, name, epochs, optimizer, args):
 
 
 def stats(values):
-    return {"mean": float(np.mean(values)), "min": float(min(values)),
-            "max": float(max(values)), "n": len(values)}
+    """Mean, min and max over the runs that finished (None: diverged), with ``n`` runs in all
+    and how many ``diverged``; the three figures are None when every run diverged."""
+    done = [v for v in values if v is not None]
+    if not done:
+        return {"mean": None, "min": None, "max": None, "n": len(values),
+                "diverged": len(values)}
+    return {"mean": float(np.mean(done)), "min": float(min(done)), "max": float(max(done)),
+            "n": len(values), "diverged": len(values) - len(done)}
+
+
+def usable(st):
+    """A cell every seed of which finished: the only kind the comparisons use."""
+    return st is not None and not st.get("diverged")
 
 
 def summarize(runs):
@@ -204,9 +231,13 @@ def pct(x):
 def cell(st):
     if st is None:
         return "-"
-    if st["min"] == st["max"]:
-        return pct(st["mean"])
-    return f"{pct(st['mean'])} ({pct(st['min'])}..{pct(st['max'])})"
+    if st["mean"] is None:
+        return f"diverged ({st['n']} of {st['n']})"
+    text = pct(st["mean"]) if st["min"] == st["max"] else \
+        f"{pct(st['mean'])} ({pct(st['min'])}..{pct(st['max'])})"
+    if st.get("diverged"):
+        text += f", {st['diverged']} of {st['n']} diverged"
+    return text
 
 
 def lr_text(lr):
@@ -262,7 +293,7 @@ def network_report(sec):
         cells = [LABELS[method]]
         for o, t in pairs:
             st, base = get(summary, o, t, method, low), get(summary, o, "-", BASELINE, None)
-            cells.append("-" if st is None or base is None
+            cells.append("-" if st is None or base is None else "diverged" if not usable(st)
                          else f"{100 * (st['mean'] - base['mean']):+.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -297,6 +328,7 @@ def bias_notes(sec):
             for ms in groups.values():
                 d = [get(summary, o, t, m, low) for m in ms]
                 cells.append("-" if base is None or None in d else
+                             "diverged" if not all(map(usable, d)) else
                              f"{100 * (np.mean([x['mean'] for x in d]) - base['mean']):+.2f}")
             parts.append(f"{OPT_LABELS[o]} {' / '.join(cells)}")
         out.append(f"Mean change at {low} bits, {TARGET_LABELS[t]}, "
@@ -321,6 +353,17 @@ def choice_notes(sec, tol=1.0):
             mine = {m: get(summary, o, t, m, low) for m in chosen}
             theirs = {m: get(summary, o, t, m, low) for m in others}
             if any(v is None for v in [*mine.values(), *theirs.values()]):
+                continue
+            # A function with a diverged seed competes with nothing: it is not the best
+            # other function, and a chosen one that diverged does not count as the choice.
+            mine = {m: v for m, v in mine.items() if usable(v)}
+            theirs = {m: v for m, v in theirs.items() if usable(v)}
+            if not mine:
+                misses.append(f"{OPT_LABELS[o]}, {TARGET_LABELS[t]}: the chosen functions "
+                              f"diverged")
+                continue
+            if not theirs:
+                ok += 1
                 continue
             m_best = max(mine, key=lambda m: mine[m]["mean"])
             o_best = max(theirs, key=lambda m: theirs[m]["mean"])
@@ -389,7 +432,8 @@ def plot_svg(sections):
         top = top0 + i * (height + gap)
         table = {m: [(b, get(summary, opt, target, m, b))
                      for b in ([2] if m == "terngrad" else bits)] for m in methods}
-        table = {m: [(b, st) for b, st in pts if st is not None] for m, pts in table.items()}
+        table = {m: [(b, st) for b, st in pts if st is not None and st["mean"] is not None]
+                 for m, pts in table.items()}
         base = get(summary, opt, "-", BASELINE, None)
         values = [st[k] for pts in table.values() for _, st in pts for k in ("min", "max")]
         values += [base["mean"]] if base else []

@@ -61,7 +61,7 @@ import torch
 __all__ = ["GRAD_QUANTIZERS", "STOCHASTIC", "TARGETS", "MIN_BITS", "MAX_BITS", "check_bits",
            "uniform_quantize", "stochastic_quantize", "dorefa_quantize", "log_quantize",
            "terngrad_quantize", "quantize_gradients", "GradQuantHandle", "check_grad_quant",
-           "check_targets"]
+           "check_targets", "NonFiniteGradient"]
 
 #: The bit widths the functions take.
 MIN_BITS, MAX_BITS = 2, 16
@@ -85,13 +85,17 @@ def check_bits(bits, *, allow_none=False):
     return bits
 
 
+class NonFiniteGradient(ValueError):
+    """A gradient to quantize holds NaN or inf: in training, the run has diverged."""
+
+
 def _check_grad(grad):
     if not isinstance(grad, torch.Tensor):
         raise TypeError(f"grad must be a torch.Tensor, not {type(grad).__name__}")
     if not grad.is_floating_point():
         raise TypeError(f"grad must be a floating-point tensor, not {grad.dtype}")
     if grad.numel() and not bool(torch.isfinite(grad).all()):
-        raise ValueError("grad contains NaN or inf")
+        raise NonFiniteGradient("grad contains NaN or inf")
 
 
 def _scale(grad):

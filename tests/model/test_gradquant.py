@@ -184,8 +184,9 @@ def test_bad_arguments(method):
         fn(g.numpy(), 4)
     with pytest.raises(TypeError, match="floating-point"):
         fn(torch.ones(3, dtype=torch.int64), 4)
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(ValueError, match="NaN or inf") as info:
         fn(torch.tensor([1.0, float("nan")]), 4)
+    assert isinstance(info.value, gradquant.NonFiniteGradient)   # a diverged training
 
 
 def test_check_grad_quant():
