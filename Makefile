@@ -77,8 +77,12 @@ bench-optim: setup
 bench-boards: setup
 	$(PY) benchmarks/bench_boards.py $(if $(MATRIX_BOARDS),--boards $(MATRIX_BOARDS))
 
+# The whole gradquant table of docs/results.md: digits-tnn and digits-cnn at 15 epochs, the
+# Fashion-MNIST MLP at 2 (apt-get install dataset-fashion-mnist); about 1,700 runs, ~3.5 h on one
+# core. REUSE=1 continues from the runs kept in build/bench/gradquant-runs.jsonl.
 bench-gradquant: setup
-	$(PY) benchmarks/bench_gradquant.py
+	$(PY) benchmarks/bench_gradquant.py --presets digits-tnn digits-cnn fmnist-tnn \
+		--epochs 15 fmnist-tnn=2 $(if $(REUSE),--resume)
 
 # Fashion-MNIST (apt-get install dataset-fashion-mnist): qnnfab's networks, Brevitas/QONNX imports
 # and hls4ml on 28x28 images, bit-exact in Verilator; BUILD=1 adds real ULX3S builds (~20 min each).

@@ -3,7 +3,7 @@
     python benchmarks/bench_gradquant.py [--presets digits-tnn digits-cnn fmnist-tnn]
         [--methods uniform stochastic dorefa log terngrad] [--bits 2 3 4 6 8]
         [--optimizers adam sgd momentum] [--targets both error weight] [--seeds 0 1 2]
-        [--epochs 20 fmnist-tnn=2] [--schedule cosine] [--lr-grid -7 ... 2] [--lr sgd=0.5]
+        [--epochs 15 fmnist-tnn=2] [--schedule cosine] [--lr-grid -7 ... 2] [--lr sgd=0.5]
         [--out build/bench] [--resume] [--merge]
 
 For each network (a preset of :mod:`qnnfab.model.presets`, or ``fmnist-tnn``: digits-tnn's
@@ -74,7 +74,7 @@ CHOICE = ("stochastic", "terngrad")
 NETWORKS = {"fmnist-tnn": ("digits-tnn", "d256,d256,d10", "fashion-mnist")}
 #: Epochs when ``--epochs`` does not say: Fashion-MNIST has 30 times digits' training images.
 DEFAULT_EPOCHS = {"fmnist-tnn": 2}
-DIGITS_EPOCHS = 20
+DIGITS_EPOCHS = 15
 #: Line colours of the plot, per method.
 COLOURS = {"uniform": "#d0452f", "stochastic": "#3b6fb6", "dorefa": "#2e9a4a", "log": "#9b4fb0",
            "terngrad": "#e08a00", BASELINE: "#444444"}
