@@ -2,22 +2,16 @@
 with which seeds and epochs, the table notes, the fine-tuning subset, the table each data set
 writes, and the command lines' errors."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-try:
-    import bench_cluster as bc
-    import bench_sq as bs
-finally:
-    sys.path.pop(0)
+from qnnfab.model.data import Dataset
+from qnnfab.model.sq import SQConfig
 
-from qnnfab.model.data import Dataset  # noqa: E402
-from qnnfab.model.sq import SQConfig  # noqa: E402
+from .benchmark_modules import load
+
+bc = load("bench_cluster")
+bs = load("bench_sq")
 
 
 # -- bench_sq ---------------------------------------------------------------------------------

@@ -1,15 +1,9 @@
 """benchmarks/bench_gradquant.py: a run whose gradients blow up is a result (kept, marked
 "diverged"), and the table's comparisons never count a diverged cell as a number."""
 
-import os
-import sys
+from .benchmark_modules import load
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-try:
-    import bench_gradquant as bg
-finally:
-    sys.path.pop(0)
+bg = load("bench_gradquant")
 
 
 def test_stats_leave_out_diverged_runs_and_count_them():

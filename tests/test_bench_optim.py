@@ -3,17 +3,12 @@ target read off the curve, SGD's epochs over an optimizer's (exact or a lower bo
 verdict, the per-optimizer lr windows, the docs table, and the command line's errors."""
 
 import json
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-try:
-    import bench_optim as bo
-finally:
-    sys.path.pop(0)
+from .benchmark_modules import load
+
+bo = load("bench_optim")
 
 
 # -- evaluation points and epochs to target -------------------------------------------------------

@@ -1,15 +1,9 @@
 """benchmarks/bench_unrolled.py: the rows a table shows without a build (how to build them,
 da4ml's "does not fit" from its packed netlist on a bigger board) and the README's short table."""
 
-import os
-import sys
+from .benchmark_modules import load
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-try:
-    import bench_unrolled as bu
-finally:
-    sys.path.pop(0)
+bu = load("bench_unrolled")
 
 
 def report(lut, fmax=80.0, cycles=1, bram=0, total=83640, packed_only=False):

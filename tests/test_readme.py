@@ -60,6 +60,8 @@ import pytest
 
 from qnnfab import cli, ir
 
+from .benchmark_modules import load
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 DOCS = os.path.join(REPO, "docs")
@@ -601,11 +603,7 @@ def test_docs_commands_parse(path, capsys):
 def test_results_tables_are_the_benchmarks():
     """Each marked table of docs/results.md is written by exactly one benchmark, and each
     table a benchmark writes is marked there."""
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    try:
-        from doc_tables import markers
-    finally:
-        sys.path.pop(0)
+    markers = load("doc_tables").markers
     page = markers(read(os.path.join(DOCS, "results.md")))
     owners = {}
     benchmarks = os.path.join(REPO, "benchmarks")
@@ -628,11 +626,7 @@ def test_results_tables_are_the_benchmarks():
 
 
 def test_doc_tables_replaces_atomically(tmp_path):
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    try:
-        import doc_tables
-    finally:
-        sys.path.pop(0)
+    doc_tables = load("doc_tables")
     page = tmp_path / "page.md"
     page.write_text("intro `<!-- table:t -->` in prose\n<!-- table:t -->\nold\n"
                     "<!-- /table:t -->\nafter\n")
