@@ -146,34 +146,28 @@ class Runner:
         except NonFiniteGradient:
             # A result, not a failure of the benchmark: the training blew up (a gradient to
             # quantize turned NaN or inf). Kept, so --resume does not train it again.
-            return self._keep(key, r, time.monotonic() - t, diverged=True)
-        best = res.history[res.best_epoch - 1]
-        r.update(integer=res.integer_accuracy, float=res.float_accuracy,
-                 agreement=res.agreement, best_epoch=res.best_epoch,
-                 val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
-                 seconds=round(time.monotonic() - t, 2),
-                 meta={k: res.network.meta.get(k) for k in ("optimizer", "grad_quant")})
-        return self._keep(key, r, r["seconds"])
-
-    def _keep(self, key, r, seconds, diverged=False):
-        """Append the finished run ``r`` to the runs file and the cache; log it."""
-        if diverged:
             r.update(integer=None, float=None, agreement=None, best_epoch=None,
-                     val_accuracy=None, val_loss=None, seconds=round(seconds, 2),
-                     diverged=True)
+                     val_accuracy=None, val_loss=None,
+                     seconds=round(time.monotonic() - t, 2), diverged=True)
+        else:
+            best = res.history[res.best_epoch - 1]
+            r.update(integer=res.integer_accuracy, float=res.float_accuracy,
+                     agreement=res.agreement, best_epoch=res.best_epoch,
+                     val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
+                     seconds=round(time.monotonic() - t, 2),
+                     meta={k: res.network.meta.get(k) for k in ("optimizer", "grad_quant")})
         self.cache[key] = r
         with open(self.path, "a") as f:
             f.write(json.dumps(r) + "\n")
         self.trained += 1
-        what = "float gradients" if r["method"] == BASELINE else \
-            f"{r['method']} {r['bits']}-bit, {TARGET_LABELS[r['target']]}"
+        what = "float gradients" if grad_quant is None else \
+            f"{method} {bits}-bit, {TARGET_LABELS[target]}"
         elapsed = time.monotonic() - self.started
         left = elapsed / self.trained * max(0, self.total - self.done)
-        result = ("diverged (a gradient turned NaN or inf)" if diverged else
+        result = ("diverged (a gradient turned NaN or inf)" if r.get("diverged") else
                   f"val {r['val_accuracy']:.2%} test {r['integer']:.2%}")
-        log(f"[{self.done}/{self.total}] {r['network']} {r['optimizer']} lr {r['lr']:g} seed "
-            f"{r['seed']} {what}: {result}, {r['seconds']:.1f} s "
-            f"(about {left / 60:.0f} min left)")
+        log(f"[{self.done}/{self.total}] {name} {optimizer} lr {lr:g} seed {seed} {what}: "
+            f"{result}, {r['seconds']:.1f} s (about {left / 60:.0f} min left)")
         return r
 
 

@@ -247,6 +247,14 @@ def _fmt_int(v):
     return "-" if v is None else f"{v:,}"
 
 
+def _figures(r):
+    """A finished build's LUT, EBR, fmax and inferences/s cells, as both tables print them."""
+    inf = r["inf_per_s"]
+    return (f"{_fmt_int(r['lut'])} | {_fmt_int(r['bram'])} "
+            f"| {'-' if r['fmax'] is None else format(r['fmax'], '.1f')}",
+            '-' if inf is None else format(inf / 1e6, '.2f') + ' M')
+
+
 def table(rows):
     head = ("| generator | network | board | style | LUT | EBR | fmax (MHz) | cycles/inference "
             "| inferences/s | per LUT | note |")
@@ -256,15 +264,13 @@ def table(rows):
             lines.append(f"| {r['generator']} | {r['network']} | {r['board']} | {r['style']} "
                          f"| - | - | - | - | - | - | {r['status']}: {r.get('detail', '')} |")
             continue
-        inf = r["inf_per_s"]
         note = "" if r.get("timing_met", True) else f"timing not met at {r['clock']:g} MHz"
         if r.get("note"):
             note = (note + "; " if note else "") + r["note"]
+        resources, inf = _figures(r)
         lines.append(
             f"| {r['generator']} | {r['network']} | {r['board']} | {r['style']} "
-            f"| {_fmt_int(r['lut'])} | {_fmt_int(r['bram'])} "
-            f"| {'-' if r['fmax'] is None else format(r['fmax'], '.1f')} | {r['cycles']} "
-            f"| {'-' if inf is None else format(inf / 1e6, '.2f') + ' M'} "
+            f"| {resources} | {r['cycles']} | {inf} "
             f"| {'-' if r['per_lut'] is None else format(r['per_lut'], ',.0f')} | {note} |")
     return "\n".join(lines)
 
@@ -276,11 +282,9 @@ def readme_table(rows):
              "|" + "---|" * 7]
     for r in rows:
         if "lut" in r:
-            inf = r["inf_per_s"]
-            lines.append(f"| {r['network']} | {r['board']} | {r['style']} "
-                         f"| {_fmt_int(r['lut'])} | {_fmt_int(r['bram'])} "
-                         f"| {'-' if r['fmax'] is None else format(r['fmax'], '.1f')} "
-                         f"| {'-' if inf is None else format(inf / 1e6, '.2f') + ' M'} |")
+            resources, inf = _figures(r)
+            lines.append(f"| {r['network']} | {r['board']} | {r['style']} | {resources} "
+                         f"| {inf} |")
     misfits = {}
     for r in rows:
         if "lut" not in r and r["status"] == "does not fit":
